@@ -1,0 +1,19 @@
+// Host-side entry points of the CUDA kernels. The same .cu sources are built
+// twice: by nvcc into nvila::cuda (real GPU launches) and by g++ with
+// csrc/emu/emu.h into nvila::emu (SIMT emulation on the CPU, for the tests).
+// `stream` is a cudaStream_t (ignored by the emulator). Each returns 0 or a CUDA
+// error code that error_string() describes. No CUDA or torch headers needed.
+#pragma once
+
+#include "nvila/spatial_compress.h"
+#include "nvila/temporal_pool.h"
+
+#define NVILA_DECLARE_LAUNCHERS(NS)                                     \
+  namespace nvila::NS {                                                 \
+  int spatial_compress(const SpatialCompressArgs& a, void* stream);     \
+  int temporal_pool(const TemporalPoolArgs& a, void* stream);           \
+  const char* error_string(int code);                                   \
+  }
+
+NVILA_DECLARE_LAUNCHERS(cuda)
+NVILA_DECLARE_LAUNCHERS(emu)

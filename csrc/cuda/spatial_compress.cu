@@ -1,0 +1,179 @@
+// CUDA kernel of spatial_compress (space-to-depth with NVILA's padding and
+// channel order, optionally fused with LayerNorm). One block per output token
+// (grid-stride over tokens); the block gathers the token's k*k source tokens
+// with 16-byte loads where alignment allows.
+//
+// With LayerNorm, the row of D = k*k*C values is staged in shared memory as fp32
+// (CACHED) so global memory is read once and written once; statistics are two
+// block reductions (mean, then sum of squared deviations). When D*4 bytes exceed
+// the device's shared memory, the uncached variant re-reads the row from global
+// memory (L2 hits) for the second and third pass.
+#include "common.cuh"
+#include "launchers.h"
+#include "nvila/layernorm.h"
+#include "nvila/spatial_compress.h"
+#include "ptx.cuh"
+
+namespace nvila::NVILA_CUDA_NS {
+namespace {
+
+constexpr int kMaxThreads = 256;
+
+template <typename T, int VEC>
+__device__ __forceinline__ Vec<T, VEC> load_vec(const T* p) {
+  Vec<T, VEC> v;
+  if constexpr (sizeof(v) == 16)
+    ptx::ld_global_nc_na_v4(&v, p);
+  else
+    v = *reinterpret_cast<const Vec<T, VEC>*>(p);
+  return v;
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void store_vec(T* p, const Vec<T, VEC>& v) {
+  if constexpr (sizeof(v) == 16)
+    ptx::st_global_cs_v4(p, &v);
+  else
+    *reinterpret_cast<Vec<T, VEC>*>(p) = v;
+}
+
+// The VEC-wide piece `i` of output row `row`: its slot, and where it comes from
+// (element offset into x, or -1 for padding). Indices inside a row fit in 32 bits.
+struct Piece {
+  int64_t src;
+  uint32_t dst;  // element offset inside the output row
+};
+
+template <int VEC>
+__device__ __forceinline__ Piece piece(const SpatialCompressArgs& a, int64_t row, uint32_t i, uint32_t cvecs) {
+  const uint32_t slot = i / cvecs;
+  const uint32_t c = (i - slot * cvecs) * VEC;
+  const int64_t src = spatial_compress_src(a, row, slot);
+  return {src < 0 ? -1 : src + c, uint32_t(slot * a.C + c)};
+}
+
+template <typename T, int VEC, bool LN, bool CACHED>
+__global__ void __launch_bounds__(kMaxThreads) spatial_compress_kernel(SpatialCompressArgs a) {
+  NVILA_DYNAMIC_SMEM(float, row_buf);  // D floats, used when CACHED
+  __shared__ float red[32];
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  T* __restrict__ out = static_cast<T*>(a.out);
+  const uint32_t cvecs = uint32_t(a.C / VEC);
+  const uint32_t nvec = uint32_t(a.k * a.k) * cvecs;
+  const int64_t D = a.D(), rows = a.rows();
+
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    T* dst = out + row * D;
+    if constexpr (!LN) {
+      for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+        const Piece p = piece<VEC>(a, row, i, cvecs);
+        Vec<T, VEC> v;
+        if (p.src < 0) {
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) v.v[j] = from_f32<T>(0.f);
+        } else {
+          v = load_vec<T, VEC>(x + p.src);
+        }
+        store_vec<T, VEC>(dst + p.dst, v);
+      }
+      continue;
+    } else {
+      // pass 1: gather (and stage) the row, sum for the mean
+      float sum = 0.f;
+      for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+        const Piece p = piece<VEC>(a, row, i, cvecs);
+        Vec<T, VEC> v;
+        if (p.src >= 0) v = load_vec<T, VEC>(x + p.src);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const float f = p.src < 0 ? 0.f : load_f32(&v.v[j]);
+          sum += f;
+          if constexpr (CACHED) row_buf[p.dst + j] = f;
+        }
+      }
+      const float mean = block_sum(sum, red) / float(D);
+
+      // the row's value at piece i, lane j (pass 2 and 3)
+      auto value = [&](const Piece& p, const Vec<T, VEC>& v, int j) -> float {
+        if constexpr (CACHED) return row_buf[p.dst + j];
+        return p.src < 0 ? 0.f : load_f32(&v.v[j]);
+      };
+      auto reload = [&](const Piece& p) {
+        Vec<T, VEC> v{};
+        if constexpr (!CACHED)
+          if (p.src >= 0) v = *reinterpret_cast<const Vec<T, VEC>*>(x + p.src);
+        return v;
+      };
+
+      // pass 2: sum of squared deviations
+      float ssd = 0.f;
+      for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+        const Piece p = piece<VEC>(a, row, i, cvecs);
+        const Vec<T, VEC> v = reload(p);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const float d = value(p, v, j) - mean;
+          ssd += d * d;
+        }
+      }
+      const RowStats st{mean, layernorm_rstd(block_sum(ssd, red), D, a.eps)};
+
+      // pass 3: normalize, scale, shift, store
+      for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+        const Piece p = piece<VEC>(a, row, i, cvecs);
+        const Vec<T, VEC> v = reload(p);
+        Vec<T, VEC> o;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j)
+          o.v[j] = from_f32<T>(layernorm_apply(value(p, v, j), st, a.ln_weight, a.ln_bias, p.dst + j));
+        store_vec<T, VEC>(dst + p.dst, o);
+      }
+      // row_buf is rewritten by the next row only after every thread is done
+      if constexpr (CACHED) __syncthreads();
+    }
+  }
+}
+
+template <typename T, int VEC>
+int launch(const SpatialCompressArgs& a, void* stream) {
+  const int64_t rows = a.rows();
+  if (rows == 0) return 0;
+  const int64_t nvec = a.D() / VEC;
+  int threads = 32;
+  while (threads < kMaxThreads && threads * 2 <= nvec) threads *= 2;
+  const unsigned grid = unsigned(rows < (int64_t(1) << 30) ? rows : (int64_t(1) << 30));
+  void (*kernel)(SpatialCompressArgs);
+  size_t smem = 0;
+  if (!a.ln_weight) {
+    kernel = spatial_compress_kernel<T, VEC, false, false>;
+  } else if (a.D() * int64_t(sizeof(float)) <= max_dynamic_smem()) {
+    kernel = spatial_compress_kernel<T, VEC, true, true>;
+    smem = size_t(a.D()) * sizeof(float);
+  } else {
+    kernel = spatial_compress_kernel<T, VEC, true, false>;
+  }
+  if (const cudaError_t e = allow_dynamic_smem(kernel, smem); e != cudaSuccess) return int(e);
+  NVILA_LAUNCH(kernel, dim3(grid), dim3(threads), smem, stream)(a);
+  return int(cudaGetLastError());
+}
+
+template <typename T>
+int dispatch_vec(const SpatialCompressArgs& a, void* stream) {
+  constexpr int V = 16 / sizeof(T);
+  const bool aligned = a.C % V == 0 && a.sB % V == 0 && a.sH % V == 0 && a.sW % V == 0 &&
+                       reinterpret_cast<uintptr_t>(a.x) % 16 == 0 && reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
+  return aligned ? launch<T, V>(a, stream) : launch<T, 1>(a, stream);
+}
+
+}  // namespace
+
+int spatial_compress(const SpatialCompressArgs& a, void* stream) {
+  switch (a.dtype) {
+    case DType::F32: return dispatch_vec<float>(a, stream);
+    case DType::F16: return dispatch_vec<half_t>(a, stream);
+    case DType::BF16: return dispatch_vec<bf16_t>(a, stream);
+  }
+  return int(cudaErrorInvalidValue);
+}
+
+}  // namespace nvila::NVILA_CUDA_NS

@@ -1,0 +1,72 @@
+// CUDA kernel of temporal_pool: out[g, n] = mean over t < group of x[g*group + t, n].
+// Each thread owns VEC consecutive elements of one output frame (16-byte loads
+// when aligned) and sums its `group` input frames in fp32; grid-stride loop.
+#include "common.cuh"
+#include "launchers.h"
+#include "nvila/temporal_pool.h"
+#include "ptx.cuh"
+
+namespace nvila::NVILA_CUDA_NS {
+namespace {
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(256) temporal_pool_kernel(TemporalPoolArgs a) {
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  T* __restrict__ out = static_cast<T*>(a.out);
+  const int64_t per_frame = a.N / VEC;
+  const int64_t total = a.groups() * per_frame;
+  const float count = float(a.group);
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t g = i / per_frame;
+    const int64_t n = (i - g * per_frame) * VEC;
+    float acc[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) acc[j] = 0.f;
+    const T* src = x + g * a.group * a.sT + n;
+    for (int64_t t = 0; t < a.group; ++t, src += a.sT) {
+      const Vec<T, VEC> v = *reinterpret_cast<const Vec<T, VEC>*>(src);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) acc[j] += load_f32(&v.v[j]);
+    }
+    Vec<T, VEC> o;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) o.v[j] = from_f32<T>(acc[j] / count);
+    if constexpr (sizeof(o) == 16)
+      ptx::st_global_cs_v4(out + g * a.N + n, &o);
+    else
+      *reinterpret_cast<Vec<T, VEC>*>(out + g * a.N + n) = o;
+  }
+}
+
+template <typename T, int VEC>
+int launch(const TemporalPoolArgs& a, void* stream) {
+  const int64_t total = a.groups() * (a.N / VEC);
+  if (total == 0) return 0;
+  constexpr int threads = 256;
+  const int64_t blocks = (total + threads - 1) / threads;
+  const unsigned grid = unsigned(blocks < 65536 * 8 ? blocks : 65536 * 8);
+  auto kernel = temporal_pool_kernel<T, VEC>;
+  NVILA_LAUNCH(kernel, dim3(grid), dim3(threads), 0, stream)(a);
+  return int(cudaGetLastError());
+}
+
+template <typename T>
+int dispatch_vec(const TemporalPoolArgs& a, void* stream) {
+  constexpr int V = 16 / sizeof(T);
+  const bool aligned = a.N % V == 0 && a.sT % V == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
+  return aligned ? launch<T, V>(a, stream) : launch<T, 1>(a, stream);
+}
+
+}  // namespace
+
+int temporal_pool(const TemporalPoolArgs& a, void* stream) {
+  switch (a.dtype) {
+    case DType::F32: return dispatch_vec<float>(a, stream);
+    case DType::F16: return dispatch_vec<half_t>(a, stream);
+    case DType::BF16: return dispatch_vec<bf16_t>(a, stream);
+  }
+  return int(cudaErrorInvalidValue);
+}
+
+}  // namespace nvila::NVILA_CUDA_NS

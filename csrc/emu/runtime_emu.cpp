@@ -1,0 +1,4 @@
+// runtime.cu compiled by g++ under the SIMT emulator (launchers in nvila::emu).
+#include "emu.h"
+//
+#include "../cuda/runtime.cu"

@@ -1,0 +1,46 @@
+// NVILA's k x k space-to-depth ("spatial-to-channel" compression), shared by the
+// CPU kernel, the CUDA kernel and (later) the fused merge-compress kernels.
+//
+// Input  x   : (B, H, W, C) token grid, tokens row-major, channel stride 1.
+// Output out : (B, Ho, Wo, k*k*C), Ho = ceil(H/k), Wo = ceil(W/k), contiguous.
+// Zero padding: missing rows at the bottom, then missing columns on the right.
+// Output cell (I, J) channel  slot*C + c,  slot = dr*k + dc,  reads input token
+// (k*I + dr, k*J + dc), or 0 when that token is padding.
+#pragma once
+
+#include <cstdint>
+
+#include "nvila/common.h"
+
+namespace nvila {
+
+struct SpatialCompressArgs {
+  const void* x;     // (B, H, W, C) with strides (sB, sH, sW, 1), in elements
+  void* out;         // (B, Ho, Wo, k*k*C) contiguous
+  const float* ln_weight;  // (k*k*C) fp32, or nullptr for no LayerNorm
+  const float* ln_bias;    // (k*k*C) fp32, or nullptr (zero bias)
+  int64_t B, H, W, C, k;
+  int64_t sB, sH, sW;
+  float eps;
+  DType dtype;
+
+  NVILA_HD int64_t Ho() const { return ceil_div(H, k); }
+  NVILA_HD int64_t Wo() const { return ceil_div(W, k); }
+  NVILA_HD int64_t D() const { return k * k * C; }
+  NVILA_HD int64_t rows() const { return B * Ho() * Wo(); }
+};
+
+// Where slot `slot` of output token `row` (row = (b*Ho + I)*Wo + J) reads from:
+// the element offset of channel 0 of the source token, or -1 for padding.
+NVILA_HD int64_t spatial_compress_src(const SpatialCompressArgs& a, int64_t row, int64_t slot) {
+  const int64_t wo = a.Wo(), ho = a.Ho();
+  const int64_t J = row % wo;
+  const int64_t I = (row / wo) % ho;
+  const int64_t b = row / (wo * ho);
+  const int64_t h = I * a.k + slot / a.k;
+  const int64_t w = J * a.k + slot % a.k;
+  if (h >= a.H || w >= a.W) return -1;
+  return b * a.sB + h * a.sH + w * a.sW;
+}
+
+}  // namespace nvila

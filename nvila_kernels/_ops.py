@@ -1,0 +1,42 @@
+"""The one place that lists every op: schemas and fake (meta) kernels.
+
+Each op exists once per compiled backend, with the same schema:
+  nvila::<op>_cpu     C++ CPU kernel                     (CPU key, from _C)
+  nvila::<op>_emu     CUDA kernel under the SIMT emulator (CPU key, from _C; tests)
+  nvila::<op>_cuda    CUDA kernel                        (CUDA key, from _C)
+  nvila::<op>_triton  Triton kernel                      (triton_op, nvila_kernels/triton)
+Ops write into a caller-provided `out` (so `out=` costs no allocation); the
+public functions in nvila_kernels.functional allocate, validate and dispatch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# op name -> schema (without the name). Every op mutates only `out`.
+SCHEMAS = {
+    "spatial_compress": "(Tensor x, int k, Tensor? ln_weight, Tensor? ln_bias, float eps, Tensor(a!) out) -> ()",
+    "temporal_pool": "(Tensor x, int group, Tensor(a!) out) -> ()",
+}
+
+# backends whose kernels live in the compiled extension
+COMPILED_BACKENDS = ("cpu", "emu", "cuda")
+
+_lib = torch.library.Library("nvila", "DEF")
+
+
+def _fake_out_only(*args, **kwargs) -> None:
+    """Fake kernel: the ops only write `out`, whose metadata the caller owns."""
+    return None
+
+
+for _op, _schema in SCHEMAS.items():
+    for _backend in COMPILED_BACKENDS:
+        _name = f"{_op}_{_backend}"
+        _lib.define(_name + _schema)
+        torch.library.register_fake(f"nvila::{_name}", _fake_out_only, lib=_lib)
+
+
+def op(name: str, backend: str):
+    """The torch op implementing `name` on a compiled backend, e.g. op("spatial_compress", "cpu")."""
+    return getattr(torch.ops.nvila, f"{name}_{backend}").default

@@ -1,0 +1,155 @@
+"""Public functions: validate arguments (errors name the argument), allocate the
+output, pick a backend (nvila_kernels.backends) and call its op."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _ops, backends, reference
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_float(t: torch.Tensor, name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32, float16 or bfloat16, got {t.dtype}")
+
+
+def _check_same_device(t: torch.Tensor, name: str, x: torch.Tensor) -> None:
+    if t.device != x.device:
+        raise ValueError(f"{name}: expected a tensor on {x.device} (the device of x), got {t.device}")
+
+
+def _check_out(out: torch.Tensor, shape: tuple[int, ...], x: torch.Tensor) -> None:
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out: expected a torch.Tensor, got {type(out).__name__}")
+    if tuple(out.shape) != shape:
+        raise ValueError(f"out: expected shape {shape}, got {tuple(out.shape)}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"out: expected dtype {x.dtype} (the dtype of x), got {out.dtype}")
+    _check_same_device(out, "out", x)
+    if not out.is_contiguous():
+        raise ValueError("out: expected a contiguous tensor")
+    if out.numel() and x.numel() and _overlaps(out, x):
+        raise ValueError("out: must not share memory with x")
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.device != b.device or a.device.type == "meta":
+        return False
+    sa, sb = a.untyped_storage(), b.untyped_storage()
+    if sa.data_ptr() != sb.data_ptr():
+        return False
+    ea, eb = a.element_size(), b.element_size()
+    a0 = a.storage_offset() * ea
+    b0 = b.storage_offset() * eb
+    a1 = a0 + sum((n - 1) * s for n, s in zip(a.shape, a.stride())) * ea + ea
+    b1 = b0 + sum((n - 1) * s for n, s in zip(b.shape, b.stride())) * eb + eb
+    return a0 < b1 and b0 < a1
+
+
+def _run(name: str, backend: str, *args) -> None:
+    if backend == "triton":
+        getattr(torch.ops.nvila, f"{name}_triton")(*args)
+    else:
+        _ops.op(name, backend)(*args)
+
+
+def spatial_compress(
+    x: torch.Tensor,
+    k: int,
+    ln_weight: torch.Tensor | None = None,
+    ln_bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    out: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """NVILA's k x k spatial-to-channel compression, fused with the projector's LayerNorm.
+
+    x: (B, H, W, C) token grid (tokens row-major), float32/float16/bfloat16.
+    Returns (B, ceil(H/k), ceil(W/k), k*k*C) in x's dtype: zero rows appended at the
+    bottom, then zero columns on the right; output cell (I, J) holds input token
+    (k*I + dr, k*J + dc) at channels (dr*k + dc)*C + c. With `ln_weight` (and
+    optionally `ln_bias`), each output token is LayerNorm-ed over its k*k*C channels
+    (fp32 statistics, biased variance, `eps`), in the same pass.
+    `out`: a contiguous tensor of the output's shape and dtype to write into.
+    `backend`: see nvila_kernels.backends.
+    """
+    _check_float(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x: expected a 4-D (B, H, W, C) tensor, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"x: expected a non-empty tensor, got shape {tuple(x.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: expected an int >= 1, got {k!r}")
+    if not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"eps: expected a float >= 0, got {eps!r}")
+    B, H, W, C = x.shape
+    D = k * k * C
+    if ln_bias is not None and ln_weight is None:
+        raise ValueError("ln_bias: given without ln_weight (LayerNorm is applied when ln_weight is given)")
+    for name, t in (("ln_weight", ln_weight), ("ln_bias", ln_bias)):
+        if t is None:
+            continue
+        _check_float(t, name)
+        if tuple(t.shape) != (D,):
+            raise ValueError(f"{name}: expected shape ({D},) = (k*k*C,) for k={k}, C={C}, got {tuple(t.shape)}")
+        _check_same_device(t, name, x)
+    shape = (B, -(-H // k), -(-W // k), D)
+    if out is not None:
+        _check_out(out, shape, x)
+
+    chosen = backends.resolve("spatial_compress", backend, x.device)
+    if chosen == "reference":
+        y = reference.spatial_compress(x, k, ln_weight, ln_bias, eps)
+        return y if out is None else out.copy_(y)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    w = None if ln_weight is None else ln_weight.to(torch.float32).contiguous()
+    b = None if ln_bias is None else ln_bias.to(torch.float32).contiguous()
+    if out is None:
+        out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    _run("spatial_compress", chosen, x, k, w, b, float(eps), out)
+    return out
+
+
+def temporal_pool(
+    x: torch.Tensor,
+    group: int,
+    *,
+    out: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """NVILA's temporal compression: mean over non-overlapping groups of `group`
+    consecutive frames along dim 0, accumulated in fp32.
+
+    x: (T, ...) float32/float16/bfloat16 with T divisible by `group` (NVILA video:
+    (T, 16, 16, H) projector tokens per frame, group 8). Returns (T // group, ...).
+    """
+    _check_float(x, "x")
+    if x.dim() < 1:
+        raise ValueError("x: expected at least 1 dimension (frames first), got a 0-d tensor")
+    if x.numel() == 0:
+        raise ValueError(f"x: expected a non-empty tensor, got shape {tuple(x.shape)}")
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise ValueError(f"group: expected an int >= 1, got {group!r}")
+    T = x.shape[0]
+    if T % group != 0:
+        raise ValueError(f"group: the number of frames T={T} (x.shape[0]) is not divisible by group={group}")
+    shape = (T // group, *x.shape[1:])
+    if out is not None:
+        _check_out(out, shape, x)
+
+    chosen = backends.resolve("temporal_pool", backend, x.device)
+    if chosen == "reference":
+        y = reference.temporal_pool(x, group)
+        return y if out is None else out.copy_(y)
+    if x.dim() > 1 and not x[0].is_contiguous():
+        x = x.contiguous()
+    if out is None:
+        out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    _run("temporal_pool", chosen, x, group, out)
+    return out
