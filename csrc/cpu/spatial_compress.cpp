@@ -1,10 +1,11 @@
 // CPU kernel of spatial_compress: one pass over the input. Each output token
 // (a row of D = k*k*C values) gathers its k*k source tokens; with LayerNorm the
-// row is staged once in an fp32 buffer (D*4 bytes, L1/L2 resident) for the two
+// row is staged once in an fp32 buffer (D*4 bytes, L1/L2 resident) for the
 // statistics passes and the normalized write, so every input element is read
 // from memory once and every output element written once.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -33,6 +34,38 @@ void copy_rows(const SpatialCompressArgs& a) {
   }
 }
 
+// Sums in fp32 over blocks of kBlock values (several vector lanes each), blocks
+// added in double: a plain running sum drifts when one value repeats thousands of
+// times (the zero padding of a row), which this does not.
+constexpr int64_t kBlock = 256;
+
+double block_sum_dev(const float* v, int64_t n, float shift) {
+  double total = 0.0;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t m = std::min(kBlock, n - i0);
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < m; ++i) s += v[i0 + i] - shift;
+    total += s;
+  }
+  return total;
+}
+
+double block_sum_sq_dev(const float* v, int64_t n, float shift, float mean) {
+  double total = 0.0;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t m = std::min(kBlock, n - i0);
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < m; ++i) {
+      const float d = (v[i0 + i] - shift) - mean;
+      s += d * d;
+    }
+    total += s;
+  }
+  return total;
+}
+
 template <typename T>
 void layernorm_rows(const SpatialCompressArgs& a) {
   const T* x = static_cast<const T*>(a.x);
@@ -46,7 +79,6 @@ void layernorm_rows(const SpatialCompressArgs& a) {
     float* buf = buf_storage.data();
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
-      float sum = 0.f;
       for (int64_t s = 0; s < kk; ++s) {
         const int64_t src = spatial_compress_src(a, row, s);
         float* b = buf + s * C;
@@ -55,28 +87,20 @@ void layernorm_rows(const SpatialCompressArgs& a) {
           continue;
         }
         const T* p = x + src;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t c = 0; c < C; ++c) {
-          const float v = load_f32(p + c);
-          b[c] = v;
-          sum += v;
-        }
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) b[c] = load_f32(p + c);
       }
-      const float mean = sum / float(D);
-      float ssd = 0.f;
-#pragma omp simd reduction(+ : ssd)
-      for (int64_t i = 0; i < D; ++i) {
-        const float d = buf[i] - mean;
-        ssd += d * d;
-      }
-      const RowStats st{mean, layernorm_rstd(ssd, D, a.eps)};
+      const float shift = buf[0];
+      const float mean = float(block_sum_dev(buf, D, shift) / double(D));
+      const float ssd = float(block_sum_sq_dev(buf, D, shift, mean));
+      const RowStats st{shift, mean, layernorm_rstd(ssd, D, a.eps)};
       T* dst = out + row * D;
       if (bias) {
 #pragma omp simd
-        for (int64_t i = 0; i < D; ++i) dst[i] = from_f32<T>((buf[i] - st.mean) * st.rstd * w[i] + bias[i]);
+        for (int64_t i = 0; i < D; ++i) dst[i] = from_f32<T>(((buf[i] - st.shift) - st.mean) * st.rstd * w[i] + bias[i]);
       } else {
 #pragma omp simd
-        for (int64_t i = 0; i < D; ++i) dst[i] = from_f32<T>((buf[i] - st.mean) * st.rstd * w[i]);
+        for (int64_t i = 0; i < D; ++i) dst[i] = from_f32<T>(((buf[i] - st.shift) - st.mean) * st.rstd * w[i]);
       }
     }
   }

@@ -17,6 +17,10 @@
 namespace nvila::NVILA_CUDA_NS {
 namespace {
 
+// 256 threads; at least 4 resident blocks per SM (a 13824-channel cached row is
+// 54 KiB of shared memory, so 4 blocks is also what the shared memory allows).
+// The register cap this implies (64) is also what keeps ptxas from spilling: with
+// no minimum it chose ~48 registers and spilled in the uncached fp16 variant.
 constexpr int kMaxThreads = 256;
 
 template <typename T, int VEC>
@@ -53,7 +57,7 @@ __device__ __forceinline__ Piece piece(const SpatialCompressArgs& a, int64_t row
 }
 
 template <typename T, int VEC, bool LN, bool CACHED>
-__global__ void __launch_bounds__(kMaxThreads) spatial_compress_kernel(SpatialCompressArgs a) {
+__global__ void __launch_bounds__(kMaxThreads, 4) spatial_compress_kernel(SpatialCompressArgs a) {
   NVILA_DYNAMIC_SMEM(float, row_buf);  // D floats, used when CACHED
   __shared__ float red[32];
   const T* __restrict__ x = static_cast<const T*>(a.x);
@@ -78,7 +82,9 @@ __global__ void __launch_bounds__(kMaxThreads) spatial_compress_kernel(SpatialCo
       }
       continue;
     } else {
-      // pass 1: gather (and stage) the row, sum for the mean
+      // pass 1: gather (and stage) the row, sum for the mean. Statistics are of
+      // (x - shift), shift = the row's first value (always a real token).
+      const float shift = load_f32(x + spatial_compress_src(a, row, 0));
       float sum = 0.f;
       for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
         const Piece p = piece<VEC>(a, row, i, cvecs);
@@ -87,7 +93,7 @@ __global__ void __launch_bounds__(kMaxThreads) spatial_compress_kernel(SpatialCo
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
           const float f = p.src < 0 ? 0.f : load_f32(&v.v[j]);
-          sum += f;
+          sum += f - shift;
           if constexpr (CACHED) row_buf[p.dst + j] = f;
         }
       }
@@ -112,11 +118,11 @@ __global__ void __launch_bounds__(kMaxThreads) spatial_compress_kernel(SpatialCo
         const Vec<T, VEC> v = reload(p);
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-          const float d = value(p, v, j) - mean;
+          const float d = (value(p, v, j) - shift) - mean;
           ssd += d * d;
         }
       }
-      const RowStats st{mean, layernorm_rstd(block_sum(ssd, red), D, a.eps)};
+      const RowStats st{shift, mean, layernorm_rstd(block_sum(ssd, red), D, a.eps)};
 
       // pass 3: normalize, scale, shift, store
       for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {

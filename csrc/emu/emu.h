@@ -57,43 +57,42 @@ namespace nvila::emu_rt {
 struct Abort {};  // unwinds every thread of a launch after a failure
 
 // Reusable barrier whose party count can shrink while a phase is open (a thread
-// that leaves the kernel early no longer takes part in __syncthreads).
+// that leaves the kernel early no longer takes part in __syncthreads). Lock-free:
+// one 64-bit word holds (parties << 32 | arrived), so the thread that completes a
+// phase, by arriving or by leaving, is decided by a single atomic operation;
+// waiters sleep on the phase counter (futex via std::atomic::wait).
 class Barrier {
  public:
-  void reset(int parties) {
-    expected_ = parties;
-    count_ = 0;
-  }
+  void reset(int parties) { word_.store(uint64_t(uint32_t(parties)) << 32); }
   void arrive_and_wait(const std::atomic<bool>& aborted) {
-    std::unique_lock<std::mutex> lk(m_);
-    const uint64_t gen = gen_;
-    if (++count_ >= expected_) {
-      advance();
-      return;
+    const uint32_t phase = phase_.load(std::memory_order_acquire);
+    const uint64_t w = word_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (arrived(w) >= parties(w)) return complete(w);
+    for (;;) {
+      phase_.wait(phase, std::memory_order_acquire);
+      if (aborted.load()) throw Abort{};
+      if (phase_.load(std::memory_order_acquire) != phase) return;
     }
-    cv_.wait(lk, [&] { return gen_ != gen || aborted.load(); });
-    if (gen_ == gen) throw Abort{};
   }
   void drop() {
-    std::lock_guard<std::mutex> lk(m_);
-    --expected_;
-    if (count_ > 0 && count_ >= expected_) advance();
+    const uint64_t w = word_.fetch_sub(uint64_t(1) << 32, std::memory_order_acq_rel) - (uint64_t(1) << 32);
+    if (arrived(w) > 0 && arrived(w) >= parties(w)) complete(w);
   }
-  void wake_all() {
-    std::lock_guard<std::mutex> lk(m_);
-    cv_.notify_all();
+  void wake_all() {  // after an abort: waiters wake, see the flag and unwind
+    phase_.fetch_add(1, std::memory_order_acq_rel);
+    phase_.notify_all();
   }
 
  private:
-  void advance() {
-    count_ = 0;
-    ++gen_;
-    cv_.notify_all();
+  static uint32_t arrived(uint64_t w) { return uint32_t(w); }
+  static uint32_t parties(uint64_t w) { return uint32_t(w >> 32); }
+  void complete(uint64_t w) {
+    word_.fetch_sub(arrived(w), std::memory_order_acq_rel);  // everyone else is asleep in this phase
+    phase_.fetch_add(1, std::memory_order_acq_rel);
+    phase_.notify_all();
   }
-  std::mutex m_;
-  std::condition_variable cv_;
-  int expected_ = 0, count_ = 0;
-  uint64_t gen_ = 0;
+  std::atomic<uint64_t> word_{0};
+  std::atomic<uint32_t> phase_{0};
 };
 
 struct Warp {

@@ -4,7 +4,8 @@ The program walks the token's k*k source tokens (a static loop over slots) in
 chunks of BLOCK_C channels. With LayerNorm it makes three passes over the row:
 sum (mean), sum of squared deviations (variance), normalize-and-store; the second
 and third passes re-read the row, which is L2-resident on a GPU by then.
-Padding tokens contribute zeros to the statistics, as in NVILA.
+Padding tokens contribute zeros to the statistics, as in NVILA. Statistics are
+taken of (x - shift), shift = the row's first value, as in the C++ kernels.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def _spatial_compress_kernel(
     out_row = out_ptr + row * D
     offs = tl.arange(0, BLOCK_C)
     if HAS_LN:
+        # statistics of (x - shift), shift = the row's first value (see csrc/include/nvila/layernorm.h)
+        shift = tl.load(x_ptr + b * sB + (I * K) * sH + (J * K) * sW).to(tl.float32)
         acc = tl.zeros([BLOCK_C], dtype=tl.float32)
         for slot in tl.static_range(K * K):
             h = I * K + slot // K
@@ -51,7 +54,8 @@ def _spatial_compress_kernel(
             src = x_ptr + b * sB + h * sH + w * sW
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + offs
-                acc += tl.load(src + c, mask=(c < C) & valid, other=0.0).to(tl.float32)
+                v = tl.load(src + c, mask=(c < C) & valid, other=0.0).to(tl.float32)
+                acc += tl.where(c < C, v - shift, 0.0)
         mean = tl.sum(acc, axis=0) / D
         acc2 = tl.zeros([BLOCK_C], dtype=tl.float32)
         for slot in tl.static_range(K * K):
@@ -62,7 +66,7 @@ def _spatial_compress_kernel(
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + offs
                 v = tl.load(src + c, mask=(c < C) & valid, other=0.0).to(tl.float32)
-                d = tl.where(c < C, v - mean, 0.0)
+                d = tl.where(c < C, (v - shift) - mean, 0.0)
                 acc2 += d * d
         rstd = 1.0 / tl.sqrt(tl.sum(acc2, axis=0) / D + eps)
         for slot in tl.static_range(K * K):
@@ -74,7 +78,7 @@ def _spatial_compress_kernel(
                 c = c0 + offs
                 cm = c < C
                 v = tl.load(src + c, mask=cm & valid, other=0.0).to(tl.float32)
-                y = (v - mean) * rstd * tl.load(w_ptr + slot * C + c, mask=cm, other=0.0)
+                y = ((v - shift) - mean) * rstd * tl.load(w_ptr + slot * C + c, mask=cm, other=0.0)
                 if HAS_BIAS:
                     y += tl.load(b_ptr + slot * C + c, mask=cm, other=0.0)
                 tl.store(out_row + slot * C + c, y.to(out_ptr.dtype.element_ty), mask=cm)

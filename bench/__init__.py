@@ -1,0 +1,1 @@
+"""Benchmarks of nvila_kernels: `python -m bench [--quick]` (see bench/README.md)."""

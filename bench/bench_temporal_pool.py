@@ -1,0 +1,106 @@
+"""Benchmark of temporal_pool (NVILA video: mean over groups of 8 frames).
+
+    python -m bench.bench_temporal_pool [--quick] [--device cpu|cuda]
+
+Shape: NVILA-8B-Video projector output, (T, 16, 16, 3584) with T = 256 frames (64 with
+--quick), group 8, in bf16 and fp32. Providers: each compiled backend of ours with a
+fresh output and with `out=`; "reference" (nvila_kernels.reference); and "eager",
+`x.view(T // 8, 8, ...).mean(1)` in the input dtype. Bytes moved = input + output.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import nvila_kernels
+from bench import common
+
+OP = "temporal_pool"
+GROUP = 8
+TOKENS, HIDDEN = (16, 16), 3584  # 16x16 tokens per frame after the 2x2 projector, Qwen2-7B width
+FRAMES, QUICK_FRAMES = 256, 64
+DTYPES = (torch.bfloat16, torch.float32)
+
+REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
+
+
+def eager_temporal_pool(x: torch.Tensor, group: int) -> torch.Tensor:
+    """What a model does without the kernel: a view and a mean in the input dtype."""
+    T = x.shape[0]
+    return x.view(T // group, group, *x.shape[1:]).mean(1)
+
+
+def bench_case(
+    builder: common.RowBuilder, frames: int, dtype: torch.dtype, timing: common.Timing, warnings: list[str]
+) -> list[common.Row]:
+    device = builder.device
+    note = f"NVILA-8B-Video, {frames} frames, group {GROUP}"
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn((frames, *TOKENS, HIDDEN), generator=gen).to(device=device, dtype=dtype)
+    expected = nvila_kernels.reference.temporal_pool(x, GROUP)
+    nbytes = common.tensor_bytes(x, expected)
+    tol = REL_TOL[dtype] * expected.abs().max().item()
+
+    providers: list[tuple[str, object]] = []
+    for backend in common.benched_backends(device):
+        out = torch.empty_like(expected)
+        providers.append((backend, lambda be=backend: nvila_kernels.temporal_pool(x, GROUP, backend=be)))
+        providers.append(
+            (f"{backend}+out", lambda be=backend, o=out: nvila_kernels.temporal_pool(x, GROUP, out=o, backend=be))
+        )
+    providers.append(("reference", lambda: nvila_kernels.reference.temporal_pool(x, GROUP)))
+    providers.append(("eager", lambda: eager_temporal_pool(x, GROUP)))
+
+    rows = []
+    for provider, fn in providers:
+        row = common.measure(
+            builder,
+            op=OP,
+            provider=provider,
+            fn=fn,
+            x=x,
+            nbytes=nbytes,
+            expected=expected,
+            note=note,
+            timing=timing,
+        )
+        if row.max_abs_err > tol:
+            warnings.append(
+                f"MISMATCH {note} {row.dtype} {provider}: max abs error {row.max_abs_err:.3g} > {tol:.3g} vs reference"
+            )
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[common.Row]:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_temporal_pool", description=__doc__.split("\n")[0])
+    common.add_common_args(parser)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    timing = common.QUICK if args.quick else common.FULL
+    frames = QUICK_FRAMES if args.quick else FRAMES
+
+    busy = common.busy_machine_note() if device.type == "cpu" else None
+    builder = common.RowBuilder(device, common.copy_bandwidth(device))
+    rows: list[common.Row] = []
+    warnings: list[str] = []
+    for dtype in DTYPES:
+        rows += bench_case(builder, frames, dtype, timing, warnings)
+    common.fill_speedups(rows)
+
+    print(f"## {OP} ({'quick' if args.quick else 'full'} run)\n")
+    if busy:
+        print(busy + "\n")
+    print(common.markdown_table(rows))
+    print()
+    for line in warnings:
+        print(line)
+    path = common.write_jsonl(rows, f"{OP}_{device.type}")
+    print(f"rows written to {path}\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

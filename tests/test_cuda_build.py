@@ -1,0 +1,222 @@
+"""Resource and SASS checks of the CUDA kernels, without a GPU.
+
+Builds the `cubins` target of CMakeLists.txt (nvcc -cubin -Xptxas -v for every
+csrc/cuda/*.cu and arch) and then:
+  - fails if any kernel spills registers (stack frames are only reported);
+  - writes build/cuda_resources.md: registers / static shared memory / spills per
+    kernel and arch (printed too: run pytest with -s);
+  - reads the SASS with the cuobjdump shipped in the triton wheel: each cubin is for
+    the arch it is named after, and the 16-byte PTX wrappers of csrc/cuda/ptx.cuh
+    become 128-bit SASS with their cache hints.
+Needs nvcc and cmake; skipped (with the reason) when either is missing.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHS = ["80", "89", "90a"]
+CUDA_SOURCES = sorted((REPO / "csrc" / "cuda").glob("*.cu"))
+
+
+def find_nvcc():
+    """$CUDA_HOME/bin/nvcc, else the standard location (the nvcc on PATH may be a wrapper)."""
+    home = os.environ.get("CUDA_HOME")
+    if home and (Path(home) / "bin" / "nvcc").exists():
+        return Path(home) / "bin" / "nvcc"
+    return Path("/usr/local/cuda/bin/nvcc")
+
+
+NVCC = find_nvcc()
+
+pytestmark = [
+    pytest.mark.skipif(not NVCC.exists(), reason=f"nvcc not found at {NVCC} (set CUDA_HOME)"),
+    pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found"),
+]
+
+
+def cuobjdump_path():
+    try:
+        import triton
+    except ImportError:
+        return None
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    return path if path.exists() else None
+
+
+def run(cmd, **kwargs):
+    """Runs cmd; fails the test with its output when it exits non-zero."""
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
+    if res.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {res.returncode}:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def cubin_dir(tmp_path_factory):
+    build = tmp_path_factory.mktemp("cmake_cubins")
+    run(["cmake", "-S", REPO, "-B", build, f"-DNVILA_CUDA_ARCHS={';'.join(ARCHS)}", f"-DNVCC={NVCC}"])
+    run(["cmake", "--build", build, "--target", "cubins", "-j", "2"])
+    return build / "cubins"
+
+
+# --- ptxas -v reports ----------------------------------------------------------
+
+
+@dataclass
+class Resources:
+    registers: int = 0
+    smem: int = 0  # static shared memory; dynamic shared memory is set at launch
+    stack: int = 0
+    spill_stores: int = 0
+    spill_loads: int = 0
+
+
+def parse_ptxas(text):
+    """{mangled function: Resources} from one `-Xptxas -v` report."""
+    funcs, current = {}, None
+    for line in text.splitlines():
+        if m := re.search(r"Compiling entry function '(\S+)'", line):
+            current = funcs.setdefault(m.group(1), Resources())
+        elif m := re.search(r"Function properties for (\S+)", line):
+            current = funcs.setdefault(m.group(1), Resources())
+        elif m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line):
+            current.stack, current.spill_stores, current.spill_loads = map(int, m.groups())
+        elif m := re.search(r"Used (\d+) registers", line):
+            current.registers = int(m.group(1))
+            if s := re.search(r"(\d+) bytes smem", line):
+                current.smem = int(s.group(1))
+    return funcs
+
+
+def demangle(names):
+    """Readable names, namespaces and parameter lists dropped (c++filt when present)."""
+    names = list(names)
+    if not names or shutil.which("c++filt") is None:
+        return dict(zip(names, names, strict=True))
+    out = subprocess.run(["c++filt", "-p"], input="\n".join(names), capture_output=True, text=True).stdout
+    short = [re.sub(r"\(anonymous namespace\)::|\b[A-Za-z_]\w*::", "", n) for n in out.splitlines()]
+    return dict(zip(names, short, strict=True))
+
+
+@pytest.fixture(scope="module")
+def resources(cubin_dir):
+    """{(source name, arch): {mangled function: Resources}}."""
+    return {
+        (src.stem, arch): parse_ptxas((cubin_dir / f"{src.stem}.sm_{arch}.ptxas.txt").read_text())
+        for src in CUDA_SOURCES
+        for arch in ARCHS
+    }
+
+
+def test_every_source_has_a_cubin_per_arch(cubin_dir):
+    assert CUDA_SOURCES, "no csrc/cuda/*.cu found"
+    missing = [
+        f"{src.stem}.sm_{arch}.{ext}"
+        for src in CUDA_SOURCES
+        for arch in ARCHS
+        for ext in ("cubin", "ptxas.txt")
+        if not (cubin_dir / f"{src.stem}.sm_{arch}.{ext}").is_file()
+    ]
+    assert not missing, f"missing from {cubin_dir}: {missing}"
+
+
+def test_no_register_spills(resources):
+    names = demangle({f for funcs in resources.values() for f in funcs})
+    spills = [
+        f"{names[f]} on sm_{arch} ({src}.cu): {r.spill_stores} bytes spill stores, {r.spill_loads} bytes spill loads"
+        for (src, arch), funcs in resources.items()
+        for f, r in funcs.items()
+        if r.spill_stores or r.spill_loads
+    ]
+    if spills:
+        pytest.fail("register spills:\n  " + "\n  ".join(spills), pytrace=False)
+
+
+def test_resource_table(resources):
+    """Writes build/cuda_resources.md; stack frames are reported here, not failed."""
+    names = demangle({f for funcs in resources.values() for f in funcs})
+    by_kernel = {}  # (source, function) -> {arch: Resources}
+    for (src, arch), funcs in resources.items():
+        for f, r in funcs.items():
+            by_kernel.setdefault((src, f), {})[arch] = r
+    assert by_kernel, "ptxas reported no kernels"
+
+    def cell(per_arch, field):
+        return " / ".join(str(getattr(per_arch[a], field)) if a in per_arch else "-" for a in ARCHS)
+
+    archs = " / ".join(f"sm_{a}" for a in ARCHS)
+    lines = [
+        f"# CUDA kernel resources ({archs})",
+        "",
+        f"From `nvcc -Xptxas -v` ({NVCC}); each cell lists {archs}. smem is static shared",
+        "memory in bytes (dynamic shared memory is set at launch); spill and stack in bytes.",
+        "",
+        "| file | kernel | registers | smem | spill stores | spill loads | stack frame |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (src, f), per_arch in sorted(by_kernel.items(), key=lambda kv: (kv[0][0], names[kv[0][1]])):
+        fields = ("registers", "smem", "spill_stores", "spill_loads", "stack")
+        lines.append(f"| {src}.cu | `{names[f]}` | " + " | ".join(cell(per_arch, c) for c in fields) + " |")
+    stacks = [
+        f"- `{names[f]}` on sm_{a}: {r.stack} bytes stack frame"
+        for (src, f), per_arch in by_kernel.items()
+        for a, r in per_arch.items()
+        if r.stack
+    ]
+    if stacks:
+        lines += ["", "Stack frames (local memory; reported, not failed):", *stacks]
+    table = "\n".join(lines) + "\n"
+    out = REPO / "build" / "cuda_resources.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(table)
+    print(f"\n{table}\n(written to {out})")
+
+
+# --- SASS ----------------------------------------------------------------------
+
+
+def sass(cubin):
+    tool = cuobjdump_path()
+    if tool is None:
+        pytest.skip("cuobjdump not found (it ships in the triton wheel: pip install triton)")
+    return run([tool, "-sass", cubin])
+
+
+def sass_functions(text):
+    """{mangled function: its SASS} from `cuobjdump -sass`."""
+    parts = re.split(r"^\s*Function : (\S+)\s*$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cubin_arch_matches_name(cubin_dir, arch):
+    for src in CUDA_SOURCES:
+        text = sass(cubin_dir / f"{src.stem}.sm_{arch}.cubin")
+        assert set(re.findall(r"code for (sm_\w+)", text)) == {f"sm_{arch}"}, f"{src.stem}.sm_{arch}.cubin"
+        # arch-specific targets (sm_90a, sm_100a) carry the EF_CUDA_ACCELERATORS flag
+        for flags in re.findall(r"\.headerflags\s+@\"([^\"]*)\"", text):
+            assert f"EF_CUDA_SM{arch.rstrip('a')} " in flags + " ", f"{src.stem}.sm_{arch}.cubin: {flags}"
+            assert ("EF_CUDA_ACCELERATORS" in flags) == arch.endswith("a"), f"{src.stem}.sm_{arch}.cubin: {flags}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_spatial_compress_uses_128bit_cache_hinted_memory_ops(cubin_dir, arch):
+    """ptx::st_global_cs_v4 (st.global.cs.v4.b32) is `STG.E.EF.128` (evict-first) and
+    ptx::ld_global_nc_na_v4 (ld.global.nc.L1::no_allocate.v4.b32) is
+    `LDG.E.NA.128.CONSTANT`; every kernel with 128-bit global accesses (the vectorized
+    instantiations) uses both."""
+    funcs = sass_functions(sass(cubin_dir / f"spatial_compress.sm_{arch}.cubin"))
+    store, load = re.compile(r"\bSTG\.E\.EF\.128\b"), re.compile(r"\bLDG\.E\.NA\.128\.CONSTANT\b")
+    vectorized = {f: code for f, code in funcs.items() if re.search(r"\b(LDG|STG)\.[\w.]*\b128\b", code)}
+    assert vectorized, f"no 128-bit global loads/stores in any of {len(funcs)} kernels"
+    names = demangle(vectorized)
+    for f, code in vectorized.items():
+        assert store.search(code), f"{names[f]} on sm_{arch}: no STG.E.EF.128 (streaming 16-byte store)"
+        assert load.search(code), f"{names[f]} on sm_{arch}: no LDG.E.NA.128.CONSTANT (no-allocate 16-byte load)"

@@ -1,0 +1,188 @@
+"""spatial_compress: every backend against the reference, and the reference
+against NVILA's own formulation and the documented channel order."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DTYPES, KERNEL_BACKENDS, SLOW_BACKENDS, TOL, backend_device
+
+import nvila_kernels as nk
+from nvila_kernels import reference
+
+GRIDS = [(1, 1), (7, 5), (31, 31), (32, 32), (33, 33), (96, 128)]
+CHANNELS = [1, 3, 123, 1152, 3456]
+KS = [1, 2, 3]
+
+
+def _budget(backend):
+    # elements of x per case: the emulated backends get the smaller shapes
+    return 40_000 if backend in SLOW_BACKENDS else 5_000_000
+
+
+def _cases(backend):
+    for (H, W), C, k in itertools.product(GRIDS, CHANNELS, KS):
+        B = 3 if H * W * C * 3 <= _budget(backend) // 4 else 1
+        if B * H * W * C > _budget(backend):
+            continue
+        yield pytest.param(B, H, W, C, k, id=f"B{B}-{H}x{W}x{C}-k{k}")
+
+
+def _ln_params(D, dtype, device):
+    w = torch.randn(D, device=device).to(dtype)
+    b = torch.randn(D, device=device).to(dtype)
+    return w, b
+
+
+def _check(backend, B, H, W, C, k, dtype, ln, x=None):
+    device = backend_device(backend)
+    if x is None:
+        x = (torch.randn(B, H, W, C) * 2 + 0.5).to(dtype).to(device)
+    D = k * k * C
+    w, b = _ln_params(D, dtype, device) if ln else (None, None)
+    expected = reference.spatial_compress(x, k, w, b)
+    got = nk.spatial_compress(x, k, w, b, backend=backend)
+    assert got.shape == (x.shape[0], -(-H // k), -(-W // k), D)
+    assert got.dtype == dtype and got.device == device
+    if ln:
+        atol, rtol = TOL[dtype]
+        torch.testing.assert_close(got, expected, atol=atol, rtol=rtol)
+    else:  # a pure gather: bit-exact
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_matches_reference(backend, dtype, ln, subtests=None):
+    for case in _cases(backend):
+        B, H, W, C, k = case.values
+        _check(backend, B, H, W, C, k, dtype, ln)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("backend", [b for b in KERNEL_BACKENDS if b not in SLOW_BACKENDS])
+def test_nvila_8b_shape(backend, dtype):
+    """One NVILA-8B image block map: 96x128 tokens of 3456 channels, 2x2, LayerNorm."""
+    _check(backend, 1, 96, 128, 3456, 2, dtype, ln=True)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_large_row_paths(backend):
+    """Rows too large for the CUDA kernel's shared-memory staging (D*4 > 48 KiB
+    under the emulator) take the re-reading path; also a 3x3 NVILA-8B row."""
+    _check(backend, 1, 3, 5, 3456, 2, torch.float32, ln=True)  # D = 13824 floats = 54 KiB
+    _check(backend, 1, 4, 4, 3456, 3, torch.bfloat16, ln=True)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_bias_optional(backend):
+    device = backend_device(backend)
+    x = torch.randn(2, 5, 6, 8, device=device)
+    w = torch.randn(32, device=device)
+    torch.testing.assert_close(
+        nk.spatial_compress(x, 2, w, backend=backend), reference.spatial_compress(x, 2, w), atol=2e-5, rtol=2e-5
+    )
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_ln_params_in_other_dtype(backend):
+    """fp32 LayerNorm parameters with bf16 activations (autocast-style)."""
+    device = backend_device(backend)
+    x = torch.randn(1, 6, 6, 16, device=device).bfloat16()
+    w, b = torch.randn(64, device=device), torch.randn(64, device=device)
+    torch.testing.assert_close(
+        nk.spatial_compress(x, 2, w, b, backend=backend),
+        reference.spatial_compress(x, 2, w, b),
+        atol=1.6e-2,
+        rtol=1.6e-2,
+    )
+
+
+def _noncontiguous_views(device):
+    base = torch.randn(2, 9, 14, 40, device=device)
+    yield "stride-w", base[:, :, ::2, :]  # (2, 9, 7, 40), W stride doubled
+    yield "channel-slice", base[..., 3:35]  # channel stride 1, unaligned start
+    yield "row-slice", base[:, 1:8]
+    yield "channels-last-transposed", base.permute(0, 2, 1, 3)  # (2, 14, 9, 40)
+    yield "channel-stride-2", base[..., ::2]  # needs a copy: channel stride 2
+    yield "expanded-batch", base[:1].expand(3, -1, -1, -1)
+
+
+@pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_noncontiguous_inputs(backend, ln):
+    device = backend_device(backend)
+    for name, x in _noncontiguous_views(device):
+        for k in (2, 3):
+            D = k * k * x.shape[-1]
+            w, b = _ln_params(D, x.dtype, device) if ln else (None, None)
+            got = nk.spatial_compress(x, k, w, b, backend=backend)
+            expected = reference.spatial_compress(x.contiguous(), k, w, b)
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=2e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+def test_out_argument(backend):
+    device = backend_device(backend)
+    x = torch.randn(2, 7, 5, 12, device=device)
+    w, b = _ln_params(48, torch.float32, device)
+    out = torch.full((2, 4, 3, 48), float("nan"), device=device)
+    ptr = out.data_ptr()
+    res = nk.spatial_compress(x, 2, w, b, out=out, backend=backend)
+    assert res is out and out.data_ptr() == ptr
+    torch.testing.assert_close(out, reference.spatial_compress(x, 2, w, b), atol=2e-5, rtol=2e-5)
+
+
+# ---- the reference against NVILA's definition ---------------------------------
+
+
+def nvila_flat_square(x, k):
+    """NVILA's official projector reshuffle (mlp_downsample / _3x3_fix), written for
+    any k the way the official flat_square does it for 2 and 3: pad dim 1, then dim
+    2, with zeros; fold k neighbours of dim 2 into channels, transpose, fold k
+    neighbours of dim 1, transpose back."""
+    n, h, w, c = x.shape
+    if h % k:
+        x = torch.cat([x, torch.zeros(n, k - h % k, w, c, dtype=x.dtype)], dim=1)
+        n, h, w, c = x.shape
+    if w % k:
+        x = torch.cat([x, torch.zeros(n, h, k - w % k, c, dtype=x.dtype)], dim=2)
+        n, h, w, c = x.shape
+    x = x.contiguous().view(n, h, w // k, c * k)
+    x = x.permute(0, 2, 1, 3).contiguous()
+    x = x.view(n, w // k, h // k, c * k * k)
+    return x.permute(0, 2, 1, 3).contiguous()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("hw", [(1, 1), (5, 7), (32, 32), (33, 31)])
+def test_reference_equals_nvila_flat_square(k, hw):
+    x = torch.randn(2, *hw, 6)
+    assert torch.equal(reference.spatial_compress(x, k), nvila_flat_square(x, k))
+    w, b = torch.randn(k * k * 6), torch.randn(k * k * 6)
+    torch.testing.assert_close(
+        reference.spatial_compress(x, k, w, b, 1e-5),
+        F.layer_norm(nvila_flat_square(x, k), (k * k * 6,), w, b, 1e-5),
+    )
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+def test_channel_order_hand_built(backend, k):
+    """NVILA.md section 4, element by element: output (I, J) channel slot*C + c with
+    slot = dr*k + dc holds input (k*I + dr, k*J + dc, c), zero where padded."""
+    B, H, W, C = 2, 5, 7, 3
+    device = backend_device(backend)
+    x = torch.empty(B, H, W, C)
+    for b, h, w, c in itertools.product(range(B), range(H), range(W), range(C)):
+        x[b, h, w, c] = 1 + b * 10000 + h * 1000 + w * 10 + c  # exact in fp32
+    Ho, Wo = -(-H // k), -(-W // k)
+    expected = torch.zeros(B, Ho, Wo, k * k * C)
+    for b, I, J, dr, dc, c in itertools.product(range(B), range(Ho), range(Wo), range(k), range(k), range(C)):
+        h, w = k * I + dr, k * J + dc
+        if h < H and w < W:
+            expected[b, I, J, (dr * k + dc) * C + c] = 1 + b * 10000 + h * 1000 + w * 10 + c
+    got = nk.spatial_compress(x.to(device), k, backend=backend).cpu()
+    assert torch.equal(got, expected)
