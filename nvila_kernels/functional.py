@@ -48,8 +48,8 @@ def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
     ea, eb = a.element_size(), b.element_size()
     a0 = a.storage_offset() * ea
     b0 = b.storage_offset() * eb
-    a1 = a0 + sum((n - 1) * s for n, s in zip(a.shape, a.stride())) * ea + ea
-    b1 = b0 + sum((n - 1) * s for n, s in zip(b.shape, b.stride())) * eb + eb
+    a1 = a0 + sum((n - 1) * s for n, s in zip(a.shape, a.stride(), strict=True)) * ea + ea
+    b1 = b0 + sum((n - 1) * s for n, s in zip(b.shape, b.stride(), strict=True)) * eb + eb
     return a0 < b1 and b0 < a1
 
 

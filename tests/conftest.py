@@ -12,13 +12,11 @@ Set NVILA_KERNELS_TEST_NO_EXT=1 only to test a pure-Python install on purpose.
 import os
 
 import pytest
-
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import nvila_kernels  # noqa: E402
 from nvila_kernels import backends  # noqa: E402
 
 GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"

@@ -16,17 +16,22 @@ CHANNELS = [1, 3, 123, 1152, 3456]
 KS = [1, 2, 3]
 
 
-def _budget(backend):
-    # elements of x per case: the emulated backends get the smaller shapes
-    return 40_000 if backend in SLOW_BACKENDS else 5_000_000
-
-
-def _cases(backend):
+def _cases(backend, ln):
+    """(B, H, W, C, k) cases: the full product of GRIDS x CHANNELS x KS within a
+    size budget. Backends emulated on the CPU (SIMT emulator, Triton interpreter)
+    cost milliseconds per output token, so they get a budget on output tokens too:
+    every grid is still covered (at least at k=3), with smaller channel counts."""
+    slow = backend in SLOW_BACKENDS
+    max_elems = 40_000 if slow else 5_000_000
+    max_rows = (130 if ln else 1400) if slow else 1 << 30
     for (H, W), C, k in itertools.product(GRIDS, CHANNELS, KS):
-        B = 3 if H * W * C * 3 <= _budget(backend) // 4 else 1
-        if B * H * W * C > _budget(backend):
+        rows = -(-H // k) * -(-W // k)
+        if slow and ((k == 1 and H * W > 35) or (rows > 100 and C != 3)):
+            continue  # k=1 (no folding) and C=1 are covered on the small grids
+        B = 3 if 3 * H * W * C <= max_elems // 4 and 3 * rows <= (120 if slow else max_rows) else 1
+        if B * H * W * C > max_elems or B * rows > max_rows:
             continue
-        yield pytest.param(B, H, W, C, k, id=f"B{B}-{H}x{W}x{C}-k{k}")
+        yield B, H, W, C, k
 
 
 def _ln_params(D, dtype, device):
@@ -55,9 +60,13 @@ def _check(backend, B, H, W, C, k, dtype, ln, x=None):
 @pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
-def test_matches_reference(backend, dtype, ln, subtests=None):
-    for case in _cases(backend):
-        B, H, W, C, k = case.values
+def test_matches_reference(backend, dtype, ln):
+    cases = list(_cases(backend, ln))
+    # 96x128 with LayerNorm is 1376+ output tokens: too slow emulated; those
+    # backends run it without LayerNorm (same index path), and 33x33 with it.
+    expected = set(GRIDS) - ({(96, 128)} if ln and backend in SLOW_BACKENDS else set())
+    assert {(H, W) for _, H, W, _, _ in cases} == expected, "every grid must be covered"
+    for B, H, W, C, k in cases:
         _check(backend, B, H, W, C, k, dtype, ln)
 
 

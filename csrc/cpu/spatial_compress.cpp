@@ -97,7 +97,8 @@ void layernorm_rows(const SpatialCompressArgs& a) {
       T* dst = out + row * D;
       if (bias) {
 #pragma omp simd
-        for (int64_t i = 0; i < D; ++i) dst[i] = from_f32<T>(((buf[i] - st.shift) - st.mean) * st.rstd * w[i] + bias[i]);
+        for (int64_t i = 0; i < D; ++i)
+          dst[i] = from_f32<T>(((buf[i] - st.shift) - st.mean) * st.rstd * w[i] + bias[i]);
       } else {
 #pragma omp simd
         for (int64_t i = 0; i < D; ++i) dst[i] = from_f32<T>(((buf[i] - st.shift) - st.mean) * st.rstd * w[i]);

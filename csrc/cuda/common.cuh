@@ -7,12 +7,11 @@
 #include <cuda_runtime.h>
 #define NVILA_CUDA_NS cuda
 // Dynamic shared memory: `NVILA_DYNAMIC_SMEM(float, buf);` declares `float* buf`.
-#define NVILA_DYNAMIC_SMEM(T, name)                             \
+#define NVILA_DYNAMIC_SMEM(T, name)                            \
   extern __shared__ __align__(16) unsigned char nvila_smem_[]; \
   T* name = reinterpret_cast<T*>(nvila_smem_)
 // Launch syntax shared with the emulator: NVILA_LAUNCH(kernel, grid, block, smem, stream)(args...)
-#define NVILA_LAUNCH(kernel, grid, block, smem, stream) \
-  kernel<<<grid, block, smem, static_cast<cudaStream_t>(stream)>>>
+#define NVILA_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, static_cast<cudaStream_t>(stream)>>>
 #endif
 
 #include "nvila/common.h"

@@ -8,11 +8,11 @@
 #include "nvila/spatial_compress.h"
 #include "nvila/temporal_pool.h"
 
-#define NVILA_DECLARE_LAUNCHERS(NS)                                     \
-  namespace nvila::NS {                                                 \
-  int spatial_compress(const SpatialCompressArgs& a, void* stream);     \
-  int temporal_pool(const TemporalPoolArgs& a, void* stream);           \
-  const char* error_string(int code);                                   \
+#define NVILA_DECLARE_LAUNCHERS(NS)                                 \
+  namespace nvila::NS {                                             \
+  int spatial_compress(const SpatialCompressArgs& a, void* stream); \
+  int temporal_pool(const TemporalPoolArgs& a, void* stream);       \
+  const char* error_string(int code);                               \
   }
 
 NVILA_DECLARE_LAUNCHERS(cuda)

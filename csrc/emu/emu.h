@@ -97,8 +97,8 @@ class Barrier {
 
 struct Warp {
   Barrier bar;
-  int lanes = 32;          // lanes that exist in this warp (last warp may be partial)
-  unsigned live = 0;       // bit mask of lanes still inside the kernel
+  int lanes = 32;     // lanes that exist in this warp (last warp may be partial)
+  unsigned live = 0;  // bit mask of lanes still inside the kernel
   uint64_t slots[32] = {};
   std::mutex m;
 };
@@ -124,7 +124,7 @@ struct Launch {
   }
 };
 
-inline Launch* g_launch = nullptr;   // the launch in progress (one at a time)
+inline Launch* g_launch = nullptr;  // the launch in progress (one at a time)
 inline std::mutex g_launch_mutex;
 inline std::mutex g_atomic_mutex;
 inline thread_local dim3 t_threadIdx, t_blockIdx;
@@ -231,7 +231,9 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
   return bits & mask;
 }
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
-inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == (mask & nvila::emu_rt::my_warp().live); }
+inline int __all_sync(unsigned mask, int pred) {
+  return __ballot_sync(mask, pred) == (mask & nvila::emu_rt::my_warp().live);
+}
 
 // ---- atomics (one global lock: correctness, not speed) ----------------------
 template <typename T>
@@ -328,7 +330,8 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
     t_linear = linear;
     t_threadIdx = dim3(linear % block.x, (linear / block.x) % block.y, linear / (block.x * block.y));
     for (uint64_t b = 0; b < nblocks && !L.aborted; ++b) {
-      t_blockIdx = dim3(unsigned(b % grid.x), unsigned((b / grid.x) % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y)));
+      t_blockIdx =
+          dim3(unsigned(b % grid.x), unsigned((b / grid.x) % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y)));
       try {
         kernel(args...);
       } catch (Abort&) {

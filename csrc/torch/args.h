@@ -79,8 +79,8 @@ inline TemporalPoolArgs temporal_pool_args(const at::Tensor& x, int64_t group, c
   expect[0] = a.T / group;
   TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.device() == x.device(), "out: expected ", x.scalar_type(),
               " on ", x.device(), ", got ", out.scalar_type(), " on ", out.device());
-  TORCH_CHECK(out.is_contiguous() && out.sizes() == at::IntArrayRef(expect), "out: expected a contiguous tensor of shape ",
-              at::IntArrayRef(expect), ", got ", out.sizes());
+  TORCH_CHECK(out.is_contiguous() && out.sizes() == at::IntArrayRef(expect),
+              "out: expected a contiguous tensor of shape ", at::IntArrayRef(expect), ", got ", out.sizes());
   a.x = x.data_ptr();
   a.out = out.data_ptr();
   return a;

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+
+from ._register import kernel_op, launcher
 
 
 @triton.jit
@@ -95,7 +96,7 @@ def _spatial_compress_kernel(
                 tl.store(out_row + slot * C + c, v, mask=cm)
 
 
-@triton_op("nvila::spatial_compress_triton", mutates_args={"out"})
+@kernel_op("nvila::spatial_compress_triton", mutates_args={"out"})
 def spatial_compress_triton(
     x: torch.Tensor,
     k: int,
@@ -111,7 +112,7 @@ def spatial_compress_triton(
         return
     block_c = min(triton.next_power_of_2(C), 1024)
     has_ln = ln_weight is not None
-    wrap_triton(_spatial_compress_kernel)[(rows,)](
+    launcher(_spatial_compress_kernel)[(rows,)](
         x,
         out,
         ln_weight if has_ln else out,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+
+from ._register import kernel_op, launcher
 
 _BLOCK = 1024
 
@@ -21,12 +22,12 @@ def _temporal_pool_kernel(x_ptr, out_ptr, N, sT, group, BLOCK: tl.constexpr):
     tl.store(out_ptr + g * N + offs, (acc / group).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton_op("nvila::temporal_pool_triton", mutates_args={"out"})
+@kernel_op("nvila::temporal_pool_triton", mutates_args={"out"})
 def temporal_pool_triton(x: torch.Tensor, group: int, out: torch.Tensor) -> None:
     T = x.shape[0]
     N = x.numel() // T
     if N == 0:
         return
-    wrap_triton(_temporal_pool_kernel)[(T // group, triton.cdiv(N, _BLOCK))](
+    launcher(_temporal_pool_kernel)[(T // group, triton.cdiv(N, _BLOCK))](
         x, out, N, x.stride(0), group, BLOCK=_BLOCK, num_warps=4
     )

@@ -49,7 +49,7 @@ NVILA_HD float to_float(bf16_t v) { return bits_float(uint32_t(v.bits) << 16); }
 NVILA_HD bf16_t bf16_from_float(float f) {
   uint32_t u = float_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return bf16_t{uint16_t((u >> 16) | 0x40u)};  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  u += 0x7fffu + ((u >> 16) & 1u);                                                  // round to nearest even
   return bf16_t{uint16_t(u >> 16)};
 }
 
@@ -77,8 +77,8 @@ NVILA_HD half_t half_from_float(float f) {
   const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
   const uint32_t a = u & 0x7fffffffu;
   if (a > 0x7f800000u) return half_t{uint16_t(sign | 0x7e00u | ((a >> 13) & 0x3ffu))};  // NaN
-  if (a >= 0x477ff000u) return half_t{uint16_t(sign | 0x7c00u)};  // rounds to inf
-  if (a >= 0x38800000u) {  // normal half
+  if (a >= 0x477ff000u) return half_t{uint16_t(sign | 0x7c00u)};                        // rounds to inf
+  if (a >= 0x38800000u) {                                                               // normal half
     const uint32_t r = a + 0xfffu + ((a >> 13) & 1u) - (112u << 23);
     return half_t{uint16_t(sign | (r >> 13))};
   }

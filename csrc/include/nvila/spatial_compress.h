@@ -15,8 +15,8 @@
 namespace nvila {
 
 struct SpatialCompressArgs {
-  const void* x;     // (B, H, W, C) with strides (sB, sH, sW, 1), in elements
-  void* out;         // (B, Ho, Wo, k*k*C) contiguous
+  const void* x;           // (B, H, W, C) with strides (sB, sH, sW, 1), in elements
+  void* out;               // (B, Ho, Wo, k*k*C) contiguous
   const float* ln_weight;  // (k*k*C) fp32, or nullptr for no LayerNorm
   const float* ln_bias;    // (k*k*C) fp32, or nullptr (zero bias)
   int64_t B, H, W, C, k;

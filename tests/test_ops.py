@@ -1,0 +1,208 @@
+"""Op registration: schemas, opcheck, fake tensors, torch.compile, backend
+selection and argument errors."""
+
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from conftest import KERNEL_BACKENDS, backend_device
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import nvila_kernels as nk
+from nvila_kernels import _ops, backends, reference
+
+
+def _op(name, backend):
+    return getattr(torch.ops.nvila, f"{name}_{backend}").default
+
+
+def _sample_args(name, device):
+    if name == "spatial_compress":
+        x = torch.randn(2, 5, 7, 6, device=device)
+        w, b = torch.randn(24, device=device), torch.randn(24, device=device)
+        return [
+            (x, 2, w, b, 1e-5, torch.empty(2, 3, 4, 24, device=device)),
+            (x, 3, None, None, 1e-5, torch.empty(2, 2, 3, 54, device=device)),
+            (x.bfloat16(), 1, None, None, 1e-5, torch.empty(2, 5, 7, 6, device=device, dtype=torch.bfloat16)),
+        ]
+    x = torch.randn(8, 3, 4, device=device)
+    return [(x, 4, torch.empty(2, 3, 4, device=device)), (x.half(), 8, torch.empty(1, 3, 4, device=device).half())]
+
+
+@pytest.mark.parametrize("name", list(_ops.SCHEMAS))
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_schema_is_the_one_in_ops(backend, name):
+    """Every backend's op has the schema listed once in nvila_kernels/_ops.py
+    (the Triton op's is inferred from its Python signature: int becomes SymInt and
+    the alias set gets a number)."""
+    got = re.sub(r"\(a\d+!\)", "(a!)", str(_op(name, backend)._schema).replace("SymInt", "int"))
+    assert got == f"nvila::{name}_{backend}{_ops.SCHEMAS[name]}"
+
+
+@pytest.mark.parametrize("name", list(_ops.SCHEMAS))
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_opcheck(backend, name):
+    for args in _sample_args(name, backend_device(backend)):
+        torch.library.opcheck(_op(name, backend), args)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+def test_fake_tensor_shapes(backend):
+    with FakeTensorMode():
+        x = torch.empty(3, 33, 31, 1152, dtype=torch.bfloat16, device=backend_device(backend))
+        w = torch.empty(9 * 1152, device=x.device)
+        y = nk.spatial_compress(x, 3, w, w, backend=backend)
+        assert y.shape == (3, 11, 11, 9 * 1152) and y.dtype == torch.bfloat16
+        v = torch.empty(256, 16, 16, 3584, dtype=torch.bfloat16, device=x.device)
+        assert nk.temporal_pool(v, 8, backend=backend).shape == (32, 16, 16, 3584)
+
+
+def test_meta_tensors_use_reference():
+    x = torch.empty(1, 96, 128, 3456, device="meta")
+    assert nk.spatial_compress(x, 2, torch.empty(13824, device="meta")).shape == (1, 48, 64, 13824)
+
+
+@pytest.mark.parametrize("backend", [b for b in KERNEL_BACKENDS if backend_device(b).type == "cpu"] + [None])
+def test_torch_compile_fullgraph(backend):
+    """The ops inside a compiled function (no graph breaks), CPU tensors."""
+
+    def projector_input(x, w, b, frames):
+        y = nk.spatial_compress(x, 2, w, b, backend=backend)
+        return y * 2, nk.temporal_pool(frames, 4, backend=backend)
+
+    x, w, b = torch.randn(2, 7, 5, 8), torch.randn(32), torch.randn(32)
+    frames = torch.randn(8, 4, 4, 16)
+    compiled = torch.compile(projector_input, fullgraph=True, backend="aot_eager")
+    y, p = compiled(x, w, b, frames)
+    torch.testing.assert_close(y, reference.spatial_compress(x, 2, w, b) * 2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(p, reference.temporal_pool(frames, 4))
+
+
+def test_torch_compile_inductor_cpu():
+    """Through Inductor (C++ codegen) with the CPU kernel as an opaque op."""
+    if backends.unavailable_reason("cpu", torch.device("cpu")):
+        pytest.fail("the cpu backend must be available in the test environment")
+
+    def f(x, w, b):
+        return nk.spatial_compress(x + 1, 2, w, b, backend="cpu").sum(-1)
+
+    x, w, b = torch.randn(1, 6, 6, 4), torch.randn(16), torch.randn(16)
+    compiled = torch.compile(f, fullgraph=True)
+    torch.testing.assert_close(compiled(x, w, b), f(x, w, b), atol=1e-4, rtol=1e-4)
+
+
+# ---- backend selection ----------------------------------------------------------
+
+
+def test_auto_picks_compiled_cpu_kernel():
+    assert backends.resolve("spatial_compress", None, torch.device("cpu")) == "cpu"
+
+
+def test_env_var_selects_backend(monkeypatch):
+    monkeypatch.setenv("NVILA_KERNELS_BACKEND", "emu")
+    assert backends.resolve("spatial_compress", None, torch.device("cpu")) == "emu"
+    monkeypatch.setenv("NVILA_KERNELS_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="NVILA_KERNELS_BACKEND"):
+        nk.spatial_compress(torch.randn(1, 2, 2, 3), 2)
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        nk.spatial_compress(torch.randn(1, 2, 2, 3), 2, backend="fast")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error for a CUDA backend on a machine without GPU")
+def test_unavailable_backend_is_an_error_not_a_fallback():
+    with pytest.raises(RuntimeError, match="backend 'cuda' is not available"):
+        nk.spatial_compress(torch.randn(1, 2, 2, 3), 2, backend="cuda")
+
+
+def test_reference_fallback_warns_once():
+    saved = backends.state["ext"]
+    backends.state["ext"] = None
+    backends._warned.clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            nk.temporal_pool(torch.randn(4, 3), 2)
+            nk.temporal_pool(torch.randn(4, 3), 2)
+        assert len([w for w in caught if "slow PyTorch reference" in str(w.message)]) == 1
+    finally:
+        backends.state["ext"] = saved
+        backends._warned.clear()
+
+
+def test_info_cli():
+    out = subprocess.run([sys.executable, "-m", "nvila_kernels"], capture_output=True, text=True, check=True).stdout
+    assert f"torch {torch.__version__}" in out
+    for b in backends.BACKENDS:
+        assert re.search(rf"backend {b}\s+(available|unavailable)", out), out
+    assert "compiled CUDA archs:" in out and "GPU:" in out
+    assert "backend cpu       available on cpu" in out
+
+
+# ---- argument errors: each names the argument ----------------------------------
+
+X = torch.randn(1, 4, 4, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        (dict(x=torch.randn(4, 4, 3), k=2), ValueError, r"x: expected a 4-D"),
+        (dict(x=X, k=0), ValueError, r"k: expected an int >= 1"),
+        (dict(x=X, k=2.0), ValueError, r"k: expected an int"),
+        (dict(x=X, k=2, ln_weight=torch.randn(11)), ValueError, r"ln_weight: expected shape \(12,\)"),
+        (dict(x=X, k=2, ln_weight=torch.randn(12), ln_bias=torch.randn(3)), ValueError, r"ln_bias: expected shape"),
+        (dict(x=X, k=2, ln_bias=torch.randn(12)), ValueError, r"ln_bias: given without ln_weight"),
+        (dict(x=X.to(torch.int32), k=2), TypeError, r"x: expected dtype float32"),
+        (dict(x=X, k=2, ln_weight=torch.ones(12, dtype=torch.int64)), TypeError, r"ln_weight: expected dtype"),
+        (dict(x=torch.randn(1, 0, 4, 3), k=2), ValueError, r"x: expected a non-empty"),
+        (dict(x=X, k=2, ln_weight=torch.randn(12, device="meta")), ValueError, r"ln_weight: expected a tensor on cpu"),
+        (dict(x=X, k=2, eps=-1.0), ValueError, r"eps"),
+        (dict(x=X, k=2, out=torch.empty(1, 2, 2, 11)), ValueError, r"out: expected shape"),
+        (dict(x=X, k=2, out=torch.empty(1, 2, 2, 12, dtype=torch.float16)), TypeError, r"out: expected dtype"),
+        (dict(x=X, k=2, out=torch.empty(1, 2, 12, 2).transpose(2, 3)), ValueError, r"out: expected a contiguous"),
+        (dict(x=X, k=1, out=X), ValueError, r"out: must not share memory with x"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["reference", "cpu", "emu"])
+def test_spatial_compress_errors(backend, kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        nk.spatial_compress(**kwargs, backend=backend)
+
+
+@pytest.mark.parametrize(
+    "args, exc, pattern",
+    [
+        ((torch.randn(12, 3), 5), ValueError, r"group: the number of frames T=12 .* not divisible by group=5"),
+        ((torch.randn(8, 3), 0), ValueError, r"group: expected an int >= 1"),
+        ((torch.randn(0, 3), 1), ValueError, r"x: expected a non-empty"),
+        ((torch.tensor(1.0), 1), ValueError, r"x: expected at least 1 dimension"),
+        ((torch.ones(8, 3, dtype=torch.uint8), 2), TypeError, r"x: expected dtype"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["reference", "cpu", "emu"])
+def test_temporal_pool_errors(backend, args, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        nk.temporal_pool(*args, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "emu"])
+def test_raw_ops_check_their_arguments(backend):
+    """Calling torch.ops.nvila.* directly, past the Python checks, still gives a
+    clear error, never a crash."""
+    x = torch.randn(1, 4, 4, 3)
+    with pytest.raises(RuntimeError, match=r"out: expected a contiguous tensor of shape \(1, 2, 2, 12\)"):
+        _op("spatial_compress", backend)(x, 2, None, None, 1e-5, torch.empty(1, 2, 2, 11))
+    with pytest.raises(RuntimeError, match=r"k: expected k >= 1"):
+        _op("spatial_compress", backend)(x, 0, None, None, 1e-5, torch.empty(1, 4, 4, 3))
+    with pytest.raises(RuntimeError, match=r"ln_weight: expected a contiguous float32 tensor"):
+        _op("spatial_compress", backend)(x, 2, torch.ones(12).half(), None, 1e-5, torch.empty(1, 2, 2, 12))
+    with pytest.raises(RuntimeError, match=r"group: the number of frames \(5\) is not divisible"):
+        _op("temporal_pool", backend)(torch.randn(5, 2), 2, torch.empty(2, 2))
+    with pytest.raises(RuntimeError, match=r"x: expected float32, float16 or bfloat16"):
+        _op("temporal_pool", backend)(torch.ones(4, 2, dtype=torch.int32), 2, torch.empty(2, 2, dtype=torch.int32))
