@@ -379,7 +379,7 @@ def busy_machine_note(window_s: float = 0.5) -> str | None:
     if total <= 0:
         return None
     busy = 1 - idle / total
-    if busy > 0.1:
+    if busy > 0.1 or os.getloadavg()[0] > (os.cpu_count() or 1):  # busy CPUs, or many tasks waiting
         return (
             f"WARNING: the CPUs were {100 * busy:.0f}% busy (load average {os.getloadavg()[0]:.1f}) before the "
             "run: other processes are running, timings are noisy"
