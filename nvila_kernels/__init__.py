@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 
 from . import _ops, backends, reference  # noqa: F401  (_ops defines the op schemas first)
-from .functional import spatial_compress, temporal_pool
+from .functional import fp8_gemm, fp8_quantize, spatial_compress, temporal_pool
 
 __version__ = "0.1.0"
-__all__ = ["spatial_compress", "temporal_pool", "info", "reference", "backends", "__version__"]
+__all__ = ["spatial_compress", "temporal_pool", "fp8_quantize", "fp8_gemm", "info", "reference", "backends", "__version__"]
 
 try:
     from . import _C
