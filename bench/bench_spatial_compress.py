@@ -82,7 +82,6 @@ def bench_case(
     expected = nvila_kernels.reference.spatial_compress(x, k, w, b)
     nbytes = common.tensor_bytes(x, expected)
     tol = REL_TOL[dtype] * expected.abs().max().item()
-    builder.measure_copy_bandwidth()
 
     providers: list[tuple[str, object]] = []
     for backend in common.benched_backends(device):
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> list[common.Row]:
     timing = common.QUICK if args.quick else common.FULL
 
     busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = common.RowBuilder(device)
+    builder = common.RowBuilder(device, common.copy_bandwidth(device))
     rows: list[common.Row] = []
     warnings: list[str] = []
     for note, shape, k, dtype in CASES:

@@ -42,7 +42,6 @@ def bench_case(
     expected = nvila_kernels.reference.temporal_pool(x, GROUP)
     nbytes = common.tensor_bytes(x, expected)
     tol = REL_TOL[dtype] * expected.abs().max().item()
-    builder.measure_copy_bandwidth()
 
     providers: list[tuple[str, object]] = []
     for backend in common.benched_backends(device):
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> list[common.Row]:
     frames = QUICK_FRAMES if args.quick else FRAMES
 
     busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = common.RowBuilder(device)
+    builder = common.RowBuilder(device, common.copy_bandwidth(device))
     rows: list[common.Row] = []
     warnings: list[str] = []
     for dtype in DTYPES:

@@ -80,27 +80,14 @@ def _time_cuda(fn: Callable[[], object], *, warmup: int, reps: int, device: torc
     return [start.elapsed_time(end) for start, end in zip(starts, ends, strict=True)]
 
 
-def copy_bandwidth(
-    device: torch.device, nbytes: int = COPY_BYTES, *, pairs: int = 3, warmup: int = 2, reps: int = 10
-) -> float:
+def copy_bandwidth(device: torch.device, nbytes: int = COPY_BYTES, *, warmup: int = 2, reps: int = 10) -> float:
     """The device's copy bandwidth in GB/s (1e9 bytes/s): `dst.copy_(src)` of `nbytes`
-    into an existing, already-touched buffer; bytes moved = read + write = 2 * nbytes.
-
-    The median over `pairs` freshly allocated (src, dst) pairs, `reps` copies each: on a
-    VM the bandwidth of one buffer pair depends on where its pages landed (up to 1.5x
-    apart between pairs), so one pair is not the machine's number.
-    """
+    into an existing, already-touched buffer; bytes moved = read + write = 2 * nbytes."""
     device = torch.device(device)
-    times: list[float] = []
-    for _ in range(pairs):
-        src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
-        dst = torch.zeros_like(src)  # touched: no page faults in the timed copies
-        for _ in range(warmup):
-            dst.copy_(src)
-        for _ in range(reps):
-            times.append(time_fn(lambda s=src, d=dst: d.copy_(s), warmup=0, reps=1, device=device)[0])
-        del src, dst
-    return 2 * (nbytes // 4) * 4 / (float(np.median(times)) * 1e-3) / 1e9
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.zeros_like(src)  # touched: no page faults in the timed copies
+    median_ms, _, _ = time_fn(lambda: dst.copy_(src), warmup=warmup, reps=reps, device=device)
+    return 2 * src.numel() * src.element_size() / (median_ms * 1e-3) / 1e9
 
 
 def device_name(device: torch.device) -> str:
@@ -149,7 +136,7 @@ class Row:
     p80_ms: float
     bytes: int  # bytes moved: input + output
     gbps: float  # bytes / median time, in 1e9 bytes/s
-    copy_gbps: float  # the copy bandwidth, measured in the same run just before this case
+    copy_gbps: float  # the copy bandwidth measured in the same run
     frac_copy_bw: float  # gbps / copy_gbps
     speedup_vs_eager: float | None  # eager median / this median
     speedup_vs_reference: float | None  # reference median / this median
@@ -161,22 +148,15 @@ class Row:
 
 
 class RowBuilder:
-    """Fills the per-run fields of a Row (device, threads, versions) and the copy
-    bandwidth, re-measured by `measure_copy_bandwidth` before each case: on a shared
-    machine the limit drifts during a run, so each row is compared with one taken
-    seconds before it."""
+    """Fills the per-run fields of a Row (device, threads, versions, copy bandwidth)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, copy_gbps: float):
         self.device = torch.device(device)
-        self.copy_gbps: float | None = None  # set by measure_copy_bandwidth
+        self.copy_gbps = copy_gbps
         self.device_name = device_name(self.device)
         self.threads = torch.get_num_threads()
         self.commit = git_commit()
         self.machine = f"{platform.node()} ({platform.machine()})"
-
-    def measure_copy_bandwidth(self) -> float:
-        self.copy_gbps = copy_bandwidth(self.device)
-        return self.copy_gbps
 
     def row(
         self,
@@ -190,8 +170,6 @@ class RowBuilder:
         max_abs_err: float | None = None,
     ) -> Row:
         median, p20, p80 = times
-        if self.copy_gbps is None:
-            self.measure_copy_bandwidth()
         gbps = nbytes / (median * 1e-3) / 1e9
         return Row(
             op=op,
@@ -249,7 +227,10 @@ def markdown_table(rows: Sequence[Row]) -> str:
     if not rows:
         return "(no rows)"
     r0 = rows[0]
-    header = f"device: {r0.device}, {r0.threads} threads | torch {r0.torch} | commit {r0.commit} | {r0.machine}"
+    header = (
+        f"device: {r0.device}, {r0.threads} threads | copy bandwidth: {r0.copy_gbps:.1f} GB/s | "
+        f"torch {r0.torch} | commit {r0.commit} | {r0.machine}"
+    )
     cols = (
         "case",
         "shape",
@@ -260,7 +241,6 @@ def markdown_table(rows: Sequence[Row]) -> str:
         "p80 ms",
         "MB moved",
         "GB/s",
-        "copy GB/s",
         "% copy BW",
         "x eager",
         "x ref",
@@ -278,7 +258,6 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"{r.p80_ms:.3f}",
             f"{r.bytes / 1e6:.1f}",
             f"{r.gbps:.1f}",
-            f"{r.copy_gbps:.1f}",
             f"{100 * r.frac_copy_bw:.0f}%",
             _fmt(r.speedup_vs_eager, ".2f"),
             _fmt(r.speedup_vs_reference, ".2f"),
@@ -358,30 +337,13 @@ def add_common_args(parser) -> None:
     )
 
 
-def _cpu_times() -> tuple[int, int] | None:
-    """(idle, total) jiffies of all CPUs from /proc/stat, or None where there is none."""
+def busy_machine_note() -> str | None:
+    """A warning line when other processes load the CPU (timings will be noisy), else None."""
     try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
+        load = os.getloadavg()[0]
+    except OSError:
         return None
-    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user..steal
-
-
-def busy_machine_note(window_s: float = 0.5) -> str | None:
-    """A warning line when other processes use the CPUs right now (timings will be noisy),
-    else None: the CPU busy fraction over `window_s` seconds, before any work of ours."""
-    first = _cpu_times()
-    if first is None:
-        return None
-    time.sleep(window_s)
-    second = _cpu_times()
-    idle, total = second[0] - first[0], second[1] - first[1]
-    if total <= 0:
-        return None
-    busy = 1 - idle / total
-    if busy > 0.1:
-        return (
-            f"WARNING: the CPUs were {100 * busy:.0f}% busy (load average {os.getloadavg()[0]:.1f}) before the "
-            "run: other processes are running, timings are noisy"
-        )
+    cpus = os.cpu_count() or 1
+    if load > 0.5 * cpus:
+        return f"WARNING: load average {load:.2f} on {cpus} CPUs at start: other processes run, timings are noisy"
     return None
