@@ -43,7 +43,7 @@ NVILA_HD uint8_t fp8_encode(float v) {
   const uint32_t u = float_bits(v);
   const uint8_t sign = uint8_t((u >> 24) & 0x80u);
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint8_t(sign | (F == Fp8Format::E4M3 ? 0x7fu : 0x7eu));  // NaN
+  if (a > 0x7f800000u) return uint8_t(sign | 0x7fu);  // NaN (the code torch uses in both formats)
   constexpr uint32_t min_normal = uint32_t(127 + 1 - B) << 23;
   if (a < min_normal) {
     // subnormal: |v| * 2^(B - 1 + M) rounded to an integer, ties to even (adding
