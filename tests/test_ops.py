@@ -28,8 +28,21 @@ def _sample_args(name, device):
             (x, 3, None, None, 1e-5, torch.empty(2, 2, 3, 54, device=device)),
             (x.bfloat16(), 1, None, None, 1e-5, torch.empty(2, 5, 7, 6, device=device, dtype=torch.bfloat16)),
         ]
-    x = torch.randn(8, 3, 4, device=device)
-    return [(x, 4, torch.empty(2, 3, 4, device=device)), (x.half(), 8, torch.empty(1, 3, 4, device=device).half())]
+    if name == "temporal_pool":
+        x = torch.randn(8, 3, 4, device=device)
+        return [(x, 4, torch.empty(2, 3, 4, device=device)), (x.half(), 8, torch.empty(1, 3, 4, device=device).half())]
+    if name == "fp8_quantize":
+        x = torch.randn(5, 7, device=device)
+        q = torch.empty(5, 7, device=device, dtype=torch.float8_e4m3fn)
+        s = torch.empty((), device=device)
+        return [(x, None, q, s), (x.bfloat16(), torch.tensor(0.5, device=device), q, s)]
+    a = torch.randn(3, 32, device=device).to(torch.float8_e4m3fn)
+    b = torch.randn(16, 32, device=device).to(torch.float8_e4m3fn)
+    one = torch.ones((), device=device)
+    return [
+        (a, b, one, one, torch.randn(16, device=device), torch.empty(3, 16, device=device)),
+        (a, b, one, one, None, torch.empty(3, 16, device=device, dtype=torch.bfloat16)),
+    ]
 
 
 @pytest.mark.parametrize("name", list(_ops.SCHEMAS))
