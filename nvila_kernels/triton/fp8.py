@@ -5,7 +5,9 @@ fp8_quantize runs as up to two launches, with no host sync:
      finite elements and atomic-maxes it into a float32 workspace (zeroed first);
   2. `_quantize_kernel`: each program reads the amax (or the static scale), forms
      scale = max(amax, 1e-12) / fp8_max with IEEE division (as the reference),
-     and writes q = saturate(x / scale); program 0 also writes scale_out.
+     and writes q = saturate(x / scale); program 0 also writes scale_out. q is
+     written through a uint8 view (its bits): Triton has no FP8 pointer types
+     before sm_89, and the bits are what the encoder produces.
 The FP8 encoding is done either by the hardware conversion (cvt.rn.satfinite,
 sm_89+) or by `_fp8_encode`, an integer-only round-to-nearest-even encoder that
 is bit-exact with torch's cast. The encoder is what runs under the Triton
@@ -101,17 +103,23 @@ def _quantize_kernel(
     y = tl.math.div_rn(x, s)
     y = tl.clamp(y, -FP8_MAX, FP8_MAX, propagate_nan=tl.PropagateNan.ALL)
     if HW_CVT:
-        q = y.to(q_ptr.dtype.element_ty)
+        if MANT == 3:
+            bits = y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+        else:
+            bits = y.to(tl.float8e5).to(tl.uint8, bitcast=True)
     else:
-        q = _fp8_encode(y, MANT, BIAS).to(tl.uint8).to(q_ptr.dtype.element_ty, bitcast=True)
-    tl.store(q_ptr + offs, q, mask=mask)
+        bits = _fp8_encode(y, MANT, BIAS).to(tl.uint8)
+    tl.store(q_ptr + offs, bits, mask=mask)
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    """The CUDA compute capability of `device`; (9, 0) under the interpreter (tile choice only)."""
+    return torch.cuda.get_device_capability(device) if device.type == "cuda" else (9, 0)
 
 
 def _hardware_fp8_cvt(device: torch.device) -> bool:
     """Whether the compiled kernel may use the FP8 conversion instruction (sm_89+)."""
-    if INTERPRET or device.type != "cuda":
-        return False
-    return torch.cuda.get_device_capability(device) >= (8, 9)
+    return not INTERPRET and device.type == "cuda" and _capability(device) >= (8, 9)
 
 
 @kernel_op("nvila::fp8_quantize_triton", mutates_args={"q", "scale_out"})
@@ -127,7 +135,7 @@ def fp8_quantize_triton(x: torch.Tensor, scale: torch.Tensor | None, q: torch.Te
     launcher(_quantize_kernel)[grid](
         x,
         scale,
-        q,
+        q.view(torch.uint8),  # the bits: FP8 pointer types do not exist before sm_89
         scale_out,
         n,
         FP8_MAX=fmax,
@@ -192,17 +200,19 @@ def _fp8_gemm_kernel(
     tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _gemm_config(M: int, N: int, K: int) -> dict:
-    """Tile sizes and launch parameters for an (M, N, K) problem.
+def _gemm_config(M: int, N: int, K: int, capability: tuple[int, int]) -> dict:
+    """Tile sizes and launch parameters for an (M, N, K) problem on an sm_`capability` GPU.
 
-    Large M: 128 x 128 x 128 tiles (fp8: 16 KiB of a and b per stage), 3 stages,
-    8 warps (two warpgroups of wgmma on sm_90). Small M (decode, M <= 16): the GEMM
-    is a stream over b, so narrow BLOCK_M and more programs along N.
+    Large M: 128 x 128 x 128 tiles (fp8: 32 KiB of a and b per stage), 3 stages,
+    8 warps (two warpgroups of wgmma m64n128k32 on sm_90). Small M (decode) is a
+    stream over b: narrower BLOCK_N for more programs. On sm_90+ BLOCK_M stays 64,
+    the smallest wgmma tile: with BLOCK_M = 16 Triton falls back to mma.sync and
+    upcasts the fp8 operands to fp16 there; sm_89 has a native fp8 mma.sync
+    (m16n8k32 e4m3), so BLOCK_M = 16 wastes nothing on it.
     """
-    if M <= 16:
-        return dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, GROUP_M=1, num_warps=4, num_stages=4)
     if M <= 64:
-        return dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)
+        block_m = 64 if capability >= (9, 0) or M > 16 else 16
+        return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)
     return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)
 
 
@@ -217,7 +227,7 @@ def fp8_gemm_triton(
 ) -> None:
     M, K = a.shape
     N = b.shape[0]
-    cfg = _gemm_config(M, N, K)
+    cfg = _gemm_config(M, N, K, _capability(a.device))
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     launcher(_fp8_gemm_kernel)[grid](
         a,
