@@ -63,11 +63,11 @@ for arch in (90, 89):
         out[f"gemm_sm{arch}_M{M}"] = facts(fp8._fp8_gemm_kernel, gemm_sig, const, arch,
                                             cfg["num_warps"], cfg["num_stages"], aligned_here)
 quant_sig = {"x_ptr": "*bf16", "scale_ptr": "*fp32", "q_ptr": "*u8", "scale_out_ptr": "*fp32", "n": "i32",
-             "FP8_MAX": "constexpr", "MANT": "constexpr", "BIAS": "constexpr", "DYNAMIC": "constexpr",
-             "HW_CVT": "constexpr", "BLOCK": "constexpr"}
+             **{c: "constexpr" for c in ("FP8_MAX", "AMAX_FLOOR", "MANT", "BIAS", "DYNAMIC", "HW_CVT", "BLOCK")}}
 for name, (mant, bias, fmax) in (("e4m3", (3, 7, 448.0)), ("e5m2", (2, 15, 57344.0))):
     for arch, hw in ((90, True), (80, False)):
-        const = dict(FP8_MAX=fmax, MANT=mant, BIAS=bias, DYNAMIC=True, HW_CVT=hw, BLOCK=fp8._QUANT_BLOCK)
+        const = dict(FP8_MAX=fmax, AMAX_FLOOR=1e-12, MANT=mant, BIAS=bias, DYNAMIC=True, HW_CVT=hw,
+                     BLOCK=fp8._QUANT_BLOCK)
         out[f"quantize_{name}_sm{arch}"] = facts(fp8._quantize_kernel, quant_sig, const, arch, 8)
 out["amax_sm90"] = facts(fp8._amax_kernel, {"x_ptr": "*bf16", "amax_ptr": "*fp32", "n": "i32", "BLOCK": "constexpr"},
                          {"BLOCK": fp8._QUANT_BLOCK}, 90, 8)

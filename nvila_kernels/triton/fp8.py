@@ -9,10 +9,11 @@ fp8_quantize runs as up to two launches, with no host sync:
      written through a uint8 view (its bits): Triton has no FP8 pointer types
      before sm_89, and the bits are what the encoder produces.
 The FP8 encoding is done either by the hardware conversion (cvt.rn.satfinite,
-sm_89+) or by `_fp8_encode`, an integer-only round-to-nearest-even encoder that
-is bit-exact with torch's cast. The encoder is what runs under the Triton
-interpreter (whose own fp8 cast does not round to nearest even and does not
-saturate) and on GPUs before sm_89, which have no FP8 conversion instruction.
+sm_89+; same values as torch, though a NaN's sign bit may differ) or by
+`_fp8_encode`, an integer-only round-to-nearest-even encoder that is bit-exact
+with torch's cast. The encoder is what runs under the Triton interpreter (whose
+own fp8 cast does not round to nearest even and does not saturate) and on GPUs
+before sm_89, which have no FP8 conversion instruction.
 
 fp8_gemm is a tiled tl.dot on float8e4nv operands with fp32 accumulation: a is
 (M, K) row-major, b is (N, K) row-major (nn.Linear layout), so both tiles are
@@ -27,15 +28,12 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reference import FP8_AMAX_FLOOR
 from ._register import INTERPRET, kernel_op, launcher
 
 _QUANT_BLOCK = 2048
-# (mantissa bits, exponent bias, max finite value) of each FP8 format
-_FP8_FORMATS = {
-    torch.float8_e4m3fn: (3, 7, 448.0),
-    torch.float8_e5m2: (2, 15, 57344.0),
-}
-_FP8_AMAX_FLOOR = 1e-12  # = reference.FP8_AMAX_FLOOR
+# (mantissa bits, exponent bias) of each FP8 format
+_FP8_FORMATS = {torch.float8_e4m3fn: (3, 7), torch.float8_e5m2: (2, 15)}
 
 
 @triton.jit
@@ -85,6 +83,7 @@ def _quantize_kernel(
     scale_out_ptr,
     n,
     FP8_MAX: tl.constexpr,
+    AMAX_FLOOR: tl.constexpr,
     MANT: tl.constexpr,
     BIAS: tl.constexpr,
     DYNAMIC: tl.constexpr,
@@ -94,7 +93,7 @@ def _quantize_kernel(
     pid = tl.program_id(0)
     s = tl.load(scale_ptr)
     if DYNAMIC:  # scale_ptr holds amax
-        s = tl.math.div_rn(tl.maximum(s, 1e-12), FP8_MAX)
+        s = tl.math.div_rn(tl.maximum(s, AMAX_FLOOR), FP8_MAX)
     if pid == 0:
         tl.store(scale_out_ptr, s)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -125,7 +124,7 @@ def _hardware_fp8_cvt(device: torch.device) -> bool:
 @kernel_op("nvila::fp8_quantize_triton", mutates_args={"q", "scale_out"})
 def fp8_quantize_triton(x: torch.Tensor, scale: torch.Tensor | None, q: torch.Tensor, scale_out: torch.Tensor) -> None:
     n = x.numel()
-    mant, bias, fmax = _FP8_FORMATS[q.dtype]
+    mant, bias = _FP8_FORMATS[q.dtype]
     grid = (triton.cdiv(n, _QUANT_BLOCK),)
     dynamic = scale is None
     if dynamic:
@@ -138,7 +137,8 @@ def fp8_quantize_triton(x: torch.Tensor, scale: torch.Tensor | None, q: torch.Te
         q.view(torch.uint8),  # the bits: FP8 pointer types do not exist before sm_89
         scale_out,
         n,
-        FP8_MAX=fmax,
+        FP8_MAX=torch.finfo(q.dtype).max,
+        AMAX_FLOOR=FP8_AMAX_FLOOR,
         MANT=mant,
         BIAS=bias,
         DYNAMIC=dynamic,
