@@ -264,7 +264,5 @@ def fp8_gemm(
         return reference.fp8_gemm(a, b, scale_a, scale_b, bias, out_dtype)
     out = torch.empty((M, N), dtype=out_dtype, device=a.device)
     bias32 = None if bias is None else bias.to(torch.float32).contiguous()
-    _run(
-        "fp8_gemm", chosen, a.contiguous(), b.contiguous(), scale_a.reshape(()), scale_b.reshape(()), bias32, out
-    )
+    _run("fp8_gemm", chosen, a.contiguous(), b.contiguous(), scale_a.reshape(()), scale_b.reshape(()), bias32, out)
     return out

@@ -113,7 +113,7 @@ def test_gemm_matches_reference(backend, out_dtype, with_bias):
         scale = expected.float().abs().max().item()
         if out_dtype == torch.float32:  # fp32 reordering of K exact products
             atol = 1e-6 * math.sqrt(K) * scale
-            torch.testing.assert_close(got, expected, atol=atol, rtol=1e-5, msg=lambda m: f"{(M, N, K)}: {m}")
+            torch.testing.assert_close(got, expected, atol=atol, rtol=1e-5, msg=lambda m, s=(M, N, K): f"{s}: {m}")
         else:  # one rounding of the output dtype apart
             eps = torch.finfo(out_dtype).eps
             torch.testing.assert_close(got.float(), expected.float(), atol=eps * scale, rtol=eps)
