@@ -281,68 +281,92 @@ NVILA_AVX2 NVILA_INLINE float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// As dot_rows_generic for MB rows; returns false when w holds a NaN code (the
-// register decode has no NaN, the caller then uses the exact generic path).
+// As dot_rows_generic for MB rows of af and NB weight rows (stride ldw) at once:
+// res[j * ldr + m] = sum_k af[m, k] * w_j[k]. Several weight rows share each load of
+// af, and MB * NB * NA independent accumulators keep enough FMA chains in flight.
+// Returns false when a weight row holds a NaN code (the register decode has no NaN;
+// the caller then uses the exact generic path).
 // Decode: a code c placed in the high byte of a 16-bit lane and shifted right
 // arithmetically by one is the fp16 with c's sign, exponent and mantissa bits
 // (after clearing the duplicated sign at bit 14): the E4M3 value times 2^-8 (the
 // exponent biases are 15 and 7), subnormals included. F16C widens it to fp32
 // exactly; the sums are scaled back by 2^8 (exact) at the end.
-template <int MB>
-NVILA_AVX2 bool dot_rows_avx2(const uint8_t* w, const float* af, int64_t lda, int64_t K, float* res) {
-  // independent accumulators per row: enough FMA chains in flight for small MB
-  constexpr int NA = MB == 1 ? 4 : (MB <= 4 ? 2 : 1);
-  __m256 acc[MB][NA];
-  for (int m = 0; m < MB; ++m)
-    for (int j = 0; j < NA; ++j) acc[m][j] = _mm256_setzero_ps();
+template <int MB, int NB>
+NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, int64_t lda, int64_t K, float* res,
+                               int64_t ldr) {
+  constexpr int P = MB * NB;
+  constexpr int NA = P <= 2 ? 4 : (P <= 4 ? 2 : 1);
+  __m256 acc[NB][MB][NA];
+  for (int j = 0; j < NB; ++j)
+    for (int m = 0; m < MB; ++m)
+      for (int i = 0; i < NA; ++i) acc[j][m][i] = _mm256_setzero_ps();
   const __m256i zero = _mm256_setzero_si256();
   const __m256i low7 = _mm256_set1_epi8(0x7f);
   const __m256i clear14 = _mm256_set1_epi16(int16_t(0xbfff));
   __m256i nan = zero;
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
-    nan = _mm256_or_si256(nan, _mm256_cmpeq_epi8(_mm256_and_si256(x, low7), low7));
-    // per 128-bit lane: lo holds codes 0..7 (and 16..23), hi codes 8..15 (and 24..31)
-    const __m256i lo = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpacklo_epi8(zero, x), 1), clear14);
-    const __m256i hi = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpackhi_epi8(zero, x), 1), clear14);
-    const __m256 w0 = _mm256_cvtph_ps(_mm256_castsi256_si128(lo));
-    const __m256 w1 = _mm256_cvtph_ps(_mm256_castsi256_si128(hi));
-    const __m256 w2 = _mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1));
-    const __m256 w3 = _mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1));
-    for (int m = 0; m < MB; ++m) {
-      const float* ap = af + m * lda + k;
-      acc[m][0 % NA] = _mm256_fmadd_ps(_mm256_loadu_ps(ap), w0, acc[m][0 % NA]);
-      acc[m][1 % NA] = _mm256_fmadd_ps(_mm256_loadu_ps(ap + 8), w1, acc[m][1 % NA]);
-      acc[m][2 % NA] = _mm256_fmadd_ps(_mm256_loadu_ps(ap + 16), w2, acc[m][2 % NA]);
-      acc[m][3 % NA] = _mm256_fmadd_ps(_mm256_loadu_ps(ap + 24), w3, acc[m][3 % NA]);
+    for (int j = 0; j < NB; ++j) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * ldw + k));
+      nan = _mm256_or_si256(nan, _mm256_cmpeq_epi8(_mm256_and_si256(x, low7), low7));
+      // per 128-bit lane: lo holds codes 0..7 (and 16..23), hi codes 8..15 (and 24..31)
+      const __m256i lo = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpacklo_epi8(zero, x), 1), clear14);
+      const __m256i hi = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpackhi_epi8(zero, x), 1), clear14);
+      const __m256 w0 = _mm256_cvtph_ps(_mm256_castsi256_si128(lo));
+      const __m256 w1 = _mm256_cvtph_ps(_mm256_castsi256_si128(hi));
+      const __m256 w2 = _mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1));
+      const __m256 w3 = _mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1));
+      for (int m = 0; m < MB; ++m) {
+        const float* ap = af + m * lda + k;
+        __m256* c = acc[j][m];
+        c[0 % NA] = _mm256_fmadd_ps(_mm256_loadu_ps(ap), w0, c[0 % NA]);
+        c[1 % NA] = _mm256_fmadd_ps(_mm256_loadu_ps(ap + 8), w1, c[1 % NA]);
+        c[2 % NA] = _mm256_fmadd_ps(_mm256_loadu_ps(ap + 16), w2, c[2 % NA]);
+        c[3 % NA] = _mm256_fmadd_ps(_mm256_loadu_ps(ap + 24), w3, c[3 % NA]);
+      }
     }
   }
   if (!_mm256_testz_si256(nan, nan)) return false;
   const float* lut = e4m3_table();
-  for (int m = 0; m < MB; ++m) {
-    __m256 s = acc[m][0];
-    for (int j = 1; j < NA; ++j) s = _mm256_add_ps(s, acc[m][j]);
-    float tail = 0.f;
-    const float* ap = af + m * lda;
-    for (int64_t kk = k; kk < K; ++kk) tail += ap[kk] * lut[w[kk]];
-    res[m] = hsum(s) * 256.0f + tail;
+  for (int j = 0; j < NB; ++j) {
+    const uint8_t* wj = w + j * ldw;
+    for (int64_t kk = k; kk < K; ++kk)
+      if (e4m3_is_nan(wj[kk])) return false;
+    for (int m = 0; m < MB; ++m) {
+      __m256 s = acc[j][m][0];
+      for (int i = 1; i < NA; ++i) s = _mm256_add_ps(s, acc[j][m][i]);
+      float tail = 0.f;
+      const float* ap = af + m * lda;
+      for (int64_t kk = k; kk < K; ++kk) tail += ap[kk] * lut[wj[kk]];
+      res[j * ldr + m] = hsum(s) * 256.0f + tail;
+    }
   }
-  for (int64_t kk = k; kk < K; ++kk)
-    if (e4m3_is_nan(w[kk])) return false;
   return true;
 }
 
-NVILA_AVX2 bool dot_rows_avx2(const uint8_t* w, const float* af, int64_t lda, int64_t K, int mb, float* res) {
+// Weight rows per dot_block_avx2 call for a group of mb rows of a.
+constexpr int decode_rows_per_call(int mb) { return mb == 1 ? 4 : (mb <= 4 ? 2 : 1); }
+
+template <int MB>
+NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, int64_t lda, int64_t K, int nb,
+                               float* res, int64_t ldr) {
+  constexpr int NB = decode_rows_per_call(MB);
+  if (nb == NB) return dot_block_avx2<MB, NB>(w, ldw, af, lda, K, res, ldr);
+  return dot_block_avx2<MB, 1>(w, ldw, af, lda, K, res, ldr);
+}
+
+// dot_block_avx2 for mb <= kDecodeGroup rows of a and nb = decode_rows_per_call(mb) or 1 weight rows.
+NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, int64_t lda, int64_t K, int mb, int nb,
+                               float* res, int64_t ldr) {
   switch (mb) {
-    case 1: return dot_rows_avx2<1>(w, af, lda, K, res);
-    case 2: return dot_rows_avx2<2>(w, af, lda, K, res);
-    case 3: return dot_rows_avx2<3>(w, af, lda, K, res);
-    case 4: return dot_rows_avx2<4>(w, af, lda, K, res);
-    case 5: return dot_rows_avx2<5>(w, af, lda, K, res);
-    case 6: return dot_rows_avx2<6>(w, af, lda, K, res);
-    case 7: return dot_rows_avx2<7>(w, af, lda, K, res);
-    default: return dot_rows_avx2<8>(w, af, lda, K, res);
+    case 1: return dot_block_avx2<1>(w, ldw, af, lda, K, nb, res, ldr);
+    case 2: return dot_block_avx2<2>(w, ldw, af, lda, K, nb, res, ldr);
+    case 3: return dot_block_avx2<3>(w, ldw, af, lda, K, nb, res, ldr);
+    case 4: return dot_block_avx2<4>(w, ldw, af, lda, K, nb, res, ldr);
+    case 5: return dot_block_avx2<5>(w, ldw, af, lda, K, nb, res, ldr);
+    case 6: return dot_block_avx2<6>(w, ldw, af, lda, K, nb, res, ldr);
+    case 7: return dot_block_avx2<7>(w, ldw, af, lda, K, nb, res, ldr);
+    default: return dot_block_avx2<8>(w, ldw, af, lda, K, nb, res, ldr);
   }
 }
 #endif
@@ -355,20 +379,26 @@ void gemm_decode(const Fp8GemmArgs& g, const Epilogue& e) {
   const bool avx2 = use_avx2();
   // groups of rows of a: as even as possible, at most kDecodeGroup each
   const int64_t groups = ceil_div(M, kDecodeGroup);
+  constexpr int64_t kRows = 4;  // weight rows per work item (a multiple of every decode_rows_per_call)
   const bool parallel = N * K >= (int64_t(1) << 16);
 #pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t n = 0; n < N; ++n) {
-    const uint8_t* w = g.b + n * K;
-    float res[kDecodeMaxM];
+  for (int64_t n0 = 0; n0 < N; n0 += kRows) {
+    const int64_t rows = std::min(kRows, N - n0);
+    float res[kRows][kDecodeMaxM];  // (row, m)
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t m0 = gi * M / groups, mb = (gi + 1) * M / groups - m0;
       const float* ap = af.data() + m0 * K;
+      const int64_t step = rows == kRows ? decode_rows_per_call(int(mb)) : 1;
+      for (int64_t r = 0; r < rows; r += step) {
+        const uint8_t* w = g.b + (n0 + r) * K;
 #if NVILA_HAVE_AVX2_PATH
-      if (avx2 && dot_rows_avx2(w, ap, K, K, int(mb), res + m0)) continue;
+        if (avx2 && dot_block_avx2(w, K, ap, K, K, int(mb), int(step), &res[r][m0], kDecodeMaxM)) continue;
 #endif
-      dot_rows_generic(w, ap, K, K, int(mb), res + m0);
+        for (int64_t j = 0; j < step; ++j) dot_rows_generic(w + j * K, ap, K, K, int(mb), &res[r + j][m0]);
+      }
     }
-    for (int64_t m = 0; m < M; ++m) store_out(e, m, n, res[m]);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t m = 0; m < M; ++m) store_out(e, m, n0 + r, res[r][m]);
   }
 }
 
@@ -379,22 +409,54 @@ constexpr int64_t kKc = 256;      // K slice: a kKc x kNr fp32 panel of b is 16 
 constexpr int64_t kMc = 96;       // rows of a per block: kMc x kKc fp32 is 96 KB (L2)
 constexpr int64_t kNc = 512;      // columns per parallel work item
 
-// Packs rows [r0, r0 + rows) of the (R, K) codes, K range [k0, k0 + kc), as fp32
-// panels of P rows: panel p holds [k][P] (zero rows past the end).
+// Packs rows [r0, r0 + rows) of the (R, K) codes, K range [k0, k0 + kc), as one fp32
+// panel of P rows: [k][P] (zero rows past the end).
 template <int P>
-void pack_panels(const uint8_t* src, int64_t K, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
+NVILA_INLINE void pack_panel_body(const uint8_t* src, int64_t K, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                                  float* d) {
   const float* lut = e4m3_table();
-  for (int64_t p = 0; p < rows; p += P) {
-    float* d = dst + p * kc;
-    for (int i = 0; i < P; ++i) {
-      if (p + i < rows) {
-        const uint8_t* s = src + (r0 + p + i) * K + k0;
-        for (int64_t k = 0; k < kc; ++k) d[k * P + i] = lut[s[k]];
-      } else {
-        for (int64_t k = 0; k < kc; ++k) d[k * P + i] = 0.f;
-      }
+  const uint8_t* s[P];
+  for (int i = 0; i < P; ++i) s[i] = src + (r0 + std::min<int64_t>(i, rows - 1)) * K + k0;
+  for (int64_t k = 0; k < kc; ++k)
+    for (int i = 0; i < P; ++i) d[k * P + i] = i < rows ? lut[s[i][k]] : 0.f;
+}
+
+template <int P>
+void pack_panel_generic(const uint8_t* src, int64_t K, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float* d) {
+  pack_panel_body<P>(src, K, r0, rows, k0, kc, d);
+}
+
+// The tile epilogue: accumulate the micro-tile into the fp32 accumulator (slices
+// before the last) or apply scale, bias and the cast to the output (the last).
+template <typename T>
+NVILA_INLINE void finish_tile_body(const float* tile, int64_t mr, int64_t nr, float* cacc, int64_t ldc, bool first,
+                                   bool last, const Epilogue& e, int64_t row0, int64_t col0) {
+  for (int64_t i = 0; i < mr; ++i) {
+    const float* tr = tile + i * kNr;
+    float* cr = cacc ? cacc + (row0 + i) * ldc + col0 : nullptr;
+    if (!last) {
+      if (first)
+        for (int64_t j = 0; j < nr; ++j) cr[j] = tr[j];
+      else
+        for (int64_t j = 0; j < nr; ++j) cr[j] += tr[j];
+      continue;
     }
+    T* o = static_cast<T*>(e.out) + (row0 + i) * e.ldo + col0;
+    float v[kNr];
+    if (first)
+      for (int64_t j = 0; j < nr; ++j) v[j] = tr[j] * e.s;
+    else
+      for (int64_t j = 0; j < nr; ++j) v[j] = (cr[j] + tr[j]) * e.s;
+    if (e.bias)
+      for (int64_t j = 0; j < nr; ++j) v[j] = v[j] + e.bias[col0 + j];
+    for (int64_t j = 0; j < nr; ++j) o[j] = from_f32<T>(v[j]);
   }
+}
+
+template <typename T>
+void finish_tile_generic(const float* tile, int64_t mr, int64_t nr, float* cacc, int64_t ldc, bool first, bool last,
+                         const Epilogue& e, int64_t row0, int64_t col0) {
+  finish_tile_body<T>(tile, mr, nr, cacc, ldc, first, last, e, row0, col0);
 }
 
 // tile[kMr][kNr] = sum_k A[k][kMr] * B[k][kNr]
@@ -434,7 +496,104 @@ NVILA_AVX2 void micro_kernel_avx2(int64_t kc, const float* A, const float* B, fl
   _mm256_store_ps(tile + 64, c40), _mm256_store_ps(tile + 72, c41);
   _mm256_store_ps(tile + 80, c50), _mm256_store_ps(tile + 88, c51);
 }
+
+// 8 codes -> 8 exact fp32 values with the fp16 decode of dot_block_avx2 (times 2^8).
+NVILA_AVX2 NVILA_INLINE __m256 decode8(const uint8_t* p) {
+  const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  const __m128i h =
+      _mm_and_si128(_mm_srai_epi16(_mm_unpacklo_epi8(_mm_setzero_si128(), x), 1), _mm_set1_epi16(int16_t(0xbfff)));
+  return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+}
+
+NVILA_AVX2 NVILA_INLINE void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+NVILA_AVX2 bool has_nan_avx2(const uint8_t* p, int64_t n) {
+  const __m256i low7 = _mm256_set1_epi8(0x7f);
+  __m256i acc = _mm256_setzero_si256();
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k));
+    acc = _mm256_or_si256(acc, _mm256_cmpeq_epi8(_mm256_and_si256(x, low7), low7));
+  }
+  bool nan = !_mm256_testz_si256(acc, acc);
+  for (; k < n; ++k) nan |= e4m3_is_nan(p[k]);
+  return nan;
+}
+
+// pack_panel_generic<kNr> for a full panel: decode 8 codes of each row in registers
+// and transpose 8x8 blocks; panels holding a NaN code (or partial) take the LUT path.
+NVILA_AVX2 void pack_panel_b_avx2(const uint8_t* src, int64_t K, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                                  float* d) {
+  bool nan = rows < kNr;
+  for (int64_t i = 0; i < rows && !nan; ++i) nan = has_nan_avx2(src + (r0 + i) * K + k0, kc);
+  if (nan) return pack_panel_body<kNr>(src, K, r0, rows, k0, kc, d);
+  const uint8_t* s = src + r0 * K + k0;
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    for (int half = 0; half < 2; ++half) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = decode8(s + (half * 8 + i) * K + k);
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_store_ps(d + (k + i) * kNr + half * 8, r[i]);
+    }
+  }
+  const float* lut = e4m3_table();
+  for (; k < kc; ++k)
+    for (int i = 0; i < kNr; ++i) d[k * kNr + i] = lut[s[i * K + k]];
+}
+
+template <int P>
+NVILA_AVX2 void pack_panel_avx2(const uint8_t* src, int64_t K, int64_t r0, int64_t rows, int64_t k0, int64_t kc,
+                                float* d) {
+  pack_panel_body<P>(src, K, r0, rows, k0, kc, d);
+}
+
+template <typename T>
+NVILA_AVX2 void finish_tile_avx2(const float* tile, int64_t mr, int64_t nr, float* cacc, int64_t ldc, bool first,
+                                 bool last, const Epilogue& e, int64_t row0, int64_t col0) {
+  finish_tile_body<T>(tile, mr, nr, cacc, ldc, first, last, e, row0, col0);
+}
 #endif
+
+using PackFn = void (*)(const uint8_t*, int64_t, int64_t, int64_t, int64_t, int64_t, float*);
+using MicroFn = void (*)(int64_t, const float*, const float*, float*);
+using FinishFn = void (*)(const float*, int64_t, int64_t, float*, int64_t, bool, bool, const Epilogue&, int64_t,
+                          int64_t);
+
+struct BlockedKernels {
+  PackFn pack_a, pack_b;
+  MicroFn micro;
+  FinishFn finish;
+};
+
+template <typename T>
+BlockedKernels blocked_kernels() {
+#if NVILA_HAVE_AVX2_PATH
+  if (use_avx2()) return {pack_panel_avx2<kMr>, pack_panel_b_avx2, micro_kernel_avx2, finish_tile_avx2<T>};
+#endif
+  return {pack_panel_generic<kMr>, pack_panel_generic<kNr>, micro_kernel_generic, finish_tile_generic<T>};
+}
+
+BlockedKernels blocked_kernels(DType t) {
+  switch (t) {
+    case DType::F32: return blocked_kernels<float>();
+    case DType::F16: return blocked_kernels<half_t>();
+    default: return blocked_kernels<bf16_t>();
+  }
+}
 
 struct AlignedFloats {
   explicit AlignedFloats(int64_t n)
@@ -463,7 +622,7 @@ void gemm_blocked(const Fp8GemmArgs& g, const Epilogue& e) {
   AlignedFloats bp(kKc * n_pad);  // the K slice of b: n_pad / kNr panels of [k][kNr]
   const int64_t m_blocks = ceil_div(M, kMc), n_blocks = ceil_div(N, kNc);
   const int64_t tiles = m_blocks * n_blocks;
-  const bool avx2 = use_avx2();
+  const BlockedKernels kern = blocked_kernels(e.dtype);
 #pragma omp parallel
   {
     AlignedFloats ap(kMc * kKc);
@@ -473,7 +632,7 @@ void gemm_blocked(const Fp8GemmArgs& g, const Epilogue& e) {
       const bool first = s == 0, last = s == slices - 1;
 #pragma omp for schedule(static)
       for (int64_t p = 0; p < n_pad / kNr; ++p)
-        pack_panels<kNr>(g.b, K, p * kNr, std::min<int64_t>(kNr, N - p * kNr), k0, kc, bp.p + p * kNr * kc);
+        kern.pack_b(g.b, K, p * kNr, std::min<int64_t>(kNr, N - p * kNr), k0, kc, bp.p + p * kNr * kc);
       // implicit barrier: the slice of b is packed
       int64_t packed_block = -1;
 #pragma omp for schedule(static)
@@ -481,7 +640,8 @@ void gemm_blocked(const Fp8GemmArgs& g, const Epilogue& e) {
         const int64_t mb = t / n_blocks, nb = t % n_blocks;
         const int64_t i0 = mb * kMc, mc = std::min(kMc, M - i0);
         if (mb != packed_block) {
-          pack_panels<kMr>(g.a, K, i0, mc, k0, kc, ap.p);
+          for (int64_t ir = 0; ir < mc; ir += kMr)
+            kern.pack_a(g.a, K, i0 + ir, std::min<int64_t>(kMr, mc - ir), k0, kc, ap.p + ir * kc);
           packed_block = mb;
         }
         const int64_t j0 = nb * kNc, nc = std::min(kNc, N - j0);
@@ -489,26 +649,8 @@ void gemm_blocked(const Fp8GemmArgs& g, const Epilogue& e) {
           const float* bpanel = bp.p + (j0 + jr) * kc;
           const int64_t nr = std::min<int64_t>(kNr, nc - jr);
           for (int64_t ir = 0; ir < mc; ir += kMr) {
-            const float* apanel = ap.p + ir * kc;
-#if NVILA_HAVE_AVX2_PATH
-            if (avx2)
-              micro_kernel_avx2(kc, apanel, bpanel, tile);
-            else
-#endif
-              micro_kernel_generic(kc, apanel, bpanel, tile);
-            const int64_t mr = std::min<int64_t>(kMr, mc - ir);
-            const int64_t row0 = i0 + ir, col0 = j0 + jr;
-            for (int64_t i = 0; i < mr; ++i) {
-              const float* tr = tile + i * kNr;
-              float* cr = cacc ? cacc + (row0 + i) * N + col0 : nullptr;
-              if (last) {
-                for (int64_t j = 0; j < nr; ++j) store_out(e, row0 + i, col0 + j, first ? tr[j] : cr[j] + tr[j]);
-              } else if (first) {
-                for (int64_t j = 0; j < nr; ++j) cr[j] = tr[j];
-              } else {
-                for (int64_t j = 0; j < nr; ++j) cr[j] += tr[j];
-              }
-            }
+            kern.micro(kc, ap.p + ir * kc, bpanel, tile);
+            kern.finish(tile, std::min<int64_t>(kMr, mc - ir), nr, cacc, N, first, last, e, i0 + ir, j0 + jr);
           }
         }
       }
