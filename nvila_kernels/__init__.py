@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import torch
 
-from . import _ops, backends, reference  # noqa: F401  (_ops defines the op schemas first)
-from .functional import spatial_compress, temporal_pool
+from . import (  # noqa: F401  (_ops defines the op schemas first)
+    _ops,
+    backends,
+    layers,  # noqa: E402
+    reference,
+)
+from .functional import fp8_gemm, fp8_quantize, spatial_compress, temporal_pool
 
 __version__ = "0.1.0"
-__all__ = ["spatial_compress", "temporal_pool", "info", "reference", "backends", "__version__"]
+__all__ = [
+    "spatial_compress",
+    "temporal_pool",
+    "fp8_quantize",
+    "fp8_gemm",
+    "layers",
+    "info",
+    "reference",
+    "backends",
+    "__version__",
+]
 
 try:
     from . import _C

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import torch
 
-# op name -> schema (without the name). Every op mutates only `out`.
+# op name -> schema (without the name). Ops mutate only their output arguments.
 SCHEMAS = {
     "spatial_compress": "(Tensor x, int k, Tensor? ln_weight, Tensor? ln_bias, float eps, Tensor(a!) out) -> ()",
     "temporal_pool": "(Tensor x, int group, Tensor(a!) out) -> ()",
+    # q and scale_out are written; scale None = dynamic (amax computed on the device)
+    "fp8_quantize": "(Tensor x, Tensor? scale, Tensor(a!) q, Tensor(b!) scale_out) -> ()",
+    "fp8_gemm": "(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias, Tensor(a!) out) -> ()",
 }
 
 # backends whose kernels live in the compiled extension
@@ -26,7 +29,7 @@ _lib = torch.library.Library("nvila", "DEF")
 
 
 def _fake_out_only(*args, **kwargs) -> None:
-    """Fake kernel: the ops only write `out`, whose metadata the caller owns."""
+    """Fake kernel: the ops only write their outputs, whose metadata the caller owns."""
     return None
 
 

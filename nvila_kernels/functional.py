@@ -156,3 +156,113 @@ def temporal_pool(
         out = torch.empty(shape, dtype=x.dtype, device=x.device)
     _run("temporal_pool", chosen, x, group, out)
     return out
+
+
+# ---- FP8 -------------------------------------------------------------------------
+
+FP8_DTYPES = reference.FP8_DTYPES
+OUT_DTYPES = FLOAT_DTYPES
+
+
+def _check_scale(scale: torch.Tensor, name: str, ref: torch.Tensor) -> None:
+    if not isinstance(scale, torch.Tensor):
+        raise TypeError(f"{name}: expected a float32 torch.Tensor with one element, got {type(scale).__name__}")
+    if scale.dtype != torch.float32 or scale.numel() != 1:
+        raise ValueError(
+            f"{name}: expected a float32 tensor with one element (per-tensor scale), "
+            f"got {scale.dtype} of shape {tuple(scale.shape)}"
+        )
+    _check_same_device(scale, name, ref)
+    # A value check needs the value on the host: free for CPU tensors; on a GPU it
+    # would be a device sync per call, so there it is the caller's contract.
+    if scale.device.type == "cpu" and not torch.compiler.is_compiling() and not _is_fake(scale):
+        v = float(scale.reshape(()))
+        if not (v > 0 and v != float("inf")):
+            raise ValueError(f"{name}: expected a positive finite scale, got {v}")
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    return torch._subclasses.fake_tensor.is_fake(t)
+
+
+def fp8_quantize(
+    x: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    fp8_dtype: torch.dtype = torch.float8_e4m3fn,
+    *,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor FP8 quantization: returns (q, scale) with x ~ q.float() * scale.
+
+    x: any shape, float32/float16/bfloat16. fp8_dtype: float8_e4m3fn or float8_e5m2.
+    Dynamic when `scale` is None: scale = max(amax, 1e-12) / fp8_max, computed on
+    the device (no host sync); amax ignores NaN and +-inf. Static: `scale` is a
+    positive float32 tensor with one element. The cast saturates: values beyond
+    +-fp8_max and +-inf become +-fp8_max; NaN stays NaN. The returned scale is a
+    0-d float32 tensor (the dequantization multiplier).
+    """
+    _check_float(x, "x")
+    if fp8_dtype not in FP8_DTYPES:
+        raise TypeError(f"fp8_dtype: expected torch.float8_e4m3fn or torch.float8_e5m2, got {fp8_dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"x: expected a non-empty tensor, got shape {tuple(x.shape)}")
+    if scale is not None:
+        _check_scale(scale, "scale", x)
+    chosen = backends.resolve("fp8_quantize", backend, x.device)
+    if chosen == "reference":
+        return reference.fp8_quantize(x, scale, fp8_dtype)
+    x = x.contiguous()
+    q = torch.empty(x.shape, dtype=fp8_dtype, device=x.device)
+    scale_out = torch.empty((), dtype=torch.float32, device=x.device)
+    s = None if scale is None else scale.reshape(())
+    _run("fp8_quantize", chosen, x, s, q, scale_out)
+    return q, scale_out
+
+
+def fp8_gemm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale_a: torch.Tensor,
+    scale_b: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """out = (a * scale_a) @ (b * scale_b)^T + bias with fp32 accumulation.
+
+    a: (M, K) float8_e4m3fn, b: (N, K) float8_e4m3fn (nn.Linear weight layout),
+    scale_a / scale_b: float32 tensors with one element, bias: (N,) float or None,
+    out_dtype: bfloat16, float16 or float32. Same semantics as
+    torch._scaled_mm(a, b.t(), scale_a, scale_b, bias, out_dtype=out_dtype).
+    """
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != torch.float8_e4m3fn:
+            raise TypeError(f"{name}: expected dtype torch.float8_e4m3fn, got {t.dtype}")
+        if t.dim() != 2:
+            raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
+    _check_same_device(b, "b", a)
+    M, K = a.shape
+    N = b.shape[0]
+    if b.shape[1] != K:
+        raise ValueError(f"b: expected shape (N, K) with K = {K} (a is {tuple(a.shape)}), got {tuple(b.shape)}")
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError(f"a, b: expected non-empty matrices, got a {tuple(a.shape)} and b {tuple(b.shape)}")
+    _check_scale(scale_a, "scale_a", a)
+    _check_scale(scale_b, "scale_b", a)
+    if bias is not None:
+        _check_float(bias, "bias")
+        if tuple(bias.shape) != (N,):
+            raise ValueError(f"bias: expected shape ({N},), got {tuple(bias.shape)}")
+        _check_same_device(bias, "bias", a)
+    if out_dtype not in OUT_DTYPES:
+        raise TypeError(f"out_dtype: expected torch.bfloat16, torch.float16 or torch.float32, got {out_dtype}")
+    chosen = backends.resolve("fp8_gemm", backend, a.device)
+    if chosen == "reference":
+        return reference.fp8_gemm(a, b, scale_a, scale_b, bias, out_dtype)
+    out = torch.empty((M, N), dtype=out_dtype, device=a.device)
+    bias32 = None if bias is None else bias.to(torch.float32).contiguous()
+    _run("fp8_gemm", chosen, a.contiguous(), b.contiguous(), scale_a.reshape(()), scale_b.reshape(()), bias32, out)
+    return out

@@ -47,3 +47,53 @@ def temporal_pool(x: torch.Tensor, group: int) -> torch.Tensor:
     T = x.shape[0]
     y = x.float().reshape(T // group, group, *x.shape[1:]).mean(dim=1)
     return y.to(x.dtype)
+
+
+# ---- FP8 -------------------------------------------------------------------------
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+# Dynamic scales use max(amax, FP8_AMAX_FLOOR): an all-zero tensor gets a tiny,
+# finite scale instead of 0 (which would turn 0/0 into NaN).
+FP8_AMAX_FLOOR = 1e-12
+
+
+def fp8_quantize(
+    x: torch.Tensor, scale: torch.Tensor | None = None, fp8_dtype: torch.dtype = torch.float8_e4m3fn
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor quantization to FP8: returns (q, scale) with x ~ q.float() * scale.
+
+    Dynamic (scale None): scale = max(amax, FP8_AMAX_FLOOR) / fp8_max, where amax is
+    the largest |x| over the FINITE elements (NaN and +-inf do not poison it).
+    Static: the given scale (one positive float32 element).
+    q = saturate(x / scale): values beyond +-fp8_max (and +-inf) become +-fp8_max,
+    NaN stays NaN; rounding to nearest even. scale is returned as a 0-d float32.
+    """
+    fmax = torch.finfo(fp8_dtype).max
+    xf = x.float()
+    if scale is None:
+        finite = torch.where(torch.isfinite(xf), xf.abs(), torch.zeros_like(xf))
+        amax = finite.amax() if xf.numel() else torch.zeros((), device=x.device)
+        scale = torch.clamp(amax, min=FP8_AMAX_FLOOR) / fmax
+    scale = scale.reshape(()).float()
+    q = (xf / scale).clamp(-fmax, fmax).to(fp8_dtype)
+    return q, scale
+
+
+def fp8_gemm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale_a: torch.Tensor,
+    scale_b: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """(a * scale_a) @ (b * scale_b)^T + bias, fp32 accumulation.
+
+    a: (M, K) and b: (N, K) in float8_e4m3fn (b in nn.Linear weight layout).
+    Computed as (a @ b^T) * (scale_a * scale_b) + bias in fp32, then cast.
+    """
+    acc = a.float() @ b.float().t()  # (M, N)
+    y = acc * (scale_a.float().reshape(()) * scale_b.float().reshape(()))
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(out_dtype)

@@ -1,6 +1,7 @@
 // CPU kernels: raw pointers and sizes, no torch headers. Parallel with OpenMP.
 #pragma once
 
+#include "nvila/fp8_ops.h"
 #include "nvila/spatial_compress.h"
 #include "nvila/temporal_pool.h"
 
@@ -8,5 +9,7 @@ namespace nvila::cpu {
 
 void spatial_compress(const SpatialCompressArgs& a);
 void temporal_pool(const TemporalPoolArgs& a);
+void fp8_quantize(const Fp8QuantizeArgs& a);
+void fp8_gemm(const Fp8GemmArgs& a);
 
 }  // namespace nvila::cpu

@@ -5,6 +5,7 @@
 // error code that error_string() describes. No CUDA or torch headers needed.
 #pragma once
 
+#include "nvila/fp8_ops.h"
 #include "nvila/spatial_compress.h"
 #include "nvila/temporal_pool.h"
 
@@ -12,6 +13,8 @@
   namespace nvila::NS {                                             \
   int spatial_compress(const SpatialCompressArgs& a, void* stream); \
   int temporal_pool(const TemporalPoolArgs& a, void* stream);       \
+  int fp8_quantize(const Fp8QuantizeArgs& a, void* stream);         \
+  int fp8_gemm(const Fp8GemmArgs& a, void* stream);                 \
   const char* error_string(int code);                               \
   }
 

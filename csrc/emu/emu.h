@@ -38,6 +38,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __noinline__
+#define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static
 #define __launch_bounds__(...)
 
@@ -379,6 +380,11 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
 // Launch syntax shared with real CUDA: NVILA_LAUNCH(kernel, grid, block, smem, stream)(args...)
 #define NVILA_LAUNCH(kernel, grid, block, smem, stream) \
   [&](auto... launch_args) { return ::nvila::emu_rt::launch(kernel, grid, block, smem, launch_args...); }
+
+inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr) {
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
 
 inline cudaError_t cudaGetLastError() {
   const cudaError_t e = nvila::emu_rt::t_last_error;

@@ -1,5 +1,6 @@
 // CPU dispatch-key implementations: the C++ CPU kernels (ops *_cpu) and the CUDA
 // kernels run by the SIMT emulator (ops *_emu). Schemas live in nvila_kernels/_ops.py.
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "../cpu/kernels.h"
@@ -35,9 +36,38 @@ void temporal_pool_emu(const at::Tensor& x, int64_t group, at::Tensor& out) {
   check_emu(emu::temporal_pool(temporal_pool_args(x, group, out), nullptr));
 }
 
+void fp8_quantize_cpu(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
+                      at::Tensor& scale_out) {
+  check_cpu(x);
+  cpu::fp8_quantize(fp8_quantize_args(x, scale, q, scale_out, at::Tensor()));
+}
+
+void fp8_gemm_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                  const std::optional<at::Tensor>& bias, at::Tensor& out) {
+  check_cpu(a);
+  cpu::fp8_gemm(fp8_gemm_args(a, b, scale_a, scale_b, bias, out));
+}
+
+void fp8_quantize_emu(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
+                      at::Tensor& scale_out) {
+  check_cpu(x);
+  const at::Tensor workspace = at::empty({1}, x.options().dtype(at::kFloat));
+  check_emu(emu::fp8_quantize(fp8_quantize_args(x, scale, q, scale_out, workspace), nullptr));
+}
+
+void fp8_gemm_emu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                  const std::optional<at::Tensor>& bias, at::Tensor& out) {
+  check_cpu(a);
+  check_emu(emu::fp8_gemm(fp8_gemm_args(a, b, scale_a, scale_b, bias, out), nullptr));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nvila, CPU, m) {
+  m.impl("fp8_quantize_cpu", &fp8_quantize_cpu);
+  m.impl("fp8_gemm_cpu", &fp8_gemm_cpu);
+  m.impl("fp8_quantize_emu", &fp8_quantize_emu);
+  m.impl("fp8_gemm_emu", &fp8_gemm_emu);
   m.impl("spatial_compress_cpu", &spatial_compress_cpu);
   m.impl("temporal_pool_cpu", &temporal_pool_cpu);
   m.impl("spatial_compress_emu", &spatial_compress_emu);

@@ -2,6 +2,7 @@
 // launch, error check. Schemas live in nvila_kernels/_ops.py.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "../cuda/launchers.h"
@@ -30,9 +31,26 @@ void temporal_pool_cuda(const at::Tensor& x, int64_t group, at::Tensor& out) {
   check(cuda::temporal_pool(temporal_pool_args(x, group, out), stream));
 }
 
+void fp8_quantize_cuda(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
+                       at::Tensor& scale_out) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  void* stream = stream_of(x);
+  const at::Tensor workspace = at::empty({1}, x.options().dtype(at::kFloat));
+  check(cuda::fp8_quantize(fp8_quantize_args(x, scale, q, scale_out, workspace), stream));
+}
+
+void fp8_gemm_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                   const std::optional<at::Tensor>& bias, at::Tensor& out) {
+  const c10::cuda::CUDAGuard guard(a.device());
+  void* stream = stream_of(a);
+  check(cuda::fp8_gemm(fp8_gemm_args(a, b, scale_a, scale_b, bias, out), stream));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nvila, CUDA, m) {
+  m.impl("fp8_quantize_cuda", &fp8_quantize_cuda);
+  m.impl("fp8_gemm_cuda", &fp8_gemm_cuda);
   m.impl("spatial_compress_cuda", &spatial_compress_cuda);
   m.impl("temporal_pool_cuda", &temporal_pool_cuda);
 }

@@ -1,0 +1,88 @@
+// CUDA per-tensor FP8 quantization. Dynamic scaling takes two launches and no
+// host sync: (1) amax of the finite |x| into a one-float workspace (per-thread
+// max, warp shuffles, one atomicMax per block on the float's bits, which order
+// like the values for non-negative floats); (2) every thread derives the scale
+// from it and quantizes; one thread writes the scale out. Static scaling is (2)
+// alone. q = fp8_encode(fp8_saturate(x / scale)), true division, bit-exact with
+// the reference.
+#include "common.cuh"
+#include "launchers.h"
+#include "nvila/fp8_ops.h"
+
+namespace nvila::NVILA_CUDA_NS {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = w > v ? w : v;
+  }
+  return v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) fp8_amax_kernel(const T* __restrict__ x, int64_t n, float* amax) {
+  __shared__ float red[32];
+  float m = 0.f;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
+    const float v = load_f32(x + i);
+    const float a = v < 0.f ? -v : v;
+    if (a <= 3.402823466e38f && a > m) m = a;  // finite only: NaN and inf fail the test
+  }
+  m = warp_max(m);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = m;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    m = warp_max(threadIdx.x < kThreads / 32 ? red[threadIdx.x] : 0.f);
+    if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(amax), int(float_bits(m)));
+  }
+}
+
+template <typename T, Fp8Format F>
+__global__ void __launch_bounds__(kThreads) fp8_quantize_kernel(Fp8QuantizeArgs p) {
+  const float scale = p.scale ? *p.scale : fp8_dynamic_scale(*p.workspace, F);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *p.scale_out = scale;
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * kThreads)
+    p.q[i] = fp8_encode<F>(fp8_saturate<F>(load_f32(x + i) / scale));
+}
+
+template <typename T, Fp8Format F>
+int launch(const Fp8QuantizeArgs& p, void* stream) {
+  const int64_t blocks64 = (p.n + kThreads - 1) / kThreads;
+  const unsigned blocks = unsigned(blocks64 < 4096 ? blocks64 : 4096);
+  if (!p.scale) {
+    if (!p.workspace) return int(cudaErrorInvalidValue);
+    if (const cudaError_t e = cudaMemsetAsync(p.workspace, 0, sizeof(float), static_cast<cudaStream_t>(stream));
+        e != cudaSuccess)
+      return int(e);
+    auto amax = fp8_amax_kernel<T>;
+    NVILA_LAUNCH(amax, dim3(blocks), dim3(kThreads), 0, stream)(static_cast<const T*>(p.x), p.n, p.workspace);
+    if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return int(e);
+  }
+  auto kernel = fp8_quantize_kernel<T, F>;
+  NVILA_LAUNCH(kernel, dim3(blocks), dim3(kThreads), 0, stream)(p);
+  return int(cudaGetLastError());
+}
+
+template <typename T>
+int dispatch_format(const Fp8QuantizeArgs& p, void* stream) {
+  return p.format == Fp8Format::E4M3 ? launch<T, Fp8Format::E4M3>(p, stream) : launch<T, Fp8Format::E5M2>(p, stream);
+}
+
+}  // namespace
+
+int fp8_quantize(const Fp8QuantizeArgs& p, void* stream) {
+  if (p.n == 0) return 0;
+  switch (p.dtype) {
+    case DType::F32: return dispatch_format<float>(p, stream);
+    case DType::F16: return dispatch_format<half_t>(p, stream);
+    case DType::BF16: return dispatch_format<bf16_t>(p, stream);
+  }
+  return int(cudaErrorInvalidValue);
+}
+
+}  // namespace nvila::NVILA_CUDA_NS

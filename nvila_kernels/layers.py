@@ -1,0 +1,165 @@
+"""nn.Modules to drop into models: Fp8Linear (W8A8 FP8, per-tensor scales).
+
+    model = quantize_linears(model, filter=lambda name, lin: "mlp" in name)
+
+Weights are quantized once to float8_e4m3fn (scale = amax(W) / 448); activations
+are quantized on every call, with a dynamic scale (amax(x) / 448, computed on the
+device) or a calibrated static one; the product runs as one FP8 GEMM with fp32
+accumulation and the scales and bias applied in its epilogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .functional import fp8_gemm, fp8_quantize
+
+FP8_DTYPE = torch.float8_e4m3fn
+
+
+class Fp8Linear(nn.Module):
+    """y = x @ W^T + b with W and x quantized to FP8 (float8_e4m3fn), per-tensor scales.
+
+    x: (..., in_features), float32/float16/bfloat16 -> y: (..., out_features), x's dtype.
+
+    Buffers (all in state_dict):
+      weight        (out_features, in_features) float8_e4m3fn, W ~ weight * weight_scale
+      weight_scale  0-d float32
+      input_scale   0-d float32, only with a static activation scale
+    Parameter: bias (out_features,) in the original Linear's dtype, or None.
+
+    activation_scale: "dynamic" (per call, amax of the activations, no host sync) or
+    a positive float (static, calibrated offline). Loading a state_dict that holds
+    an input_scale makes the layer static.
+    backend: None for automatic selection, or a name from nvila_kernels.backends;
+    used for both the activation quantization and the GEMM.
+    Build from a trained layer with Fp8Linear.from_linear(linear).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation_scale: str | float = "dynamic",
+        *,
+        backend: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.backend = backend
+        self.register_buffer("weight", torch.zeros((out_features, in_features), dtype=FP8_DTYPE, device=device))
+        self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device))
+        if activation_scale == "dynamic":
+            self.register_buffer("input_scale", None)
+        elif isinstance(activation_scale, (int, float)) and not isinstance(activation_scale, bool):
+            if not (0 < activation_scale < float("inf")):
+                raise ValueError(f"activation_scale: expected a positive finite float, got {activation_scale!r}")
+            self.register_buffer("input_scale", torch.tensor(float(activation_scale), device=device))
+        else:
+            raise ValueError(f"activation_scale: expected 'dynamic' or a positive float, got {activation_scale!r}")
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+
+    @classmethod
+    def from_linear(
+        cls, linear: nn.Linear, activation_scale: str | float = "dynamic", *, backend: str | None = None
+    ) -> Fp8Linear:
+        """An Fp8Linear computing `linear`: its weight (out, in) quantized per tensor, its bias kept."""
+        w = linear.weight.detach()
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            activation_scale=activation_scale,
+            backend=backend,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        q, scale = fp8_quantize(w, fp8_dtype=FP8_DTYPE, backend=backend)
+        layer.weight.copy_(q)
+        layer.weight_scale.copy_(scale)
+        if linear.bias is not None:
+            layer.bias.data = linear.bias.detach().clone()
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected last dim {self.in_features} (in_features), got shape {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if x2.shape[0] == 0:
+            return x.new_empty((*lead, self.out_features))
+        q, scale = fp8_quantize(x2, self.input_scale, FP8_DTYPE, backend=self.backend)
+        y = fp8_gemm(q, self.weight, scale, self.weight_scale, self.bias, x.dtype, backend=self.backend)  # (M, N)
+        return y.reshape(*lead, self.out_features)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # a saved static layer (with input_scale) loads into a fresh, dynamic one
+        if self.input_scale is None and prefix + "input_scale" in state_dict:
+            self.register_buffer("input_scale", torch.ones((), dtype=torch.float32, device=self.weight.device))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _apply(self, fn, recurse=True):
+        # model.to(dtype) / .half() would cast the FP8 weight and the fp32 scales too
+        # (FP8 is a floating-point dtype): these buffers follow the device only.
+        fixed = {n: getattr(self, n) for n in ("weight", "weight_scale", "input_scale")}
+        super()._apply(fn, recurse)
+        for name, old in fixed.items():
+            new = getattr(self, name)
+            if old is not None and new.dtype != old.dtype:
+                setattr(self, name, old.to(new.device))
+        return self
+
+    def extra_repr(self) -> str:
+        if self.input_scale is None:
+            act = "dynamic"
+        elif self.input_scale.device.type == "meta":
+            act = "static"
+        else:
+            act = f"static({float(self.input_scale):.4g})"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"weight={self.weight.dtype}, activation_scale={act}, backend={self.backend}"
+        )
+
+
+def quantize_linears(
+    module: nn.Module,
+    filter: Callable[[str, nn.Linear], bool] | None = None,
+    activation_scale: str | float = "dynamic",
+    *,
+    backend: str | None = None,
+) -> nn.Module:
+    """Replace, in place, every nn.Linear of `module` for which filter(name, linear) is
+    True (all of them without a filter) by Fp8Linear.from_linear(linear, activation_scale).
+
+    `name` is the qualified name from module.named_modules() ("layers.0.mlp.up").
+    Returns `module`; if `module` is itself a selected nn.Linear, returns its Fp8Linear.
+    """
+    if isinstance(module, nn.Linear):
+        if filter is None or filter("", module):
+            return Fp8Linear.from_linear(module, activation_scale, backend=backend)
+        return module
+    selected = [
+        (name, m)
+        for name, m in module.named_modules()
+        if isinstance(m, nn.Linear) and (filter is None or filter(name, m))
+    ]
+    for name, linear in selected:
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name)
+        setattr(parent, child, Fp8Linear.from_linear(linear, activation_scale, backend=backend))
+    return module
