@@ -3,6 +3,7 @@
 // row is staged once in an fp32 buffer (D*4 bytes, L1/L2 resident) for the
 // statistics passes and the normalized write, so every input element is read
 // from memory once and every output element written once.
+#include <emmintrin.h>  // SSE2 (x86-64 baseline): non-temporal stores
 #include <omp.h>
 
 #include <algorithm>
@@ -16,21 +17,45 @@
 namespace nvila::cpu {
 namespace {
 
+// Outputs larger than this are written with non-temporal (streaming) stores: they
+// cannot stay in cache anyway, and streaming skips the read-for-ownership of every
+// destination line, a third of the memory traffic of a plain copy.
+constexpr int64_t kStreamBytes = int64_t(8) << 20;
+
+// memcpy with non-temporal stores for the 16-byte-aligned middle of dst.
+void stream_copy(void* dst, const void* src, size_t bytes) {
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(src);
+  const size_t head = std::min(bytes, size_t((16 - reinterpret_cast<uintptr_t>(d) % 16) % 16));
+  std::memcpy(d, s, head);
+  size_t i = head;
+  for (; i + 16 <= bytes; i += 16)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+  std::memcpy(d + i, s + i, bytes - i);
+}
+
 template <typename T>
 void copy_rows(const SpatialCompressArgs& a) {
   const T* x = static_cast<const T*>(a.x);
   T* out = static_cast<T*>(a.out);
   const int64_t C = a.C, D = a.D(), kk = a.k * a.k, rows = a.rows();
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < rows; ++row) {
-    T* dst = out + row * D;
-    for (int64_t s = 0; s < kk; ++s) {
-      const int64_t src = spatial_compress_src(a, row, s);
-      if (src < 0)
-        std::memset(dst + s * C, 0, C * sizeof(T));
-      else
-        std::memcpy(dst + s * C, x + src, C * sizeof(T));
+  const bool stream = rows * D * int64_t(sizeof(T)) >= kStreamBytes;
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      T* dst = out + row * D;
+      for (int64_t s = 0; s < kk; ++s) {
+        const int64_t src = spatial_compress_src(a, row, s);
+        if (src < 0)
+          std::memset(dst + s * C, 0, C * sizeof(T));
+        else if (stream)
+          stream_copy(dst + s * C, x + src, C * sizeof(T));
+        else
+          std::memcpy(dst + s * C, x + src, C * sizeof(T));
+      }
     }
+    _mm_sfence();
   }
 }
 
@@ -73,9 +98,11 @@ void layernorm_rows(const SpatialCompressArgs& a) {
   const float* w = a.ln_weight;
   const float* bias = a.ln_bias;
   const int64_t C = a.C, D = a.D(), kk = a.k * a.k, rows = a.rows();
+  const bool stream = rows * D * int64_t(sizeof(T)) >= kStreamBytes;
 #pragma omp parallel
   {
     std::vector<float> buf_storage(D);
+    std::vector<T> out_storage(stream ? D : 0);  // the row, normalized, before streaming out
     float* buf = buf_storage.data();
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
@@ -94,7 +121,7 @@ void layernorm_rows(const SpatialCompressArgs& a) {
       const float mean = float(block_sum_dev(buf, D, shift) / double(D));
       const float ssd = float(block_sum_sq_dev(buf, D, shift, mean));
       const RowStats st{shift, mean, layernorm_rstd(ssd, D, a.eps)};
-      T* dst = out + row * D;
+      T* dst = stream ? out_storage.data() : out + row * D;
       if (bias) {
 #pragma omp simd
         for (int64_t i = 0; i < D; ++i)
@@ -103,7 +130,9 @@ void layernorm_rows(const SpatialCompressArgs& a) {
 #pragma omp simd
         for (int64_t i = 0; i < D; ++i) dst[i] = from_f32<T>(((buf[i] - st.shift) - st.mean) * st.rstd * w[i]);
       }
+      if (stream) stream_copy(out + row * D, dst, D * sizeof(T));
     }
+    _mm_sfence();
   }
 }
 

@@ -114,8 +114,8 @@ int launch(const Fp8GemmArgs& p, void* stream) {
   if (p.M == 0 || p.N == 0) return 0;
   const int64_t gy = (p.M + BM - 1) / BM, gx = (p.N + BN - 1) / BN;
   if (gy > 65535 || gx > 0x7fffffff) return int(cudaErrorInvalidValue);
-  const bool aligned = p.K % 16 == 0 && reinterpret_cast<uintptr_t>(p.a) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(p.b) % 16 == 0;
+  const bool aligned =
+      p.K % 16 == 0 && reinterpret_cast<uintptr_t>(p.a) % 16 == 0 && reinterpret_cast<uintptr_t>(p.b) % 16 == 0;
   void (*kernel)(Fp8GemmArgs) = aligned ? fp8_gemm_kernel<OutT, true> : fp8_gemm_kernel<OutT, false>;
   NVILA_LAUNCH(kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kThreads), 0, stream)(p);
   return int(cudaGetLastError());

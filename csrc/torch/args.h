@@ -88,8 +88,8 @@ inline TemporalPoolArgs temporal_pool_args(const at::Tensor& x, int64_t group, c
 }
 
 inline const float* scale_ptr(const at::Tensor& s, const at::Tensor& ref, const char* name) {
-  TORCH_CHECK(s.scalar_type() == at::kFloat && s.numel() == 1, name, ": expected a float32 tensor with one element, got ",
-              s.scalar_type(), " ", s.sizes());
+  TORCH_CHECK(s.scalar_type() == at::kFloat && s.numel() == 1, name,
+              ": expected a float32 tensor with one element, got ", s.scalar_type(), " ", s.sizes());
   TORCH_CHECK(s.device() == ref.device(), name, ": expected device ", ref.device(), ", got ", s.device());
   return s.data_ptr<float>();
 }
@@ -132,9 +132,9 @@ inline Fp8GemmArgs fp8_gemm_args(const at::Tensor& a, const at::Tensor& b, const
   g.M = a.size(0);
   g.N = b.size(0);
   g.K = a.size(1);
-  TORCH_CHECK(out.is_contiguous() && out.dim() == 2 && out.size(0) == g.M && out.size(1) == g.N &&
-                  out.device() == a.device(),
-              "out: expected a contiguous (", g.M, ", ", g.N, ") tensor on ", a.device(), ", got ", out.sizes());
+  TORCH_CHECK(
+      out.is_contiguous() && out.dim() == 2 && out.size(0) == g.M && out.size(1) == g.N && out.device() == a.device(),
+      "out: expected a contiguous (", g.M, ", ", g.N, ") tensor on ", a.device(), ", got ", out.sizes());
   g.out_dtype = to_dtype(out, "out");
   g.a = static_cast<const uint8_t*>(a.data_ptr());
   g.b = static_cast<const uint8_t*>(b.data_ptr());

@@ -1,8 +1,8 @@
 // CUDA dispatch-key implementations (ops *_cuda): device guard, current stream,
 // launch, error check. Schemas live in nvila_kernels/_ops.py.
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "../cuda/launchers.h"

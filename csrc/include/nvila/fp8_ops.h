@@ -14,7 +14,7 @@ namespace nvila {
 constexpr float kFp8AmaxFloor = 1e-12f;
 
 struct Fp8QuantizeArgs {
-  const void* x;       // n contiguous elements of `dtype`
+  const void* x;  // n contiguous elements of `dtype`
   DType dtype;
   int64_t n;
   const float* scale;  // static scale, or nullptr: dynamic (amax over the finite |x|)
