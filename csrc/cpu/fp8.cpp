@@ -297,7 +297,7 @@ template <int MB, int NB>
 NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, int64_t lda, int64_t K, float* res,
                                int64_t ldr, const uint8_t* pf) {
   constexpr int P = MB * NB;
-  constexpr int NA = P <= 2 ? 4 : (P <= 4 ? 2 : 1);
+  constexpr int NA = P <= 2 ? 4 : (P <= 6 ? 2 : 1);
   __m256 acc[NB][MB][NA];
   for (int j = 0; j < NB; ++j)
     for (int m = 0; m < MB; ++m)
