@@ -284,6 +284,8 @@ NVILA_AVX2 NVILA_INLINE float hsum(__m256 v) {
 // As dot_rows_generic for MB rows of af and NB weight rows (stride ldw) at once:
 // res[j * ldr + m] = sum_k af[m, k] * w_j[k]. Several weight rows share each load of
 // af, and MB * NB * NA independent accumulators keep enough FMA chains in flight.
+// pf: where the next work item's rows start (prefetched at the offsets read here:
+// the hardware prefetchers ramp up slowly on short rows).
 // Returns false when a weight row holds a NaN code (the register decode has no NaN;
 // the caller then uses the exact generic path).
 // Decode: a code c placed in the high byte of a 16-bit lane and shifted right
@@ -293,9 +295,9 @@ NVILA_AVX2 NVILA_INLINE float hsum(__m256 v) {
 // exactly; the sums are scaled back by 2^8 (exact) at the end.
 template <int MB, int NB>
 NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, int64_t lda, int64_t K, float* res,
-                               int64_t ldr) {
+                               int64_t ldr, const uint8_t* pf) {
   constexpr int P = MB * NB;
-  constexpr int NA = P <= 2 ? 4 : (P <= 4 ? 2 : 1);
+  constexpr int NA = P <= 2 ? 4 : (P <= 6 ? 2 : 1);
   __m256 acc[NB][MB][NA];
   for (int j = 0; j < NB; ++j)
     for (int m = 0; m < MB; ++m)
@@ -307,6 +309,7 @@ NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, i
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
     for (int j = 0; j < NB; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf + j * ldw + k), _MM_HINT_T0);
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * ldw + k));
       nan = _mm256_or_si256(nan, _mm256_cmpeq_epi8(_mm256_and_si256(x, low7), low7));
       // per 128-bit lane: lo holds codes 0..7 (and 16..23), hi codes 8..15 (and 24..31)
@@ -349,24 +352,24 @@ constexpr int decode_rows_per_call(int mb) { return mb == 1 ? 4 : (mb <= 4 ? 2 :
 
 template <int MB>
 NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, int64_t lda, int64_t K, int nb,
-                               float* res, int64_t ldr) {
+                               float* res, int64_t ldr, const uint8_t* pf) {
   constexpr int NB = decode_rows_per_call(MB);
-  if (nb == NB) return dot_block_avx2<MB, NB>(w, ldw, af, lda, K, res, ldr);
-  return dot_block_avx2<MB, 1>(w, ldw, af, lda, K, res, ldr);
+  if (nb == NB) return dot_block_avx2<MB, NB>(w, ldw, af, lda, K, res, ldr, pf);
+  return dot_block_avx2<MB, 1>(w, ldw, af, lda, K, res, ldr, pf);
 }
 
 // dot_block_avx2 for mb <= kDecodeGroup rows of a and nb = decode_rows_per_call(mb) or 1 weight rows.
 NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, int64_t lda, int64_t K, int mb, int nb,
-                               float* res, int64_t ldr) {
+                               float* res, int64_t ldr, const uint8_t* pf) {
   switch (mb) {
-    case 1: return dot_block_avx2<1>(w, ldw, af, lda, K, nb, res, ldr);
-    case 2: return dot_block_avx2<2>(w, ldw, af, lda, K, nb, res, ldr);
-    case 3: return dot_block_avx2<3>(w, ldw, af, lda, K, nb, res, ldr);
-    case 4: return dot_block_avx2<4>(w, ldw, af, lda, K, nb, res, ldr);
-    case 5: return dot_block_avx2<5>(w, ldw, af, lda, K, nb, res, ldr);
-    case 6: return dot_block_avx2<6>(w, ldw, af, lda, K, nb, res, ldr);
-    case 7: return dot_block_avx2<7>(w, ldw, af, lda, K, nb, res, ldr);
-    default: return dot_block_avx2<8>(w, ldw, af, lda, K, nb, res, ldr);
+    case 1: return dot_block_avx2<1>(w, ldw, af, lda, K, nb, res, ldr, pf);
+    case 2: return dot_block_avx2<2>(w, ldw, af, lda, K, nb, res, ldr, pf);
+    case 3: return dot_block_avx2<3>(w, ldw, af, lda, K, nb, res, ldr, pf);
+    case 4: return dot_block_avx2<4>(w, ldw, af, lda, K, nb, res, ldr, pf);
+    case 5: return dot_block_avx2<5>(w, ldw, af, lda, K, nb, res, ldr, pf);
+    case 6: return dot_block_avx2<6>(w, ldw, af, lda, K, nb, res, ldr, pf);
+    case 7: return dot_block_avx2<7>(w, ldw, af, lda, K, nb, res, ldr, pf);
+    default: return dot_block_avx2<8>(w, ldw, af, lda, K, nb, res, ldr, pf);
   }
 }
 #endif
@@ -391,8 +394,9 @@ void gemm_decode(const Fp8GemmArgs& g, const Epilogue& e) {
       const int64_t step = rows == kRows ? decode_rows_per_call(int(mb)) : 1;
       for (int64_t r = 0; r < rows; r += step) {
         const uint8_t* w = g.b + (n0 + r) * K;
+        const uint8_t* pf = n0 + kRows + r < N ? w + kRows * K : w;  // the next work item's rows
 #if NVILA_HAVE_AVX2_PATH
-        if (avx2 && dot_block_avx2(w, K, ap, K, K, int(mb), int(step), &res[r][m0], kDecodeMaxM)) continue;
+        if (avx2 && dot_block_avx2(w, K, ap, K, K, int(mb), int(step), &res[r][m0], kDecodeMaxM, pf)) continue;
 #endif
         for (int64_t j = 0; j < step; ++j) dot_rows_generic(w + j * K, ap, K, K, int(mb), &res[r + j][m0]);
       }
