@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -64,19 +65,11 @@ void copy_rows(const SpatialCompressArgs& a) {
 // times (the zero padding of a row), which this does not.
 constexpr int64_t kBlock = 256;
 
-double block_sum_dev(const float* v, int64_t n, float shift) {
-  double total = 0.0;
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t m = std::min(kBlock, n - i0);
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < m; ++i) s += v[i0 + i] - shift;
-    total += s;
-  }
-  return total;
-}
+// The row passes that run on the L1/L2-resident fp32 buffer are compiled twice,
+// for Haswell-class CPUs (AVX2 + FMA) and for baseline x86-64, picked at load time.
+#define NVILA_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
 
-double block_sum_sq_dev(const float* v, int64_t n, float shift, float mean) {
+NVILA_CPU_CLONES double block_sum_sq_dev(const float* v, int64_t n, float shift, float mean) {
   double total = 0.0;
   for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
     const int64_t m = std::min(kBlock, n - i0);
@@ -85,6 +78,35 @@ double block_sum_sq_dev(const float* v, int64_t n, float shift, float mean) {
     for (int64_t i = 0; i < m; ++i) {
       const float d = (v[i0 + i] - shift) - mean;
       s += d * d;
+    }
+    total += s;
+  }
+  return total;
+}
+
+NVILA_CPU_CLONES void normalize_inplace(float* v, int64_t n, RowStats st, const float* w, const float* bias) {
+  if (bias) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) v[i] = ((v[i] - st.shift) - st.mean) * st.rstd * w[i] + bias[i];
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) v[i] = ((v[i] - st.shift) - st.mean) * st.rstd * w[i];
+  }
+}
+
+// Stages C values of one source token as fp32 into b and returns their sum of
+// (value - shift), blocked as above.
+template <typename T>
+double load_token(float* b, const T* p, int64_t C, float shift) {
+  double total = 0.0;
+  for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+    const int64_t m = std::min(kBlock, C - c0);
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t c = 0; c < m; ++c) {
+      const float v = load_f32(p + c0 + c);
+      b[c0 + c] = v;
+      s += v - shift;
     }
     total += s;
   }
@@ -102,35 +124,40 @@ void layernorm_rows(const SpatialCompressArgs& a) {
 #pragma omp parallel
   {
     std::vector<float> buf_storage(D);
-    std::vector<T> out_storage(stream ? D : 0);  // the row, normalized, before streaming out
+    std::vector<T> out_storage(stream ? D : 0);  // 16-bit rows, converted before streaming out
     float* buf = buf_storage.data();
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
+      // pass 1: stage the row as fp32 and sum (x - shift), shift = the row's first
+      // value (slot 0 is never padding); padding tokens are zeros
+      const float shift = load_f32(x + spatial_compress_src(a, row, 0));
+      double total = 0.0;
       for (int64_t s = 0; s < kk; ++s) {
         const int64_t src = spatial_compress_src(a, row, s);
-        float* b = buf + s * C;
         if (src < 0) {
-          std::memset(b, 0, C * sizeof(float));
-          continue;
+          std::memset(buf + s * C, 0, C * sizeof(float));
+          total -= double(shift) * double(C);
+        } else {
+          total += load_token(buf + s * C, x + src, C, shift);
         }
-        const T* p = x + src;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) b[c] = load_f32(p + c);
       }
-      const float shift = buf[0];
-      const float mean = float(block_sum_dev(buf, D, shift) / double(D));
+      const float mean = float(total / double(D));
+      // pass 2: squared deviations; pass 3: normalize in place, then store
       const float ssd = float(block_sum_sq_dev(buf, D, shift, mean));
       const RowStats st{shift, mean, layernorm_rstd(ssd, D, a.eps)};
-      T* dst = stream ? out_storage.data() : out + row * D;
-      if (bias) {
-#pragma omp simd
-        for (int64_t i = 0; i < D; ++i)
-          dst[i] = from_f32<T>(((buf[i] - st.shift) - st.mean) * st.rstd * w[i] + bias[i]);
+      normalize_inplace(buf, D, st, w, bias);
+      T* dst = out + row * D;
+      if constexpr (std::is_same_v<T, float>) {
+        if (stream)
+          stream_copy(dst, buf, D * sizeof(float));
+        else
+          std::memcpy(dst, buf, D * sizeof(float));
       } else {
+        T* o = stream ? out_storage.data() : dst;
 #pragma omp simd
-        for (int64_t i = 0; i < D; ++i) dst[i] = from_f32<T>(((buf[i] - st.shift) - st.mean) * st.rstd * w[i]);
+        for (int64_t i = 0; i < D; ++i) o[i] = from_f32<T>(buf[i]);
+        if (stream) stream_copy(dst, o, D * sizeof(T));
       }
-      if (stream) stream_copy(out + row * D, dst, D * sizeof(T));
     }
     _mm_sfence();
   }
