@@ -53,6 +53,18 @@ def main() -> None:
     print(f"  visual tokens {64 * 256} -> {p.shape[0] * 256}  (backend {backends.resolve('temporal_pool', None, dev)})")
     print(f"  {ms:.1f} ms vs reference {ref_ms:.1f} ms ({ref_ms / ms:.1f}x), max |diff| {err:.2e}")
     ok = torch.allclose(y, reference.spatial_compress(x, 2, w, b), atol=1e-4) and err < 1e-2
+
+    # One decode step through an FP8 linear layer of the LLM (Qwen2-7B MLP up projection).
+    linear = torch.nn.Linear(3584, 18944, bias=False, device=dev).bfloat16()
+    fp8 = nk.layers.Fp8Linear.from_linear(linear)
+    h = torch.randn(1, 3584, device=dev, dtype=torch.bfloat16)
+    out8, ms8 = _timed(lambda: fp8(h))
+    out16, ms16 = _timed(lambda: linear(h))
+    exact = h.float() @ linear.weight.float().t()
+    sqnr = 10 * torch.log10(exact.pow(2).sum() / (exact - out8.float()).pow(2).sum()).item()
+    print("FP8 W8A8 decode step, 3584 -> 18944 (Qwen2-7B MLP up), batch 1")
+    print(f"  Fp8Linear {ms8:.2f} ms vs bf16 nn.Linear {ms16:.2f} ms ({ms16 / ms8:.1f}x), SQNR {sqnr:.1f} dB")
+    ok = ok and sqnr > 25
     print("kernels agree with the reference" if ok else "MISMATCH between kernels and reference")
     if not ok:
         raise SystemExit(1)
