@@ -10,8 +10,9 @@ Backends:
              for tests and debugging, slow, never chosen automatically
 
 Selection: the explicit `backend=` argument, else $NVILA_KERNELS_BACKEND, else
-automatic: cuda > triton > reference for CUDA tensors, cpu > reference for CPU
-tensors. Asking for a backend that cannot run is an error, never a fallback.
+automatic: cuda > triton > reference for CUDA tensors (triton > cuda for
+fp8_gemm on sm_90+, see auto_order), cpu > reference for CPU tensors. Asking for
+a backend that cannot run is an error, never a fallback.
 When automatic selection finds no compiled kernel and uses the reference, it
 warns once per (op, device type), so slowness is never silent.
 """
@@ -82,7 +83,7 @@ def resolve(op: str, backend: str | None, device: torch.device) -> str:
         if reason is not None:
             raise RuntimeError(f"{op}: backend {requested!r} is not available: {reason}")
         return requested
-    order = {"cuda": ("cuda", "triton"), "cpu": ("cpu",)}.get(device.type, ())
+    order = auto_order(op, device)
     for candidate in order:
         if unavailable_reason(candidate, device) is None:
             return candidate
@@ -95,6 +96,22 @@ def resolve(op: str, backend: str | None, device: torch.device) -> str:
             stacklevel=3,
         )
     return "reference"
+
+
+def auto_order(op: str, device: torch.device) -> tuple[str, ...]:
+    """Backends tried, in order, when none is asked for.
+
+    fp8_gemm on Hopper and newer (compute capability >= 9.0): the CUDA kernel uses
+    mma.sync, which sm_90 runs without FP8 tensor cores, while the Triton kernel
+    compiles to wgmma e4m3, so Triton goes first there. Elsewhere CUDA is first.
+    """
+    if device.type == "cpu":
+        return ("cpu",)
+    if device.type != "cuda":
+        return ()
+    if op == "fp8_gemm" and torch.cuda.get_device_capability(device) >= (9, 0):
+        return ("triton", "cuda")
+    return ("cuda", "triton")
 
 
 def available_backends(device: torch.device) -> list[str]:

@@ -122,6 +122,16 @@ def test_auto_picks_compiled_cpu_kernel():
     assert backends.resolve("spatial_compress", None, torch.device("cpu")) == "cpu"
 
 
+def test_auto_order_prefers_wgmma_triton_for_fp8_gemm_on_hopper(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert backends.auto_order("fp8_gemm", cuda) == ("triton", "cuda")
+    assert backends.auto_order("spatial_compress", cuda) == ("cuda", "triton")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
+    assert backends.auto_order("fp8_gemm", cuda) == ("cuda", "triton")
+    assert backends.auto_order("fp8_gemm", torch.device("cpu")) == ("cpu",)
+
+
 def test_env_var_selects_backend(monkeypatch):
     monkeypatch.setenv("NVILA_KERNELS_BACKEND", "emu")
     assert backends.resolve("spatial_compress", None, torch.device("cpu")) == "emu"
