@@ -18,6 +18,15 @@ from ._register import kernel_op, launcher
 
 
 @triton.jit
+def _slot_source(x_ptr, b, I, J, slot, H, W, sB, sH, sW, K: tl.constexpr):  # noqa: E741
+    """Pointer to channel 0 of the input token feeding `slot` of output cell (I, J),
+    and whether that token exists (False: zero padding)."""
+    h = I * K + slot // K
+    w = J * K + slot % K
+    return x_ptr + b * sB + h * sH + w * sW, (h < H) & (w < W)
+
+
+@triton.jit
 def _spatial_compress_kernel(
     x_ptr,
     out_ptr,
@@ -49,10 +58,7 @@ def _spatial_compress_kernel(
         shift = tl.load(x_ptr + b * sB + (I * K) * sH + (J * K) * sW).to(tl.float32)
         acc = tl.zeros([BLOCK_C], dtype=tl.float32)
         for slot in tl.static_range(K * K):
-            h = I * K + slot // K
-            w = J * K + slot % K
-            valid = (h < H) & (w < W)
-            src = x_ptr + b * sB + h * sH + w * sW
+            src, valid = _slot_source(x_ptr, b, I, J, slot, H, W, sB, sH, sW, K)
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + offs
                 v = tl.load(src + c, mask=(c < C) & valid, other=0.0).to(tl.float32)
@@ -60,10 +66,7 @@ def _spatial_compress_kernel(
         mean = tl.sum(acc, axis=0) / D
         acc2 = tl.zeros([BLOCK_C], dtype=tl.float32)
         for slot in tl.static_range(K * K):
-            h = I * K + slot // K
-            w = J * K + slot % K
-            valid = (h < H) & (w < W)
-            src = x_ptr + b * sB + h * sH + w * sW
+            src, valid = _slot_source(x_ptr, b, I, J, slot, H, W, sB, sH, sW, K)
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + offs
                 v = tl.load(src + c, mask=(c < C) & valid, other=0.0).to(tl.float32)
@@ -71,10 +74,7 @@ def _spatial_compress_kernel(
                 acc2 += d * d
         rstd = 1.0 / tl.sqrt(tl.sum(acc2, axis=0) / D + eps)
         for slot in tl.static_range(K * K):
-            h = I * K + slot // K
-            w = J * K + slot % K
-            valid = (h < H) & (w < W)
-            src = x_ptr + b * sB + h * sH + w * sW
+            src, valid = _slot_source(x_ptr, b, I, J, slot, H, W, sB, sH, sW, K)
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + offs
                 cm = c < C
@@ -85,10 +85,7 @@ def _spatial_compress_kernel(
                 tl.store(out_row + slot * C + c, y.to(out_ptr.dtype.element_ty), mask=cm)
     else:
         for slot in tl.static_range(K * K):
-            h = I * K + slot // K
-            w = J * K + slot % K
-            valid = (h < H) & (w < W)
-            src = x_ptr + b * sB + h * sH + w * sW
+            src, valid = _slot_source(x_ptr, b, I, J, slot, H, W, sB, sH, sW, K)
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + offs
                 cm = c < C
