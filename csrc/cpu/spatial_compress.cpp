@@ -3,7 +3,6 @@
 // row is staged once in an fp32 buffer (D*4 bytes, L1/L2 resident) for the
 // statistics passes and the normalized write, so every input element is read
 // from memory once and every output element written once.
-#include <emmintrin.h>  // SSE2 (x86-64 baseline): non-temporal stores
 #include <omp.h>
 
 #include <algorithm>
@@ -14,26 +13,10 @@
 #include "kernels.h"
 #include "nvila/dtype.h"
 #include "nvila/layernorm.h"
+#include "stream_store.h"
 
 namespace nvila::cpu {
 namespace {
-
-// Outputs larger than this are written with non-temporal (streaming) stores: they
-// cannot stay in cache anyway, and streaming skips the read-for-ownership of every
-// destination line, a third of the memory traffic of a plain copy.
-constexpr int64_t kStreamBytes = int64_t(8) << 20;
-
-// memcpy with non-temporal stores for the 16-byte-aligned middle of dst.
-void stream_copy(void* dst, const void* src, size_t bytes) {
-  auto* d = static_cast<unsigned char*>(dst);
-  const auto* s = static_cast<const unsigned char*>(src);
-  const size_t head = std::min(bytes, size_t((16 - reinterpret_cast<uintptr_t>(d) % 16) % 16));
-  std::memcpy(d, s, head);
-  size_t i = head;
-  for (; i + 16 <= bytes; i += 16)
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
-  std::memcpy(d + i, s + i, bytes - i);
-}
 
 template <typename T>
 void copy_rows(const SpatialCompressArgs& a) {
@@ -56,7 +39,7 @@ void copy_rows(const SpatialCompressArgs& a) {
           std::memcpy(dst + s * C, x + src, C * sizeof(T));
       }
     }
-    _mm_sfence();
+    stream_fence();
   }
 }
 
@@ -159,7 +142,7 @@ void layernorm_rows(const SpatialCompressArgs& a) {
         if (stream) stream_copy(dst, o, D * sizeof(T));
       }
     }
-    _mm_sfence();
+    stream_fence();
   }
 }
 
