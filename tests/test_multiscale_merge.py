@@ -3,10 +3,11 @@
 import pytest
 import torch
 from conftest import DTYPES, KERNEL_BACKENDS, SLOW_BACKENDS, TOL, backend_device
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 import nvila_kernels as nk
 from nvila_kernels import reference
-from nvila_kernels.tiling import ScalePlan, TilePlan, plan_lite, plan_tiles
+from nvila_kernels.tiling import ScalePlan, TilePlan, plan_lite, plan_single, plan_tiles
 
 SIZES = [(1024, 1024), (1920, 1080), (4000, 1000)]
 PLANS = [plan_tiles(W, H) for W, H in SIZES] + [plan_tiles(1024, 1024, scales=(28, 56, 84), tile=28)]
@@ -156,3 +157,34 @@ def test_raw_op_checks(backend):
         op(torch.randn(14, 4, 3), [1, 2, 3], [1, 2], 2, 2, torch.empty(9, 6, 6))
     with pytest.raises(RuntimeError, match="out: expected"):
         op(torch.randn(14, 4, 3), [1, 2, 3], [1, 2, 3], 2, 2, torch.empty(9, 6, 5))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_single_scale_plan(backend):
+    """plan_single (one 1x1 scale): the output is the tile's tokens, channel-first."""
+    device = backend_device(backend)
+    plan = plan_single(640, 480)
+    x = _features(plan, 3, 5, 4, torch.float16, device)
+    got = nk.multiscale_merge(x, plan, 3, 5, backend=backend)
+    torch.testing.assert_close(got, x[0].reshape(3, 5, 4).permute(2, 0, 1), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+def test_fake_tensor_shapes(backend):
+    with FakeTensorMode():
+        plan = plan_tiles(4000, 1000)
+        x = torch.empty(plan.n_tiles, 1024, 1152, dtype=torch.bfloat16, device=backend_device(backend))
+        y = nk.multiscale_merge(x, plan, backend=backend)
+        assert y.shape == (3 * 1152, 64, 192) and y.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("backend", [b for b in KERNEL_BACKENDS if backend_device(b).type == "cpu"] + [None])
+def test_torch_compile_fullgraph(backend):
+    plan = plan_tiles(1920, 1080)
+
+    def f(x):
+        return nk.multiscale_merge(x * 2, plan, 2, 2, backend=backend) + 1
+
+    x = torch.randn(plan.n_tiles, 4, 3)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), reference.multiscale_merge(x * 2, plan, 2, 2) + 1)
