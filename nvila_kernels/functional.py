@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 
 from . import _ops, backends, reference
+from .tiling import TilePlan
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MERGE_MAX_SCALES = 8  # kMergeMaxScales in csrc/include/nvila/multiscale_merge.h
 
 
 def _check_float(t: torch.Tensor, name: str) -> None:
@@ -155,6 +157,63 @@ def temporal_pool(
     if out is None:
         out = torch.empty(shape, dtype=x.dtype, device=x.device)
     _run("temporal_pool", chosen, x, group, out)
+    return out
+
+
+def multiscale_merge(
+    features: torch.Tensor,
+    plan: TilePlan,
+    h: int = 32,
+    w: int = 32,
+    *,
+    out: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """NVILA's multi-scale merge of Dynamic-S2 tile features (NVILA.md section 3).
+
+    features: (n_tiles, h*w, C) float32/float16/bfloat16, the vision tower's tokens
+    per tile (row-major h x w grid) in the plan's tile order (nvila_kernels.tiling).
+    Per scale, tile (i, j) goes to rows i*h.., columns j*w.. of that scale's map;
+    every map is resized to the largest (last) scale's (rows*h, cols*w) with area
+    interpolation (adaptive average pooling, fp32 math) and the maps are
+    concatenated along channels in ascending scale order.
+    Returns (S*C, rows*h, cols*w), channel-first like NVILA. Only Dynamic-S2 plans
+    (no NVILA-Lite thumbnail) are supported.
+    """
+    _check_float(features, "features")
+    if not isinstance(plan, TilePlan):
+        raise TypeError(f"plan: expected a nvila_kernels.tiling.TilePlan, got {type(plan).__name__}")
+    if plan.thumbnail:
+        raise ValueError("plan: NVILA-Lite plans with a thumbnail are not merged (each tile is its own image)")
+    if not 1 <= len(plan.scales) <= MERGE_MAX_SCALES:
+        raise ValueError(f"plan: expected 1 to {MERGE_MAX_SCALES} scales, got {len(plan.scales)}")
+    for name, v in (("h", h), ("w", w)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    if features.dim() != 3:
+        raise ValueError(f"features: expected a 3-D (n_tiles, h*w, C) tensor, got shape {tuple(features.shape)}")
+    n, hw, C = features.shape
+    if n != plan.n_tiles:
+        raise ValueError(f"features: expected {plan.n_tiles} tiles (plan.n_tiles), got {n} (features.shape[0])")
+    if hw != h * w:
+        raise ValueError(f"features: expected h*w = {h * w} tokens per tile for h={h}, w={w}, got {hw}")
+    if C == 0:
+        raise ValueError(f"features: expected at least one channel, got shape {tuple(features.shape)}")
+    last = plan.scales[-1]
+    shape = (len(plan.scales) * C, last.rows * h, last.cols * w)
+    if out is not None:
+        _check_out(out, shape, features)
+
+    chosen = backends.resolve("multiscale_merge", backend, features.device)
+    if chosen == "reference":
+        y = reference.multiscale_merge(features, plan, h, w)
+        return y if out is None else out.copy_(y)
+    features = features.contiguous()
+    if out is None:
+        out = torch.empty(shape, dtype=features.dtype, device=features.device)
+    rows = [s.rows for s in plan.scales]
+    cols = [s.cols for s in plan.scales]
+    _run("multiscale_merge", chosen, features, rows, cols, h, w, out)
     return out
 
 

@@ -49,6 +49,28 @@ def temporal_pool(x: torch.Tensor, group: int) -> torch.Tensor:
     return y.to(x.dtype)
 
 
+def multiscale_merge(features: torch.Tensor, plan, h: int = 32, w: int = 32) -> torch.Tensor:
+    """NVILA's multi-scale merge (NVILA.md section 3).
+
+    features: (n_tiles, h*w, C), tiles in the plan's order (per scale row-major,
+    scales as listed in plan.scales). Each scale's tiles are placed into one
+    (rows*h, cols*w) map, resized to the last (largest) scale's size with area
+    interpolation in fp32, and the maps are concatenated along channels:
+    returns (S*C, rows[-1]*h, cols[-1]*w) in features' dtype.
+    """
+    C = features.shape[-1]
+    last = plan.scales[-1]
+    size = (last.rows * h, last.cols * w)
+    maps, t0 = [], 0
+    for s in plan.scales:
+        n = s.rows * s.cols
+        m = features[t0 : t0 + n].float().reshape(s.rows, s.cols, h, w, C)
+        m = m.permute(4, 0, 2, 1, 3).reshape(1, C, s.rows * h, s.cols * w)
+        maps.append(F.interpolate(m, size=size, mode="area")[0])
+        t0 += n
+    return torch.cat(maps, dim=0).to(features.dtype)
+
+
 # ---- FP8 -------------------------------------------------------------------------
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)

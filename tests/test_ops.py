@@ -31,6 +31,12 @@ def _sample_args(name, device):
     if name == "temporal_pool":
         x = torch.randn(8, 3, 4, device=device)
         return [(x, 4, torch.empty(2, 3, 4, device=device)), (x.half(), 8, torch.empty(1, 3, 4, device=device).half())]
+    if name == "multiscale_merge":
+        x = torch.randn(17, 4, 3, device=device)  # plan_tiles(1920, 1080): 1x1, 2x2, 4x3 tiles; h = w = 2
+        return [
+            (x, [1, 2, 3], [1, 2, 4], 2, 2, torch.empty(9, 6, 8, device=device)),
+            (x[:14].bfloat16(), [1, 2, 3], [1, 2, 3], 2, 2, torch.empty(9, 6, 6, device=device, dtype=torch.bfloat16)),
+        ]
     if name == "fp8_quantize":
         x = torch.randn(5, 7, device=device)
         q = torch.empty(5, 7, device=device, dtype=torch.float8_e4m3fn)

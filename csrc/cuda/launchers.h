@@ -6,6 +6,7 @@
 #pragma once
 
 #include "nvila/fp8_ops.h"
+#include "nvila/multiscale_merge.h"
 #include "nvila/spatial_compress.h"
 #include "nvila/temporal_pool.h"
 
@@ -13,6 +14,7 @@
   namespace nvila::NS {                                             \
   int spatial_compress(const SpatialCompressArgs& a, void* stream); \
   int temporal_pool(const TemporalPoolArgs& a, void* stream);       \
+  int multiscale_merge(const MultiscaleMergeArgs& a, void* stream); \
   int fp8_quantize(const Fp8QuantizeArgs& a, void* stream);         \
   int fp8_gemm(const Fp8GemmArgs& a, void* stream);                 \
   const char* error_string(int code);                               \

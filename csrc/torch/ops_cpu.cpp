@@ -23,6 +23,12 @@ void temporal_pool_cpu(const at::Tensor& x, int64_t group, at::Tensor& out) {
   cpu::temporal_pool(temporal_pool_args(x, group, out));
 }
 
+void multiscale_merge_cpu(const at::Tensor& features, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols, int64_t h,
+                          int64_t w, at::Tensor& out) {
+  check_cpu(features);
+  cpu::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out));
+}
+
 void check_emu(int code) { TORCH_CHECK(code == 0, "CUDA emulator launch failed: ", emu::error_string(code)); }
 
 void spatial_compress_emu(const at::Tensor& x, int64_t k, const std::optional<at::Tensor>& ln_weight,
@@ -34,6 +40,12 @@ void spatial_compress_emu(const at::Tensor& x, int64_t k, const std::optional<at
 void temporal_pool_emu(const at::Tensor& x, int64_t group, at::Tensor& out) {
   check_cpu(x);
   check_emu(emu::temporal_pool(temporal_pool_args(x, group, out), nullptr));
+}
+
+void multiscale_merge_emu(const at::Tensor& features, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols, int64_t h,
+                          int64_t w, at::Tensor& out) {
+  check_cpu(features);
+  check_emu(emu::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out), nullptr));
 }
 
 void fp8_quantize_cpu(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
@@ -72,6 +84,8 @@ TORCH_LIBRARY_IMPL(nvila, CPU, m) {
   m.impl("temporal_pool_cpu", &temporal_pool_cpu);
   m.impl("spatial_compress_emu", &spatial_compress_emu);
   m.impl("temporal_pool_emu", &temporal_pool_emu);
+  m.impl("multiscale_merge_cpu", &multiscale_merge_cpu);
+  m.impl("multiscale_merge_emu", &multiscale_merge_emu);
 }
 
 }  // namespace nvila::binding

@@ -31,6 +31,13 @@ void temporal_pool_cuda(const at::Tensor& x, int64_t group, at::Tensor& out) {
   check(cuda::temporal_pool(temporal_pool_args(x, group, out), stream));
 }
 
+void multiscale_merge_cuda(const at::Tensor& features, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols,
+                           int64_t h, int64_t w, at::Tensor& out) {
+  const c10::cuda::CUDAGuard guard(features.device());
+  void* stream = stream_of(features);
+  check(cuda::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out), stream));
+}
+
 void fp8_quantize_cuda(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
                        at::Tensor& scale_out) {
   const c10::cuda::CUDAGuard guard(x.device());
@@ -53,6 +60,7 @@ TORCH_LIBRARY_IMPL(nvila, CUDA, m) {
   m.impl("fp8_gemm_cuda", &fp8_gemm_cuda);
   m.impl("spatial_compress_cuda", &spatial_compress_cuda);
   m.impl("temporal_pool_cuda", &temporal_pool_cuda);
+  m.impl("multiscale_merge_cuda", &multiscale_merge_cuda);
 }
 
 }  // namespace nvila::binding
