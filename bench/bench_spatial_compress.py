@@ -94,25 +94,18 @@ def bench_case(
     providers.append(("reference", lambda: nvila_kernels.reference.spatial_compress(x, k, w, b)))
     providers.append(("eager", lambda: eager_spatial_compress(x, k, w, b)))
 
-    rows = []
-    for provider, fn in providers:
-        row = common.measure(
-            builder,
-            op=OP,
-            provider=provider,
-            fn=fn,
-            x=x,
-            nbytes=nbytes,
-            expected=expected,
-            note=note,
-            timing=timing,
-        )
-        if row.max_abs_err > tol:
-            warnings.append(
-                f"MISMATCH {note} {row.dtype} {provider}: max abs error {row.max_abs_err:.3g} > {tol:.3g} vs reference"
-            )
-        rows.append(row)
-    return rows
+    return common.measure_providers(
+        builder,
+        providers,
+        op=OP,
+        x=x,
+        nbytes=nbytes,
+        expected=expected,
+        note=note,
+        timing=timing,
+        tol=tol,
+        warnings=warnings,
+    )
 
 
 def _find(rows: list[common.Row], note: str, dtype: str, provider: str) -> common.Row | None:

@@ -54,25 +54,18 @@ def bench_case(
     providers.append(("reference", lambda: nvila_kernels.reference.temporal_pool(x, GROUP)))
     providers.append(("eager", lambda: eager_temporal_pool(x, GROUP)))
 
-    rows = []
-    for provider, fn in providers:
-        row = common.measure(
-            builder,
-            op=OP,
-            provider=provider,
-            fn=fn,
-            x=x,
-            nbytes=nbytes,
-            expected=expected,
-            note=note,
-            timing=timing,
-        )
-        if row.max_abs_err > tol:
-            warnings.append(
-                f"MISMATCH {note} {row.dtype} {provider}: max abs error {row.max_abs_err:.3g} > {tol:.3g} vs reference"
-            )
-        rows.append(row)
-    return rows
+    return common.measure_providers(
+        builder,
+        providers,
+        op=OP,
+        x=x,
+        nbytes=nbytes,
+        expected=expected,
+        note=note,
+        timing=timing,
+        tol=tol,
+        warnings=warnings,
+    )
 
 
 def main(argv: list[str] | None = None) -> list[common.Row]:

@@ -351,6 +351,34 @@ def measure(
     return builder.row(op=op, provider=provider, x=x, times=times, nbytes=nbytes, note=note, max_abs_err=err)
 
 
+def measure_providers(
+    builder: RowBuilder,
+    providers: list[tuple[str, Callable[[], torch.Tensor]]],
+    *,
+    op: str,
+    x: torch.Tensor,
+    nbytes: int,
+    expected: torch.Tensor,
+    note: str,
+    timing: Timing,
+    tol: float,
+    warnings: list[str],
+) -> list[Row]:
+    """measure() for each (provider, fn); a MISMATCH line goes to `warnings` for any
+    provider further than `tol` from `expected`."""
+    rows = []
+    for provider, fn in providers:
+        row = measure(
+            builder, op=op, provider=provider, fn=fn, x=x, nbytes=nbytes, expected=expected, note=note, timing=timing
+        )
+        if row.max_abs_err > tol:
+            warnings.append(
+                f"MISMATCH {note} {row.dtype} {provider}: max abs error {row.max_abs_err:.3g} > {tol:.3g} vs reference"
+            )
+        rows.append(row)
+    return rows
+
+
 def add_common_args(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer reps (and smaller video shapes)")
     parser.add_argument(
