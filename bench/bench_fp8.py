@@ -243,20 +243,14 @@ def main(argv: list[str] | None = None) -> list[common.Row]:
         rows += bench_gemm(builder, note, M, N, K, timing, warnings)
     for note, shape, dtype in QUANT_CASES:
         rows += bench_quantize(builder, note, shape, dtype, timing, warnings)
-    common.fill_speedups(rows)
-
-    print(f"## FP8 ops ({'quick' if args.quick else 'full'} run)\n")
-    if busy:
-        print(busy + "\n")
-    print(common.markdown_table(rows))
-    print()
-    for line in warnings:
-        print(line)
-    if device.type == "cpu":
-        print_targets(rows)
-    path = common.write_jsonl(rows, f"fp8_{device.type}")
-    print(f"rows written to {path}\n")
-    return rows
+    return common.report(
+        rows,
+        title=f"FP8 ops ({'quick' if args.quick else 'full'} run)",
+        busy=busy,
+        warnings=warnings,
+        results_name=f"fp8_{device.type}",
+        targets=print_targets if device.type == "cpu" else None,
+    )
 
 
 if __name__ == "__main__":

@@ -145,20 +145,14 @@ def main(argv: list[str] | None = None) -> list[common.Row]:
     warnings: list[str] = []
     for note, shape, k, dtype in CASES:
         rows += bench_case(builder, note, shape, k, dtype, timing, warnings)
-    common.fill_speedups(rows)
-
-    print(f"## {OP} with LayerNorm ({'quick' if args.quick else 'full'} run)\n")
-    if busy:
-        print(busy + "\n")
-    print(common.markdown_table(rows))
-    print()
-    for line in warnings:
-        print(line)
-    if device.type == "cpu":
-        print_targets(rows)
-    path = common.write_jsonl(rows, f"{OP}_{device.type}")
-    print(f"rows written to {path}\n")
-    return rows
+    return common.report(
+        rows,
+        title=f"{OP} with LayerNorm ({'quick' if args.quick else 'full'} run)",
+        busy=busy,
+        warnings=warnings,
+        results_name=f"{OP}_{device.type}",
+        targets=print_targets if device.type == "cpu" else None,
+    )
 
 
 if __name__ == "__main__":

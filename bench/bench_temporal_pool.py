@@ -82,18 +82,13 @@ def main(argv: list[str] | None = None) -> list[common.Row]:
     warnings: list[str] = []
     for dtype in DTYPES:
         rows += bench_case(builder, frames, dtype, timing, warnings)
-    common.fill_speedups(rows)
-
-    print(f"## {OP} ({'quick' if args.quick else 'full'} run)\n")
-    if busy:
-        print(busy + "\n")
-    print(common.markdown_table(rows))
-    print()
-    for line in warnings:
-        print(line)
-    path = common.write_jsonl(rows, f"{OP}_{device.type}")
-    print(f"rows written to {path}\n")
-    return rows
+    return common.report(
+        rows,
+        title=f"{OP} ({'quick' if args.quick else 'full'} run)",
+        busy=busy,
+        warnings=warnings,
+        results_name=f"{OP}_{device.type}",
+    )
 
 
 if __name__ == "__main__":

@@ -413,3 +413,29 @@ def busy_machine_note(window_s: float = 0.5) -> str | None:
             "run: other processes are running, timings are noisy"
         )
     return None
+
+
+def report(
+    rows: list[Row],
+    *,
+    title: str,
+    busy: str | None,
+    warnings: list[str],
+    results_name: str,
+    targets: Callable[[list[Row]], None] | None = None,
+) -> list[Row]:
+    """Fill the speedup columns, print the table, warnings and target lines, and
+    write the rows to bench/results/<results_name>.jsonl."""
+    fill_speedups(rows)
+    print(f"## {title}\n")
+    if busy:
+        print(busy + "\n")
+    print(markdown_table(rows))
+    print()
+    for line in warnings:
+        print(line)
+    if targets is not None:
+        targets(rows)
+    path = write_jsonl(rows, results_name)
+    print(f"rows written to {path}\n")
+    return rows
