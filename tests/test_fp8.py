@@ -122,6 +122,41 @@ def test_gemm_matches_reference(backend, out_dtype, with_bias):
         assert sqnr_db(exact.cpu(), got.float().cpu()) >= 25, (M, N, K)
 
 
+def _triton_tile_candidates():
+    if "triton" not in KERNEL_BACKENDS:
+        return []
+    from nvila_kernels.triton import fp8 as tfp8
+
+    return [(key, tile) for key, tiles in tfp8.GEMM_TILES.items() for tile in tiles]
+
+
+@pytest.mark.skipif("triton" not in KERNEL_BACKENDS, reason="triton is not installed")
+@pytest.mark.parametrize("key,tile", _triton_tile_candidates(), ids=str)
+def test_triton_gemm_every_autotune_candidate(key, tile):
+    """Each tile shape the Triton autotuner may pick computes the same product (M, N, K
+    tails inside and across tiles), so autotuning can only change the speed."""
+    from nvila_kernels.triton import fp8 as tfp8
+
+    device = backend_device("triton")
+    bm, bn, bk, warps, stages = tile
+    for M, N, K in [(1, 70, 300), (bm + 3, bn + 5, bk + 16)] if key[0] == "prefill" else [(1, 70, 300), (5, 33, 48)]:
+        a, b, qa, sa, qb, sb = _quantized_operands(M, N, K, device)
+        bias = torch.randn(N, device=device)
+        out = torch.empty(M, N, device=device)
+        grid = (triton_cdiv(M, bm) * triton_cdiv(N, bn),)
+        tfp8._fp8_gemm_kernel[grid](
+            qa, qb, sa, sb, bias, out, M, N, K, 1, HAS_BIAS=True,
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+        expected = reference.fp8_gemm(qa, qb, sa, sb, bias, torch.float32)
+        atol = 1e-6 * math.sqrt(K) * expected.abs().max().item()
+        torch.testing.assert_close(out, expected, atol=atol, rtol=1e-5)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 @pytest.mark.parametrize("backend", [b for b in KERNEL_BACKENDS if backend_device(b).type == "cpu"])
 def test_gemm_matches_torch_scaled_mm(backend):
     """Same semantics as torch._scaled_mm(a, b.t(), scale_a, scale_b, bias, out_dtype) per-tensor."""
