@@ -17,7 +17,7 @@ $(VENV)/.deps:
 
 # The extension is rebuilt whenever a C++/CUDA source or setup.py changes.
 $(VENV)/.built: $(VENV)/.deps setup.py $(shell find csrc -type f 2>/dev/null)
-	$(PY) -m pip install -q --no-build-isolation -e .
+	NVILA_KERNELS_REQUIRE_BUILD=1 $(PY) -m pip install -q --no-build-isolation -e .
 	$(PY) -m nvila_kernels
 	touch $@
 
