@@ -21,6 +21,7 @@ import sys
 import time
 
 from setuptools import setup
+from setuptools.command.build_py import build_py as _build_py
 
 # The nvcc on PATH may be a wrapper outside the toolkit, which makes torch guess
 # CUDA_HOME wrong; prefer the standard location when it exists.
@@ -158,6 +159,19 @@ class BuildExt(cpp_extension.BuildExtension):
         return outputs
 
 
+class BuildPy(_build_py):
+    """Also installs the torch-free CUDA sources as nvila_kernels/_csrc (cuda/, include/nvila/):
+    without a compiled extension they are compiled at first use with NVRTC (nvila_kernels/_nvrtc.py)."""
+
+    def run(self):
+        super().run()
+        for pattern in ("cuda/*.cu", "cuda/*.cuh", "cuda/*.h", "include/nvila/*.h"):
+            for src in rel(pattern):
+                dst = os.path.join(self.build_lib, "nvila_kernels", "_csrc", os.path.relpath(src, "csrc"))
+                self.mkpath(os.path.dirname(dst))
+                self.copy_file(src, dst)
+
+
 NO_BUILD = os.environ.get("NVILA_KERNELS_NO_BUILD") == "1"
 if NO_BUILD:
     print("nvila_kernels: NVILA_KERNELS_NO_BUILD=1: pure-Python install, no compiled kernels")
@@ -169,5 +183,5 @@ else:
 
 setup(
     ext_modules=EXTENSIONS,
-    cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExt.with_options(use_ninja=True), "build_py": BuildPy},
 )

@@ -73,6 +73,22 @@ def _load_extension() -> None:
 
 _load_extension()
 
+
+def _setup_nvrtc() -> None:
+    """Without CUDA kernels in _C, serve the cuda backend with NVRTC where it can run."""
+    if backends.ext_has_cuda():
+        return
+    from . import _nvrtc
+
+    reason = _nvrtc.unavailable_reason()
+    if reason is None:
+        _nvrtc.register(_ops._lib)
+        backends.state["nvrtc"] = True
+    backends.state["nvrtc_error"] = reason
+
+
+_setup_nvrtc()
+
 if backends.triton_installed():
     try:
         from . import triton as _triton_kernels  # noqa: F401
@@ -98,6 +114,15 @@ def info() -> str:
         lines.append(f"compiled extension: built against torch {build['torch_version']}")
         archs = build["cuda_archs"] if build["cuda"] else "none (built without CUDA)"
         lines.append(f"compiled CUDA archs: {archs}")
+    if backends.state["nvrtc"]:
+        from . import _nvrtc
+
+        lines.append(
+            f"CUDA kernels: compiled at first use with NVRTC (cuda-python) for the GPU's arch, "
+            f"cached in {_nvrtc.cache_dir()}"
+        )
+    elif not backends.ext_has_cuda():
+        lines.append(f"CUDA kernels through NVRTC: unavailable ({backends.state['nvrtc_error']})")
     gpu = torch.cuda.is_available()
     lines.append(f"GPU: {torch.cuda.get_device_name() if gpu else 'none'}")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if gpu else [])

@@ -3,7 +3,9 @@
 Backends:
   reference  pure PyTorch (nvila_kernels.reference), any device, always present
   cpu        C++ kernels of the compiled extension, CPU tensors
-  cuda       CUDA kernels of the compiled extension, CUDA tensors
+  cuda       CUDA kernels of the compiled extension, CUDA tensors; when the extension
+             has none (pure-Python install, no nvcc), the same kernels compiled at
+             first use with NVRTC through cuda-python (nvila_kernels/_nvrtc.py)
   triton     Triton kernels: CUDA tensors, or CPU tensors when TRITON_INTERPRET=1
              was set before nvila_kernels was imported (the Triton interpreter)
   emu        the CUDA kernels run on CPU tensors by the SIMT emulator (csrc/emu):
@@ -35,6 +37,8 @@ state = {
     "triton": False,  # Triton kernels imported
     "triton_error": None,
     "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+    "nvrtc": False,  # the cuda backend is served by NVRTC (_C has no CUDA kernels)
+    "nvrtc_error": None,  # why not, when _C has no CUDA kernels either
 }
 
 _warned: set[tuple[str, str]] = set()
@@ -44,20 +48,29 @@ def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def ext_has_cuda() -> bool:
+    return state["ext"] is not None and bool(state["ext"].build_info()["cuda"])
+
+
 def unavailable_reason(backend: str, device: torch.device) -> str | None:
     """None if `backend` can run on tensors of `device`, else why not (one sentence)."""
     dev = device.type
     ext = state["ext"]
     if backend == "reference":
         return None
-    if backend in ("cpu", "emu", "cuda") and ext is None:
+    if backend == "cuda":
+        if not ext_has_cuda() and not state["nvrtc"]:
+            missing = (
+                f"the compiled extension nvila_kernels._C is not available ({state['ext_error']})"
+                if ext is None
+                else "this build of nvila_kernels._C has no CUDA kernels (built without CUDA torch or nvcc)"
+            )
+            return f"{missing}, and NVRTC cannot stand in: {state['nvrtc_error']}"
+        return None if dev == "cuda" else f"backend 'cuda' runs on CUDA tensors, got a {dev} tensor"
+    if backend in ("cpu", "emu") and ext is None:
         return f"the compiled extension nvila_kernels._C is not available ({state['ext_error']})"
     if backend in ("cpu", "emu"):
         return None if dev == "cpu" else f"backend {backend!r} runs on CPU tensors, got a {dev} tensor"
-    if backend == "cuda":
-        if not ext.build_info()["cuda"]:
-            return "this build of nvila_kernels._C has no CUDA kernels (built without CUDA torch or nvcc)"
-        return None if dev == "cuda" else f"backend 'cuda' runs on CUDA tensors, got a {dev} tensor"
     if backend == "triton":
         if not state["triton"]:
             return f"Triton kernels are not available ({state['triton_error']})"

@@ -3,13 +3,17 @@
 // headers here or in any .cu file: they compile in seconds without them.
 #pragma once
 
-#ifndef NVILA_EMU
-#include <cuda_runtime.h>
+#if !defined(NVILA_EMU)
 #define NVILA_CUDA_NS cuda
 // Dynamic shared memory: `NVILA_DYNAMIC_SMEM(float, buf);` declares `float* buf`.
 #define NVILA_DYNAMIC_SMEM(T, name)                            \
   extern __shared__ __align__(16) unsigned char nvila_smem_[]; \
   T* name = reinterpret_cast<T*>(nvila_smem_)
+#endif
+// NVRTC (nvila_kernels/_nvrtc.py) compiles only the kernels: the host-side launchers are
+// left out of its compilation (#ifndef __CUDACC_RTC__) and launched from Python instead.
+#if !defined(NVILA_EMU) && !defined(__CUDACC_RTC__)
+#include <cuda_runtime.h>
 // Launch syntax shared with the emulator: NVILA_LAUNCH(kernel, grid, block, smem, stream)(args...)
 #define NVILA_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, static_cast<cudaStream_t>(stream)>>>
 #endif
@@ -19,6 +23,7 @@
 
 namespace nvila::NVILA_CUDA_NS {
 
+#ifndef __CUDACC_RTC__
 // Largest dynamic shared memory one block of the current device may use (with
 // the opt-in attribute). The emulator reports 48 KiB.
 int max_dynamic_smem();
@@ -26,6 +31,9 @@ int max_dynamic_smem();
 // Compute capability of the current device as major * 10 + minor (the emulator
 // reports emu_rt::g_compute_capability).
 int compute_capability();
+
+// The current device as the launch planners see it (nvila/common.h).
+LaunchTarget launch_target();
 
 // Lets `kernel` use `bytes` of dynamic shared memory (needed above 48 KiB).
 template <typename Kernel>
@@ -39,6 +47,18 @@ cudaError_t allow_dynamic_smem(Kernel kernel, size_t bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
 #endif
 }
+
+// Launches `kernel(args)` as planned by `c` on `stream`; 0 or a CUDA error code.
+template <typename Args>
+int launch_planned(void (*kernel)(Args), const LaunchConfig& c, const Args& args, void* stream) {
+  if (c.grid_x == 0) return 0;
+  if (!grid_ok(c)) return int(cudaErrorInvalidValue);
+  if (const cudaError_t e = allow_dynamic_smem(kernel, size_t(c.smem)); e != cudaSuccess) return int(e);
+  NVILA_LAUNCH(kernel, dim3(unsigned(c.grid_x), unsigned(c.grid_y)), dim3(unsigned(c.block)), size_t(c.smem),
+               stream)(args);
+  return int(cudaGetLastError());
+}
+#endif
 
 // N elements of T moved as one (16-byte when N * sizeof(T) == 16) access.
 template <typename T, int N>

@@ -23,7 +23,8 @@
 namespace nvila::NVILA_CUDA_NS {
 namespace {
 
-constexpr int BM = 64, BN = 64, BK = 64, PAD = 16, LDS = BK + PAD, kThreads = 128;
+constexpr int BM = fp8_gemm_tiles::BM, BN = fp8_gemm_tiles::BN, BK = fp8_gemm_tiles::BK, PAD = 16, LDS = BK + PAD,
+              kThreads = fp8_gemm_tiles::kThreads;
 
 // Loads rows [row0, row0 + 64) x bytes [k0, k0 + 64) of a row-major (rows, K)
 // matrix into tile[64][LDS]; rows >= rows and k >= K are zero.
@@ -120,9 +121,10 @@ namespace wg {
 
 // A stage holds a 64 x 64-byte tile of a and a 128 x 64-byte tile of b; three stages
 // (two K tiles in flight while one is multiplied) take 36 KiB of dynamic shared memory.
-constexpr int BM = 64, BN = 128, BK = 64, kStages = 3;
+constexpr int BM = fp8_gemm_tiles::kWgBM, BN = fp8_gemm_tiles::kWgBN, BK = fp8_gemm_tiles::BK;
+constexpr int kStages = fp8_gemm_tiles::kWgStages;
 constexpr int kATile = BM * BK, kBTile = BN * BK, kStage = kATile + kBTile;
-constexpr int kSmem = kStages * kStage + 1024;  // + slack to align the tiles to 1024 bytes
+static_assert(fp8_gemm_tiles::kWgSmem == kStages * kStage + 1024);  // + slack to align the tiles to 1024 bytes
 
 #ifdef NVILA_WGMMA
 // Offset of byte k of row r in a tile: the canonical K-major layout with 64-byte swizzle
@@ -220,46 +222,22 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_wgmma_kernel(Fp8GemmArgs p)
 #endif
 }
 
-// Whether this build has sm_90a code for fp8_gemm_wgmma_kernel: setup.py passes the arch
-// list (e.g. "8.0;8.6;8.9;9.0a"); the emulator always has it.
-#if defined(NVILA_EMU)
-constexpr bool kHasSm90a = true;
-#elif defined(NVILA_CUDA_ARCHS)
-constexpr bool contains(const char* s, const char* word) {
-  for (; *s; ++s) {
-    int i = 0;
-    while (word[i] && s[i] == word[i]) ++i;
-    if (!word[i]) return true;
-  }
-  return false;
-}
-constexpr bool kHasSm90a = contains(NVILA_CUDA_ARCHS, "9.0a");
-#else
-constexpr bool kHasSm90a = false;
-#endif
-
+#ifndef __CUDACC_RTC__
 template <typename OutT>
 int launch(const Fp8GemmArgs& p, void* stream) {
-  if (p.M == 0 || p.N == 0) return 0;
-  const bool aligned =
-      p.K % 16 == 0 && reinterpret_cast<uintptr_t>(p.a) % 16 == 0 && reinterpret_cast<uintptr_t>(p.b) % 16 == 0;
-  if (kHasSm90a && compute_capability() == 90) {
-    const int64_t gy = (p.M + wg::BM - 1) / wg::BM, gx = (p.N + wg::BN - 1) / wg::BN;
-    if (gy > 65535 || gx > 0x7fffffff) return int(cudaErrorInvalidValue);
-    void (*kernel)(Fp8GemmArgs) = aligned ? fp8_gemm_wgmma_kernel<OutT, true> : fp8_gemm_wgmma_kernel<OutT, false>;
-    if (const cudaError_t e = allow_dynamic_smem(kernel, wg::kSmem); e != cudaSuccess) return int(e);
-    NVILA_LAUNCH(kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kThreads), wg::kSmem, stream)(p);
-    return int(cudaGetLastError());
-  }
-  const int64_t gy = (p.M + BM - 1) / BM, gx = (p.N + BN - 1) / BN;
-  if (gy > 65535 || gx > 0x7fffffff) return int(cudaErrorInvalidValue);
-  void (*kernel)(Fp8GemmArgs) = aligned ? fp8_gemm_kernel<OutT, true> : fp8_gemm_kernel<OutT, false>;
-  NVILA_LAUNCH(kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kThreads), 0, stream)(p);
-  return int(cudaGetLastError());
+  const LaunchConfig c = fp8_gemm_launch_config(p, launch_target());
+  void (*kernel)(Fp8GemmArgs);
+  if (c.variant[1])
+    kernel = c.variant[0] ? fp8_gemm_wgmma_kernel<OutT, true> : fp8_gemm_wgmma_kernel<OutT, false>;
+  else
+    kernel = c.variant[0] ? fp8_gemm_kernel<OutT, true> : fp8_gemm_kernel<OutT, false>;
+  return launch_planned(kernel, c, p, stream);
 }
 
+#endif
 }  // namespace
 
+#ifndef __CUDACC_RTC__
 int fp8_gemm(const Fp8GemmArgs& p, void* stream) {
   switch (p.out_dtype) {
     case DType::F32: return launch<float>(p, stream);
@@ -268,5 +246,6 @@ int fp8_gemm(const Fp8GemmArgs& p, void* stream) {
   }
   return int(cudaErrorInvalidValue);
 }
+#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -12,7 +12,7 @@
 namespace nvila::NVILA_CUDA_NS {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kFp8QuantizeThreads;
 
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
@@ -23,11 +23,13 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Max of the finite |x| into p.workspace (zeroed before the launch).
 template <typename T>
-__global__ void __launch_bounds__(kThreads) fp8_amax_kernel(const T* __restrict__ x, int64_t n, float* amax) {
+__global__ void __launch_bounds__(kThreads) fp8_amax_kernel(Fp8QuantizeArgs p) {
   __shared__ float red[32];
+  const T* __restrict__ x = static_cast<const T*>(p.x);
   float m = 0.f;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * kThreads) {
     const float v = load_f32(x + i);
     const float a = v < 0.f ? -v : v;
     if (a <= 3.402823466e38f && a > m) m = a;  // finite only: NaN and inf fail the test
@@ -37,7 +39,7 @@ __global__ void __launch_bounds__(kThreads) fp8_amax_kernel(const T* __restrict_
   __syncthreads();
   if (threadIdx.x < 32) {
     m = warp_max(threadIdx.x < kThreads / 32 ? red[threadIdx.x] : 0.f);
-    if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(amax), int(float_bits(m)));
+    if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(p.workspace), int(float_bits(m)));
   }
 }
 
@@ -50,22 +52,18 @@ __global__ void __launch_bounds__(kThreads) fp8_quantize_kernel(Fp8QuantizeArgs 
     p.q[i] = fp8_encode<F>(fp8_saturate<F>(load_f32(x + i) / scale));
 }
 
+#ifndef __CUDACC_RTC__
 template <typename T, Fp8Format F>
 int launch(const Fp8QuantizeArgs& p, void* stream) {
-  const int64_t blocks64 = (p.n + kThreads - 1) / kThreads;
-  const unsigned blocks = unsigned(blocks64 < 4096 ? blocks64 : 4096);
-  if (!p.scale) {
+  const LaunchConfig c = fp8_quantize_launch_config(p, launch_target());
+  if (c.variant[0]) {  // dynamic scale: amax first
     if (!p.workspace) return int(cudaErrorInvalidValue);
     if (const cudaError_t e = cudaMemsetAsync(p.workspace, 0, sizeof(float), static_cast<cudaStream_t>(stream));
         e != cudaSuccess)
       return int(e);
-    auto amax = fp8_amax_kernel<T>;
-    NVILA_LAUNCH(amax, dim3(blocks), dim3(kThreads), 0, stream)(static_cast<const T*>(p.x), p.n, p.workspace);
-    if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return int(e);
+    if (const int e = launch_planned(fp8_amax_kernel<T>, c, p, stream); e != 0) return e;
   }
-  auto kernel = fp8_quantize_kernel<T, F>;
-  NVILA_LAUNCH(kernel, dim3(blocks), dim3(kThreads), 0, stream)(p);
-  return int(cudaGetLastError());
+  return launch_planned(fp8_quantize_kernel<T, F>, c, p, stream);
 }
 
 template <typename T>
@@ -73,8 +71,10 @@ int dispatch_format(const Fp8QuantizeArgs& p, void* stream) {
   return p.format == Fp8Format::E4M3 ? launch<T, Fp8Format::E4M3>(p, stream) : launch<T, Fp8Format::E5M2>(p, stream);
 }
 
+#endif
 }  // namespace
 
+#ifndef __CUDACC_RTC__
 int fp8_quantize(const Fp8QuantizeArgs& p, void* stream) {
   if (p.n == 0) return 0;
   switch (p.dtype) {
@@ -84,5 +84,6 @@ int fp8_quantize(const Fp8QuantizeArgs& p, void* stream) {
   }
   return int(cudaErrorInvalidValue);
 }
+#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

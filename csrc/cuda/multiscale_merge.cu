@@ -9,7 +9,7 @@ namespace nvila::NVILA_CUDA_NS {
 namespace {
 
 template <typename T>
-__global__ void __launch_bounds__(256) multiscale_merge_kernel(MultiscaleMergeArgs a) {
+__global__ void __launch_bounds__(kMultiscaleMergeThreads) multiscale_merge_kernel(MultiscaleMergeArgs a) {
   const T* __restrict__ x = static_cast<const T*>(a.x);
   T* __restrict__ out = static_cast<T*>(a.out);
   const int64_t H = a.H(), W = a.W(), C = a.C, h = a.h, w = a.w;
@@ -35,20 +35,16 @@ __global__ void __launch_bounds__(256) multiscale_merge_kernel(MultiscaleMergeAr
   }
 }
 
+#ifndef __CUDACC_RTC__
 template <typename T>
 int launch(const MultiscaleMergeArgs& a, void* stream) {
-  const int64_t total = a.S * a.C * a.H() * a.W();
-  if (total == 0) return 0;
-  constexpr int threads = 256;
-  const int64_t blocks = (total + threads - 1) / threads;
-  const unsigned grid = unsigned(blocks < 65536 * 8 ? blocks : 65536 * 8);
-  auto kernel = multiscale_merge_kernel<T>;
-  NVILA_LAUNCH(kernel, dim3(grid), dim3(threads), 0, stream)(a);
-  return int(cudaGetLastError());
+  return launch_planned(multiscale_merge_kernel<T>, multiscale_merge_launch_config(a, launch_target()), a, stream);
 }
 
+#endif
 }  // namespace
 
+#ifndef __CUDACC_RTC__
 int multiscale_merge(const MultiscaleMergeArgs& a, void* stream) {
   switch (a.dtype) {
     case DType::F32: return launch<float>(a, stream);
@@ -57,5 +53,6 @@ int multiscale_merge(const MultiscaleMergeArgs& a, void* stream) {
   }
   return int(cudaErrorInvalidValue);
 }
+#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -3,9 +3,10 @@
 // so a kernel's arithmetic and data layout are tested on the CPU exactly as written.
 #pragma once
 
+#ifdef NVILA_EMU
 #include <atomic>
-#include <cstdint>
 #include <cstring>
+#endif
 
 #include "nvila/fp8.h"
 

@@ -39,6 +39,26 @@ int compute_capability() {
 #endif
 }
 
+// Whether this build has sm_90a code (fp8_gemm_wgmma_kernel): setup.py passes the arch
+// list (e.g. "8.0;8.6;8.9;9.0a"); the emulator always has it.
+#if defined(NVILA_EMU)
+constexpr bool kHasSm90a = true;
+#elif defined(NVILA_CUDA_ARCHS)
+constexpr bool contains(const char* s, const char* word) {
+  for (; *s; ++s) {
+    int i = 0;
+    while (word[i] && s[i] == word[i]) ++i;
+    if (!word[i]) return true;
+  }
+  return false;
+}
+constexpr bool kHasSm90a = contains(NVILA_CUDA_ARCHS, "9.0a");
+#else
+constexpr bool kHasSm90a = false;
+#endif
+
+LaunchTarget launch_target() { return {compute_capability(), max_dynamic_smem(), kHasSm90a ? 1 : 0}; }
+
 #ifdef NVILA_EMU
 int set_compute_capability(int cc) { return emu_rt::g_compute_capability.exchange(cc); }
 int64_t wgmma_count() { return emu_rt::g_wgmma_count.load(); }

@@ -21,7 +21,7 @@ namespace {
 // 54 KiB of shared memory, so 4 blocks is also what the shared memory allows).
 // The register cap this implies (64) is also what keeps ptxas from spilling: with
 // no minimum it chose ~48 registers and spilled in the uncached fp16 variant.
-constexpr int kMaxThreads = 256;
+constexpr int kMaxThreads = kSpatialCompressMaxThreads;
 
 template <typename T, int VEC>
 __device__ __forceinline__ Vec<T, VEC> load_vec(const T* p) {
@@ -140,46 +140,37 @@ __global__ void __launch_bounds__(kMaxThreads, 4) spatial_compress_kernel(Spatia
   }
 }
 
+#ifndef __CUDACC_RTC__
+// The instantiation for a vector width and a SpatialCompressVariant.
 template <typename T, int VEC>
-int launch(const SpatialCompressArgs& a, void* stream) {
-  const int64_t rows = a.rows();
-  if (rows == 0) return 0;
-  const int64_t nvec = a.D() / VEC;
-  int threads = 32;
-  while (threads < kMaxThreads && threads * 2 <= nvec) threads *= 2;
-  const unsigned grid = unsigned(rows < (int64_t(1) << 30) ? rows : (int64_t(1) << 30));
-  void (*kernel)(SpatialCompressArgs);
-  size_t smem = 0;
-  if (!a.ln_weight) {
-    kernel = spatial_compress_kernel<T, VEC, false, false>;
-  } else if (a.D() * int64_t(sizeof(float)) <= max_dynamic_smem()) {
-    kernel = spatial_compress_kernel<T, VEC, true, true>;
-    smem = size_t(a.D()) * sizeof(float);
-  } else {
-    kernel = spatial_compress_kernel<T, VEC, true, false>;
+void (*kernel_of(int variant))(SpatialCompressArgs) {
+  switch (variant) {
+    case kSpatialCompressPlain: return spatial_compress_kernel<T, VEC, false, false>;
+    case kSpatialCompressLnCached: return spatial_compress_kernel<T, VEC, true, true>;
+    default: return spatial_compress_kernel<T, VEC, true, false>;
   }
-  if (const cudaError_t e = allow_dynamic_smem(kernel, smem); e != cudaSuccess) return int(e);
-  NVILA_LAUNCH(kernel, dim3(grid), dim3(threads), smem, stream)(a);
-  return int(cudaGetLastError());
 }
 
 template <typename T>
-int dispatch_vec(const SpatialCompressArgs& a, void* stream) {
+int launch(const SpatialCompressArgs& a, void* stream) {
+  const LaunchConfig c = spatial_compress_launch_config(a, launch_target());
   constexpr int V = 16 / sizeof(T);
-  const bool aligned = a.C % V == 0 && a.sB % V == 0 && a.sH % V == 0 && a.sW % V == 0 &&
-                       reinterpret_cast<uintptr_t>(a.x) % 16 == 0 && reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
-  return aligned ? launch<T, V>(a, stream) : launch<T, 1>(a, stream);
+  return launch_planned(c.variant[0] == V ? kernel_of<T, V>(c.variant[1]) : kernel_of<T, 1>(c.variant[1]), c, a,
+                        stream);
 }
 
+#endif
 }  // namespace
 
+#ifndef __CUDACC_RTC__
 int spatial_compress(const SpatialCompressArgs& a, void* stream) {
   switch (a.dtype) {
-    case DType::F32: return dispatch_vec<float>(a, stream);
-    case DType::F16: return dispatch_vec<half_t>(a, stream);
-    case DType::BF16: return dispatch_vec<bf16_t>(a, stream);
+    case DType::F32: return launch<float>(a, stream);
+    case DType::F16: return launch<half_t>(a, stream);
+    case DType::BF16: return launch<bf16_t>(a, stream);
   }
   return int(cudaErrorInvalidValue);
 }
+#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -10,7 +10,7 @@ namespace nvila::NVILA_CUDA_NS {
 namespace {
 
 template <typename T, int VEC>
-__global__ void __launch_bounds__(256) temporal_pool_kernel(TemporalPoolArgs a) {
+__global__ void __launch_bounds__(kTemporalPoolThreads) temporal_pool_kernel(TemporalPoolArgs a) {
   const T* __restrict__ x = static_cast<const T*>(a.x);
   T* __restrict__ out = static_cast<T*>(a.out);
   const int64_t per_frame = a.N / VEC;
@@ -38,35 +38,26 @@ __global__ void __launch_bounds__(256) temporal_pool_kernel(TemporalPoolArgs a) 
   }
 }
 
-template <typename T, int VEC>
-int launch(const TemporalPoolArgs& a, void* stream) {
-  const int64_t total = a.groups() * (a.N / VEC);
-  if (total == 0) return 0;
-  constexpr int threads = 256;
-  const int64_t blocks = (total + threads - 1) / threads;
-  const unsigned grid = unsigned(blocks < 65536 * 8 ? blocks : 65536 * 8);
-  auto kernel = temporal_pool_kernel<T, VEC>;
-  NVILA_LAUNCH(kernel, dim3(grid), dim3(threads), 0, stream)(a);
-  return int(cudaGetLastError());
-}
-
+#ifndef __CUDACC_RTC__
 template <typename T>
-int dispatch_vec(const TemporalPoolArgs& a, void* stream) {
+int launch(const TemporalPoolArgs& a, void* stream) {
+  const LaunchConfig c = temporal_pool_launch_config(a, launch_target());
   constexpr int V = 16 / sizeof(T);
-  const bool aligned = a.N % V == 0 && a.sT % V == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
-  return aligned ? launch<T, V>(a, stream) : launch<T, 1>(a, stream);
+  return launch_planned(c.variant[0] == V ? temporal_pool_kernel<T, V> : temporal_pool_kernel<T, 1>, c, a, stream);
 }
 
+#endif
 }  // namespace
 
+#ifndef __CUDACC_RTC__
 int temporal_pool(const TemporalPoolArgs& a, void* stream) {
   switch (a.dtype) {
-    case DType::F32: return dispatch_vec<float>(a, stream);
-    case DType::F16: return dispatch_vec<half_t>(a, stream);
-    case DType::BF16: return dispatch_vec<bf16_t>(a, stream);
+    case DType::F32: return launch<float>(a, stream);
+    case DType::F16: return launch<half_t>(a, stream);
+    case DType::BF16: return launch<bf16_t>(a, stream);
   }
   return int(cudaErrorInvalidValue);
 }
+#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

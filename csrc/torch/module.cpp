@@ -3,6 +3,10 @@
 // this build contains. Plain CPython API, no torch headers.
 #include <Python.h>
 
+#include <cstddef>
+#include <cstring>
+#include <initializer_list>
+
 #include "../cuda/launchers.h"
 
 #ifndef NVILA_CUDA_ARCHS
@@ -38,12 +42,125 @@ static PyObject* set_emulated_compute_capability(PyObject*, PyObject* arg) {
 
 static PyObject* emulated_wgmma_count(PyObject*, PyObject*) { return PyLong_FromLongLong(nvila::emu::wgmma_count()); }
 
+// ---- test hooks of the launch planners (nvila_kernels/_nvrtc.py mirrors them) -----------
+// launch_config(op, args, cc, max_dynamic_smem, sm90a): <op>_launch_config of the op's
+// args struct given as its bytes; (grid_x, grid_y, block, smem, (variant...)).
+// args_layout(op): {"sizeof": n, "fields": {name: offset}} of the op's args struct.
+namespace {
+
+struct Field {
+  const char* name;
+  size_t offset;
+};
+#define NVILA_FIELD(S, f) \
+  Field { #f, offsetof(S, f) }
+
+template <typename Args>
+PyObject* layout(std::initializer_list<Field> fields) {
+  PyObject* d = PyDict_New();
+  for (const Field& f : fields) {
+    PyObject* v = PyLong_FromSize_t(f.offset);
+    PyDict_SetItemString(d, f.name, v);
+    Py_DECREF(v);
+  }
+  PyObject* out = Py_BuildValue("{s:n,s:N}", "sizeof", Py_ssize_t(sizeof(Args)), "fields", d);
+  return out;
+}
+
+template <typename Args, nvila::LaunchConfig (*Plan)(const Args&, const nvila::LaunchTarget&)>
+PyObject* plan(const char* buf, Py_ssize_t len, const nvila::LaunchTarget& t) {
+  if (len != Py_ssize_t(sizeof(Args))) {
+    PyErr_Format(PyExc_ValueError, "args: expected %zd bytes (the C++ struct), got %zd", Py_ssize_t(sizeof(Args)), len);
+    return nullptr;
+  }
+  Args a;
+  std::memcpy(static_cast<void*>(&a), buf, sizeof(Args));
+  const nvila::LaunchConfig c = Plan(a, t);
+  return Py_BuildValue("(LLii(iii))", (long long)c.grid_x, (long long)c.grid_y, c.block, c.smem, c.variant[0],
+                       c.variant[1], c.variant[2]);
+}
+
+struct OpHooks {
+  const char* name;
+  PyObject* (*plan)(const char*, Py_ssize_t, const nvila::LaunchTarget&);
+  PyObject* (*layout)();
+};
+
+using namespace nvila;
+const OpHooks kOps[] = {
+    {"spatial_compress", plan<SpatialCompressArgs, spatial_compress_launch_config>,
+     [] {
+       using S = SpatialCompressArgs;
+       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, ln_weight), NVILA_FIELD(S, ln_bias),
+                         NVILA_FIELD(S, B), NVILA_FIELD(S, H), NVILA_FIELD(S, W), NVILA_FIELD(S, C), NVILA_FIELD(S, k),
+                         NVILA_FIELD(S, sB), NVILA_FIELD(S, sH), NVILA_FIELD(S, sW), NVILA_FIELD(S, eps),
+                         NVILA_FIELD(S, dtype)});
+     }},
+    {"temporal_pool", plan<TemporalPoolArgs, temporal_pool_launch_config>,
+     [] {
+       using S = TemporalPoolArgs;
+       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, T), NVILA_FIELD(S, N),
+                         NVILA_FIELD(S, group), NVILA_FIELD(S, sT), NVILA_FIELD(S, dtype)});
+     }},
+    {"multiscale_merge", plan<MultiscaleMergeArgs, multiscale_merge_launch_config>,
+     [] {
+       using S = MultiscaleMergeArgs;
+       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, S), NVILA_FIELD(S, C),
+                         NVILA_FIELD(S, h), NVILA_FIELD(S, w), NVILA_FIELD(S, rows), NVILA_FIELD(S, cols),
+                         NVILA_FIELD(S, tile0), NVILA_FIELD(S, dtype)});
+     }},
+    {"fp8_quantize", plan<Fp8QuantizeArgs, fp8_quantize_launch_config>,
+     [] {
+       using S = Fp8QuantizeArgs;
+       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, dtype), NVILA_FIELD(S, n), NVILA_FIELD(S, scale),
+                         NVILA_FIELD(S, scale_out), NVILA_FIELD(S, workspace), NVILA_FIELD(S, q),
+                         NVILA_FIELD(S, format)});
+     }},
+    {"fp8_gemm", plan<Fp8GemmArgs, fp8_gemm_launch_config>,
+     [] {
+       using S = Fp8GemmArgs;
+       return layout<S>({NVILA_FIELD(S, a), NVILA_FIELD(S, b), NVILA_FIELD(S, scale_a), NVILA_FIELD(S, scale_b),
+                         NVILA_FIELD(S, bias), NVILA_FIELD(S, out), NVILA_FIELD(S, out_dtype), NVILA_FIELD(S, M),
+                         NVILA_FIELD(S, N), NVILA_FIELD(S, K)});
+     }},
+};
+
+const OpHooks* find_op(const char* name) {
+  for (const OpHooks& op : kOps)
+    if (std::strcmp(op.name, name) == 0) return &op;
+  PyErr_Format(PyExc_ValueError, "op: no launch planner for %s", name);
+  return nullptr;
+}
+
+}  // namespace
+
+static PyObject* launch_config(PyObject*, PyObject* args) {
+  const char* name;
+  Py_buffer buf;
+  nvila::LaunchTarget t{};
+  if (!PyArg_ParseTuple(args, "sy*iii", &name, &buf, &t.cc, &t.max_dynamic_smem, &t.sm90a)) return nullptr;
+  const OpHooks* op = find_op(name);
+  PyObject* out = op ? op->plan(static_cast<const char*>(buf.buf), buf.len, t) : nullptr;
+  PyBuffer_Release(&buf);
+  return out;
+}
+
+static PyObject* args_layout(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (!name) return nullptr;
+  const OpHooks* op = find_op(name);
+  return op ? op->layout() : nullptr;
+}
+
 static PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "What this build of the extension contains."},
     {"set_emulated_compute_capability", set_emulated_compute_capability, METH_O,
      "Sets the compute capability (major * 10 + minor) the CUDA emulator reports; returns the previous one."},
     {"emulated_wgmma_count", emulated_wgmma_count, METH_NOARGS,
      "Warpgroup MMAs (wgmma.mma_async) the CUDA emulator has executed."},
+    {"launch_config", launch_config, METH_VARARGS,
+     "launch_config(op, args_bytes, cc, max_dynamic_smem, sm90a): the C++ launch plan of an op (test hook)."},
+    {"args_layout", args_layout, METH_O, "args_layout(op): sizeof and field offsets of the op's args struct."},
     {nullptr, nullptr, 0, nullptr},
 };
 

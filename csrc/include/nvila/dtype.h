@@ -4,14 +4,10 @@
 // exactly as torch's .to(torch.float16 / torch.bfloat16).
 #pragma once
 
-#include <cstdint>
-#include <cstring>
-
 #include "nvila/common.h"
 
-#if defined(__CUDACC__) && !defined(NVILA_EMU)
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#ifndef __CUDACC_RTC__
+#include <cstring>
 #endif
 
 namespace nvila {
@@ -56,7 +52,9 @@ NVILA_HD bf16_t bf16_from_float(float f) {
 // ---- float16 --------------------------------------------------------------
 NVILA_HD float to_float(half_t v) {
 #if defined(__CUDA_ARCH__)
-  return __half2float(__ushort_as_half(v.bits));
+  float f;  // __half2float, without cuda_fp16.h (which NVRTC lacks)
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+  return f;
 #else
   const uint32_t sign = uint32_t(v.bits & 0x8000u) << 16;
   const uint32_t exp = (v.bits >> 10) & 0x1fu;
@@ -71,7 +69,9 @@ NVILA_HD float to_float(half_t v) {
 
 NVILA_HD half_t half_from_float(float f) {
 #if defined(__CUDA_ARCH__)
-  return half_t{__half_as_ushort(__float2half_rn(f))};
+  half_t h;  // __float2half_rn
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
+  return h;
 #else
   const uint32_t u = float_bits(f);
   const uint16_t sign = uint16_t((u >> 16) & 0x8000u);

@@ -5,8 +5,6 @@
 // is fp8_saturate(), applied before encoding.
 #pragma once
 
-#include <cstdint>
-
 #include "nvila/common.h"
 #include "nvila/dtype.h"
 

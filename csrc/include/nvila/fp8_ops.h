@@ -3,8 +3,6 @@
 // CUDA kernels), so no launch needs the value on the host.
 #pragma once
 
-#include <cstdint>
-
 #include "nvila/common.h"
 #include "nvila/fp8.h"
 
@@ -29,6 +27,19 @@ NVILA_HD float fp8_dynamic_scale(float amax, Fp8Format f) {
   return (amax > kFp8AmaxFloor ? amax : kFp8AmaxFloor) / fp8_max(f);
 }
 
+constexpr int kFp8QuantizeThreads = 256;
+
+// variant[0] = 1: dynamic scaling (the amax kernel runs first, same shape). At most 4096
+// blocks, grid-stride beyond.
+inline LaunchConfig fp8_quantize_launch_config(const Fp8QuantizeArgs& p, const LaunchTarget&) {
+  LaunchConfig c;
+  c.variant[0] = p.scale ? 0 : 1;
+  if (p.n == 0) return c;
+  c.block = kFp8QuantizeThreads;
+  c.grid_x = min64(ceil_div(p.n, kFp8QuantizeThreads), 4096);
+  return c;
+}
+
 struct Fp8GemmArgs {
   const uint8_t* a;  // (M, K) E4M3, row-major
   const uint8_t* b;  // (N, K) E4M3, row-major (nn.Linear weight layout)
@@ -39,5 +50,31 @@ struct Fp8GemmArgs {
   DType out_dtype;
   int64_t M, N, K;
 };
+
+// Tiles of the CUDA fp8_gemm kernels (csrc/cuda/fp8_gemm.cu), 128 threads each: mma.sync
+// 64 x 64 out tiles (static shared memory); on sm_90a wgmma 64 x 128 out tiles, K in
+// 64-byte slices through 3 dynamic shared-memory stages (+ 1 KiB to align them).
+namespace fp8_gemm_tiles {
+constexpr int kThreads = 128, BM = 64, BN = 64, BK = 64;
+constexpr int kWgBM = 64, kWgBN = 128, kWgStages = 3;
+constexpr int kWgSmem = kWgStages * (kWgBM + kWgBN) * BK + 1024;
+}  // namespace fp8_gemm_tiles
+
+// variant[0] = ALIGNED (K and both operands 16-byte aligned: cp.async tile loads),
+// variant[1] = 1: the wgmma kernel (sm_90a code on a compute capability 9.0 device).
+// Grid: (N tiles, M tiles).
+inline LaunchConfig fp8_gemm_launch_config(const Fp8GemmArgs& p, const LaunchTarget& t) {
+  namespace tiles = fp8_gemm_tiles;
+  LaunchConfig c;
+  c.variant[0] = p.K % 16 == 0 && aligned16(p.a) && aligned16(p.b) ? 1 : 0;
+  c.variant[1] = t.sm90a && t.cc == 90 ? 1 : 0;
+  if (p.M == 0 || p.N == 0) return c;
+  const int bm = c.variant[1] ? tiles::kWgBM : tiles::BM, bn = c.variant[1] ? tiles::kWgBN : tiles::BN;
+  c.grid_x = ceil_div(p.N, bn);
+  c.grid_y = ceil_div(p.M, bm);
+  c.block = tiles::kThreads;
+  c.smem = c.variant[1] ? tiles::kWgSmem : 0;
+  return c;
+}
 
 }  // namespace nvila

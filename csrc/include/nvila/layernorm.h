@@ -8,7 +8,9 @@
 // than to its magnitude; without it such rows lose ~3 more digits than torch.
 #pragma once
 
+#ifndef __CUDACC_RTC__
 #include <cmath>
+#endif
 
 #include "nvila/common.h"
 

@@ -9,8 +9,6 @@
 // scale s's (rows[s]*h, cols[s]*w) map, with o -> [floor(o*in/out), ceil((o+1)*in/out)).
 #pragma once
 
-#include <cstdint>
-
 #include "nvila/common.h"
 
 namespace nvila {
@@ -31,5 +29,17 @@ struct MultiscaleMergeArgs {
   NVILA_HD static int64_t src_lo(int64_t o, int64_t in, int64_t out) { return (o * in) / out; }
   NVILA_HD static int64_t src_hi(int64_t o, int64_t in, int64_t out) { return ((o + 1) * in + out - 1) / out; }
 };
+
+constexpr int kMultiscaleMergeThreads = 256;
+
+// One thread per output element, grid-stride.
+inline LaunchConfig multiscale_merge_launch_config(const MultiscaleMergeArgs& a, const LaunchTarget&) {
+  LaunchConfig c;
+  const int64_t total = a.S * a.C * a.H() * a.W();
+  if (total == 0) return c;
+  c.block = kMultiscaleMergeThreads;
+  c.grid_x = min64(ceil_div(total, kMultiscaleMergeThreads), 65536 * 8);
+  return c;
+}
 
 }  // namespace nvila

@@ -8,8 +8,6 @@
 // (k*I + dr, k*J + dc), or 0 when that token is padding.
 #pragma once
 
-#include <cstdint>
-
 #include "nvila/common.h"
 
 namespace nvila {
@@ -41,6 +39,42 @@ NVILA_HD int64_t spatial_compress_src(const SpatialCompressArgs& a, int64_t row,
   const int64_t w = J * a.k + slot % a.k;
   if (h >= a.H || w >= a.W) return -1;
   return b * a.sB + h * a.sH + w * a.sW;
+}
+
+// 256 threads at most (see spatial_compress_kernel's launch bounds).
+constexpr int kSpatialCompressMaxThreads = 256;
+
+// Kernel variants by LayerNorm: none, row staged in shared memory, row re-read from global.
+enum SpatialCompressVariant : int32_t {
+  kSpatialCompressPlain = 0,
+  kSpatialCompressLnCached = 1,
+  kSpatialCompressLnUncached = 2
+};
+
+// variant[0] = VEC (16 bytes per access when sizes, strides and pointers allow),
+// variant[1] = SpatialCompressVariant. One block per output token (at most 2^30 blocks,
+// grid-stride beyond), the smallest power-of-two block >= 32 that covers a row's vectors.
+inline LaunchConfig spatial_compress_launch_config(const SpatialCompressArgs& a, const LaunchTarget& t) {
+  const int64_t v = 16 / dtype_size(a.dtype);
+  LaunchConfig c;
+  c.variant[0] = a.C % v == 0 && a.sB % v == 0 && a.sH % v == 0 && a.sW % v == 0 && aligned16(a.x) && aligned16(a.out)
+                     ? int32_t(v)
+                     : 1;
+  const int64_t rows = a.rows();
+  if (rows == 0) return c;
+  const int64_t nvec = a.D() / c.variant[0];
+  c.block = 32;
+  while (c.block < kSpatialCompressMaxThreads && c.block * 2 <= nvec) c.block *= 2;
+  c.grid_x = min64(rows, int64_t(1) << 30);
+  if (!a.ln_weight) {
+    c.variant[1] = kSpatialCompressPlain;
+  } else if (a.D() * 4 <= t.max_dynamic_smem) {
+    c.variant[1] = kSpatialCompressLnCached;
+    c.smem = int32_t(a.D() * 4);  // the row as fp32
+  } else {
+    c.variant[1] = kSpatialCompressLnUncached;
+  }
+  return c;
 }
 
 }  // namespace nvila

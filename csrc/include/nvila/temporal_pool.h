@@ -5,8 +5,6 @@
 // Output out : (T / group, N) contiguous.
 #pragma once
 
-#include <cstdint>
-
 #include "nvila/common.h"
 
 namespace nvila {
@@ -20,5 +18,19 @@ struct TemporalPoolArgs {
 
   NVILA_HD int64_t groups() const { return T / group; }
 };
+
+constexpr int kTemporalPoolThreads = 256;
+
+// variant[0] = VEC, elements per thread and access: 16 bytes when sizes and pointers allow.
+inline LaunchConfig temporal_pool_launch_config(const TemporalPoolArgs& a, const LaunchTarget&) {
+  const int64_t v = 16 / dtype_size(a.dtype);
+  LaunchConfig c;
+  c.variant[0] = a.N % v == 0 && a.sT % v == 0 && aligned16(a.x) && aligned16(a.out) ? int32_t(v) : 1;
+  const int64_t total = a.groups() * (a.N / c.variant[0]);
+  if (total == 0) return c;
+  c.block = kTemporalPoolThreads;
+  c.grid_x = min64(ceil_div(total, kTemporalPoolThreads), 65536 * 8);
+  return c;
+}
 
 }  // namespace nvila
