@@ -38,8 +38,8 @@ def kernel_backends() -> list[str]:
     out = []
     if backends.state["ext"] is not None:
         out += ["cpu", "emu"]
-        if GPU and backends.state["ext"].build_info()["cuda"]:
-            out.append("cuda")
+    if GPU and backends.unavailable_reason("cuda", torch.device("cuda")) is None:  # _C's kernels, or NVRTC
+        out.append("cuda")
     if backends.state["triton"]:
         out.append("triton")
     return out

@@ -231,27 +231,23 @@ def fp8_gemm_kernels(cubin):
     return mma, wgmma
 
 
-def test_fp8_gemm_uses_fp8_tensor_cores_on_sm89(cubin_dir):
+def assert_fp8_gemm_qmma(cubin):
     """ptx::mma_m16n8k32_e4m3 is the native `QMMA.16832.F32.E4M3.E4M3` on sm_89, in
     every mma.sync fp8_gemm kernel, together with the cp.async tile loads (LDGSTS)."""
-    if "89" not in ARCHS:
-        pytest.skip("sm_89 is not among the archs built")
-    mma, _ = fp8_gemm_kernels(cubin_dir / "fp8_gemm.sm_89.cubin")
+    mma, _ = fp8_gemm_kernels(cubin)
     names = demangle(mma)
     for f, code in mma.items():
         assert re.search(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", code), f"{names[f]}: no QMMA E4M3"
     assert any(re.search(r"\bLDGSTS\b", code) for code in mma.values()), "no cp.async (LDGSTS) in any kernel"
 
 
-def test_fp8_gemm_uses_wgmma_e4m3_on_sm90a(cubin_dir):
+def assert_fp8_gemm_qgmma(cubin):
     """On sm_90a (where mma.sync e4m3 has no FP8 tensor cores and becomes fp16 HMMA) the
     launcher runs fp8_gemm_wgmma_kernel: ptx::wgmma_m64n128k32_e4m3 is the native
     `QGMMA.64x128x32.F32.E4M3.E4M3` with shared-memory descriptor operands (gdesc), inside
     WARPGROUP.ARRIVE ... WARPGROUP.DEPBAR, after fence.proxy.async (FENCE.VIEW.ASYNC.S);
     the aligned instantiations load their tiles with cp.async (LDGSTS)."""
-    if "90a" not in ARCHS:
-        pytest.skip("sm_90a is not among the archs built")
-    _, wgmma = fp8_gemm_kernels(cubin_dir / "fp8_gemm.sm_90a.cubin")
+    _, wgmma = fp8_gemm_kernels(cubin)
     names = demangle(wgmma)
     for f, code in wgmma.items():
         for pattern in (
@@ -264,3 +260,15 @@ def test_fp8_gemm_uses_wgmma_e4m3_on_sm90a(cubin_dir):
         assert "HMMA" not in code and "QMMA" not in code, f"{names[f]} on sm_90a: mma.sync fallback"
         if "Lb1E" in f:  # ALIGNED = true
             assert re.search(r"\bLDGSTS\.E\.BYPASS\.128\b", code), f"{names[f]}: no 16-byte cp.async"
+
+
+def test_fp8_gemm_uses_fp8_tensor_cores_on_sm89(cubin_dir):
+    if "89" not in ARCHS:
+        pytest.skip("sm_89 is not among the archs built")
+    assert_fp8_gemm_qmma(cubin_dir / "fp8_gemm.sm_89.cubin")
+
+
+def test_fp8_gemm_uses_wgmma_e4m3_on_sm90a(cubin_dir):
+    if "90a" not in ARCHS:
+        pytest.skip("sm_90a is not among the archs built")
+    assert_fp8_gemm_qgmma(cubin_dir / "fp8_gemm.sm_90a.cubin")

@@ -233,7 +233,6 @@ int launch(const Fp8GemmArgs& p, void* stream) {
     kernel = c.variant[0] ? fp8_gemm_kernel<OutT, true> : fp8_gemm_kernel<OutT, false>;
   return launch_planned(kernel, c, p, stream);
 }
-
 #endif
 }  // namespace
 

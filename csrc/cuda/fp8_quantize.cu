@@ -70,7 +70,6 @@ template <typename T>
 int dispatch_format(const Fp8QuantizeArgs& p, void* stream) {
   return p.format == Fp8Format::E4M3 ? launch<T, Fp8Format::E4M3>(p, stream) : launch<T, Fp8Format::E5M2>(p, stream);
 }
-
 #endif
 }  // namespace
 

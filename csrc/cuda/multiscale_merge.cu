@@ -40,7 +40,6 @@ template <typename T>
 int launch(const MultiscaleMergeArgs& a, void* stream) {
   return launch_planned(multiscale_merge_kernel<T>, multiscale_merge_launch_config(a, launch_target()), a, stream);
 }
-
 #endif
 }  // namespace
 

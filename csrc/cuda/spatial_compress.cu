@@ -158,7 +158,6 @@ int launch(const SpatialCompressArgs& a, void* stream) {
   return launch_planned(c.variant[0] == V ? kernel_of<T, V>(c.variant[1]) : kernel_of<T, 1>(c.variant[1]), c, a,
                         stream);
 }
-
 #endif
 }  // namespace
 

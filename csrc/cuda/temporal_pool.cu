@@ -45,7 +45,6 @@ int launch(const TemporalPoolArgs& a, void* stream) {
   constexpr int V = 16 / sizeof(T);
   return launch_planned(c.variant[0] == V ? temporal_pool_kernel<T, V> : temporal_pool_kernel<T, 1>, c, a, stream);
 }
-
 #endif
 }  // namespace
 
