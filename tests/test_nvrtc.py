@@ -208,6 +208,12 @@ if torch.cuda.is_available():  # the public function, automatic backend: cuda th
     x = torch.randn(2, 5, 7, 64, device="cuda", dtype=torch.bfloat16)
     assert backends.resolve("spatial_compress", None, x.device) == "cuda"
     torch.testing.assert_close(nk.spatial_compress(x, 2), nk.reference.spatial_compress(x, 2))
+    f = torch.compile(lambda x: nk.spatial_compress(x, 2, backend="cuda"), fullgraph=True)
+    torch.testing.assert_close(f(x), nk.reference.spatial_compress(x, 2))
+    a = torch.randn(40, 64, device="cuda").to(torch.float8_e4m3fn)
+    one = torch.ones((), device="cuda")
+    got = nk.fp8_gemm(a, a, one, one, backend="cuda")
+    torch.testing.assert_close(got, nk.reference.fp8_gemm(a, a, one, one), atol=2e-2, rtol=2e-2)
     print("GPU OK")
 """
 
@@ -217,6 +223,7 @@ def test_install_without_cuda_kernels_registers_nvrtc(tmp_path):
     CUDA sources as nvila_kernels/_csrc; importing it registers the NVRTC implementations."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "NVILA_KERNELS_BACKEND")}
     env["NVILA_KERNELS_NO_BUILD"] = "1"
+    env["NVILA_KERNELS_CACHE"] = str(tmp_path / "cache")
     site = tmp_path / "site"
     subprocess.run(
         [sys.executable, "setup.py", "-q", "build_py", "-d", str(site)],
@@ -257,7 +264,9 @@ def run(cache):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_gpu_spatial_compress(run, dtype):
     atol, rtol = TOL[dtype]
-    for shape, k, ln in [((2, 7, 9, 64), 2, False), ((1, 5, 5, 33), 3, True), ((2, 4, 6, 64), 2, True)]:
+    # plain; LayerNorm with the row in shared memory (unaligned C = 33; 54 KiB: above the 48 KiB default)
+    cases = [((2, 7, 9, 64), 2, False), ((1, 5, 5, 33), 3, True), ((2, 4, 6, 64), 2, True), ((1, 3, 4, 3456), 2, True)]
+    for shape, k, ln in cases:
         x = torch.randn(shape, device="cuda").to(dtype)
         D = k * k * shape[-1]
         w = torch.randn(D, device="cuda") if ln else None
