@@ -111,6 +111,15 @@ def test_cache_hit_and_source_change(cubins, cache, tmp_path):
     assert changed != path and changed.exists() and set(changed_lowered) == set(lowered)
 
 
+def test_arch_for_a_device():
+    """Hopper gets sm_90a (wgmma); a newer minor than NVRTC knows gets its newest of that major."""
+    assert _nvrtc.arch_for((9, 0)) == "90a"
+    assert _nvrtc.arch_for((8, 9)) == "89"
+    assert _nvrtc.arch_for((8, 99)) == str(max(a for a in _nvrtc._nvrtc().nvrtcGetSupportedArchs()[1] if a // 10 == 8))
+    with pytest.raises(RuntimeError, match="cannot compile for compute capability 1.0"):
+        _nvrtc.arch_for((1, 0))
+
+
 # ---- Python mirrors of the C++ structs and launch planners -------------------------
 
 
