@@ -278,7 +278,10 @@ def load(
         if not os.path.isdir(os.path.join(path, sub)):
             raise CheckpointError(f"checkpoint: {os.path.join(path, sub)} not found (expected {', '.join(SUBDIRS)})")
     cfg = read_config(path)
-    tokenizer = Tokenizer.from_file(os.path.join(path, "llm", "tokenizer.json"))
+    tok_path = os.path.join(path, "llm", "tokenizer.json")
+    if not os.path.isfile(tok_path):
+        raise CheckpointError(f"checkpoint: {tok_path} not found (the tokenizer, `tokenizers` JSON format)")
+    tokenizer = Tokenizer.from_file(tok_path)
     with torch.device("meta"):
         model = NVILA(cfg, backend=backend)
     expected = dict(model.state_dict())

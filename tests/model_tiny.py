@@ -54,6 +54,6 @@ def tiny_model(name: str = "tiny", seed: int = 0, **overrides) -> nvila.NVILA:
     return model
 
 
-def test_image(width: int = 80, height: int = 50, seed: int = 0) -> Image.Image:
+def make_image(width: int = 80, height: int = 50, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
