@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -148,11 +147,3 @@ def load_video(path: str, n: int, fps: float = 0.0) -> list[Image.Image]:
         video_fps = float(stream.average_rate or 0)
     idx = frame_indices(len(frames), n, fps, video_fps)
     return [frames[i].convert("RGB") for i in idx]
-
-
-@dataclass
-class Media:
-    """One placeholder's content: an image or a video (list of frames)."""
-
-    kind: str  # "image" | "video"
-    data: object  # PIL image | list[PIL image]

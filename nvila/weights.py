@@ -101,6 +101,21 @@ def _get(d: dict, key: str, path: str):
     return d[key]
 
 
+def _temporal_pool(top: dict) -> int:
+    """Frames averaged together: the video encoder's temporal pool size. NVILA stores the
+    encoder as (a JSON string of) {"_target_": "...TSPVideoEncoder", "pool_sizes": [[8, 1, 1]]};
+    TSPVideoEncoder's default pool is [[8, 1, 1]]; any other encoder does not pool."""
+    enc = top.get("video_encoder")
+    if isinstance(enc, str):
+        enc = json.loads(enc)
+    if not isinstance(enc, dict) or not str(enc.get("_target_", "")).endswith("TSPVideoEncoder"):
+        return 1
+    sizes = enc.get("pool_sizes", [[8, 1, 1]])
+    if len(sizes) != 1 or list(sizes[0][1:]) != [1, 1]:
+        raise CheckpointError(f"checkpoint: video_encoder pool_sizes {sizes} unsupported (expected [[T, 1, 1]])")
+    return int(sizes[0][0])
+
+
 def read_config(path: str) -> NVILAConfig:
     """The NVILAConfig of the checkpoint directory `path` (its four config.json files)."""
     top_path = os.path.join(path, "config.json")
@@ -153,7 +168,7 @@ def read_config(path: str) -> NVILAConfig:
             max_tiles=top.get("max_tiles", 12),
             num_video_frames=top.get("num_video_frames", 8),
             fps=float(top.get("fps", 0.0) or 0.0),
-            temporal_pool=top.get("temporal_pool", 1),
+            temporal_pool=_temporal_pool(top),
         )
     except (ValueError, TypeError) as e:
         if isinstance(e, CheckpointError):
@@ -187,7 +202,11 @@ def _config_jsons(cfg: NVILAConfig, dtype: torch.dtype) -> dict[str, dict]:
         "min_tiles": 1,
         "num_video_frames": cfg.num_video_frames,
         "fps": cfg.fps,
-        "temporal_pool": cfg.temporal_pool,
+        "video_encoder": (
+            {"_target_": "llava.model.encoders.TSPVideoEncoder", "pool_sizes": [[cfg.temporal_pool, 1, 1]]}
+            if cfg.temporal_pool > 1
+            else {"_target_": "llava.model.encoders.BasicVideoEncoder"}
+        ),
         "torch_dtype": torch_dtype,
     }
     llm = {

@@ -52,7 +52,11 @@ def test_load_dtype_and_real_checkpoint_extras(tmp_path):
     tensors["vision_model.post_layernorm.weight"] = torch.ones(32)
     tensors["vision_model.encoder.layers.2.mlp.fc1.weight"] = torch.ones(64, 32)
     save_file(tensors, str(f))
+    # the official config stores the video encoder as a JSON string
+    tsp = '{"_target_": "llava.model.encoders.TSPVideoEncoder", "pool_sizes": [[2, 1, 1]]}'
+    _edit_json(tmp_path / "config.json", video_encoder=tsp)
     bf = nvila.load(str(tmp_path), dtype="bf16")
+    assert bf.cfg.temporal_pool == 2
     assert {p.dtype for p in bf.parameters()} == {torch.bfloat16}
     torch.testing.assert_close(bf.llm.embed.weight.float(), m.llm.embed.weight.bfloat16().float())
     with pytest.raises(ValueError, match="dtype"):
