@@ -89,6 +89,7 @@ def generate_ids(
         logits = decode_one(model, x, pos, (pos - pad)[:, None], key_valid)
 
 
+@torch.inference_mode()
 def _prompt(model: NVILA, text: str, images: Sequence, video) -> torch.Tensor:
     has_media = IMAGE_TOKEN in text or VIDEO_TOKEN in text
     content = text if has_media else user_content(text, len(images), video is not None)

@@ -338,7 +338,7 @@ def load(
         handles.clear()
     model.load_state_dict(state, strict=True, assign=True)
     model.tokenizer = tokenizer
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 def save(model: NVILA, path: str, tokenizer_json: str | None = None, max_shard_bytes: int | None = None) -> None:

@@ -84,7 +84,7 @@ def test_sample_top_p_keeps_the_nucleus():
     assert set(draws.flatten().tolist()) == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3
 
 
-FAST = [b for b in ("cpu", "triton") if backends.unavailable_reason(b, torch.device("cpu")) is None]
+FAST = [b for b in ("cpu", "triton", "emu") if backends.unavailable_reason(b, torch.device("cpu")) is None]
 
 
 @pytest.mark.parametrize("backend", FAST)
