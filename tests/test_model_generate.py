@@ -11,6 +11,7 @@ import torch
 from model_tiny import make_image, tiny_model
 
 import nvila
+from nvila.generate import sample
 from nvila_kernels import backends
 
 QUESTION = "What is in the image?"
@@ -80,7 +81,7 @@ def test_sampling():
 def test_sample_top_p_keeps_the_nucleus():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     g = torch.Generator().manual_seed(0)
-    draws = torch.stack([nvila.generate.__globals__["sample"](logits, 1.0, 0.7, g) for _ in range(400)])
+    draws = torch.stack([sample(logits, 1.0, 0.7, g) for _ in range(400)])
     assert set(draws.flatten().tolist()) == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3
 
 
@@ -188,3 +189,12 @@ def test_video_frames_and_temporal_pooling(tmp_path):
     assert (ids == -1).sum() == 2 * 16
     answer = nvila.generate(m, "Describe the video.", video=str(video), max_new_tokens=5)
     assert isinstance(answer, str) and answer
+
+
+def test_cli_fp8_in_process(checkpoint, capsys):
+    from nvila.cli import main
+
+    args = ["--model", str(checkpoint), "--prompt", "hello", "--max-new-tokens", "4", "--fp8", "--backend", "cpu"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and len(out) > 1
