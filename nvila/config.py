@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 PROJECTOR_TYPES = {"mlp_downsample": 2, "mlp_downsample_2x2_fix": 2, "mlp_downsample_3x3_fix": 3}
-IMAGE_MODES = ("dynamic_s2", "lite")
+IMAGE_MODES = ("dynamic_s2", "lite", "resize")
 
 
 def _positive_int(owner: str, name: str, v) -> None:
@@ -109,10 +109,11 @@ class LLMConfig:
 
 @dataclass(frozen=True)
 class NVILAConfig:
-    """The whole model. image_mode "dynamic_s2": multi-scale tiles merged then
-    compressed per 32x32 block (NVILA-8B/15B); "lite": one scale, every tile (and the
-    thumbnail) its own image (NVILA-Lite). Non-tiled images and video frames are one
-    tile whose features are repeated len(scales) times on channels."""
+    """The whole model. image_mode (the checkpoint's image_aspect_ratio): "dynamic_s2":
+    multi-scale tiles merged then compressed per grid x grid block (NVILA-8B/15B);
+    "lite" ("dynamic"): one scale, every tile and the thumbnail its own image
+    (NVILA-Lite); "resize": every image one tile. Non-tiled images and video frames
+    are one tile whose features are repeated len(scales) times on channels."""
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)

@@ -52,7 +52,7 @@ class NVILA(nn.Module):
     def plan(self, width: int, height: int, tiled: bool = True) -> TilePlan:
         """The tile plan NVILA uses for a width x height image."""
         c, t = self.cfg, self.cfg.vision.image
-        if not tiled:
+        if not tiled or c.image_mode == "resize":
             return plan_single(width, height, t)
         if c.image_mode == "lite":
             return plan_lite(width, height, t, c.max_tiles)

@@ -153,12 +153,23 @@ def read_config(path: str) -> NVILAConfig:
             tie_embeddings=bool(llm.get("tie_word_embeddings", False)),
             max_seq_len=llm.get("max_position_embeddings", 32768),
         )
-        dynamic_s2 = bool(top.get("dynamic_s2", False))
-        if dynamic_s2:
-            scales = tuple(int(s) for s in str(_get(top, "s2_scales", top_path)).split(","))
+        aspect = top.get("image_aspect_ratio", "dynamic_s2" if top.get("dynamic_s2") else None)
+        if top.get("dynamic_s2") or aspect == "dynamic_s2":
             image_mode = "dynamic_s2"
+        elif aspect in ("dynamic", "resize"):
+            image_mode = "lite" if aspect == "dynamic" else "resize"
         else:
-            scales, image_mode = (vision.image,), "lite"
+            raise CheckpointError(
+                f"checkpoint: {top_path} image_aspect_ratio {aspect!r} unsupported "
+                f"(expected dynamic_s2, dynamic or resize)"
+            )
+        s2 = tuple(int(s) for s in str(top["s2_scales"]).split(",")) if "s2_scales" in top else None
+        if image_mode == "dynamic_s2" and s2 is None:
+            raise CheckpointError(f"checkpoint: {top_path} has dynamic_s2 but no 's2_scales'")
+        if image_mode == "lite" or s2 is None or top.get("mm_hidden_size") == vision.hidden:
+            scales = (vision.image,)  # one scale: no channel repeat
+        else:
+            scales = s2
         cfg = NVILAConfig(
             vision,
             lm,
@@ -194,7 +205,7 @@ def _config_jsons(cfg: NVILAConfig, dtype: torch.dtype) -> dict[str, dict]:
         "mm_vision_select_layer": v.select_layer,
         "mm_vision_select_feature": "cls_patch",
         "dynamic_s2": cfg.image_mode == "dynamic_s2",
-        "image_aspect_ratio": "dynamic_s2" if cfg.image_mode == "dynamic_s2" else "dynamic",
+        "image_aspect_ratio": {"dynamic_s2": "dynamic_s2", "lite": "dynamic", "resize": "resize"}[cfg.image_mode],
         "s2_scales": ",".join(str(s) for s in cfg.scales),
         "s2_max_split_size": v.image,
         "s2_resize_output_to_scale_idx": -1,
@@ -347,6 +358,10 @@ def save(model: NVILA, path: str, tokenizer_json: str | None = None, max_shard_b
     subdirectory's tensors into shards of about this size with an index file."""
     from safetensors.torch import save_file
 
+    from nvila_kernels.layers import Fp8Linear
+
+    if any(isinstance(m, Fp8Linear) for m in model.modules()):
+        raise ValueError("model: FP8-quantized models are not saved (save the model before nvila.quantize_fp8)")
     if tokenizer_json is None:
         if model.tokenizer is None:
             raise ValueError("tokenizer_json: required when model.tokenizer is not set")

@@ -110,3 +110,33 @@ def test_missing_shard(tmp_path):
     os.remove(shards[0])
     with pytest.raises(nvila.CheckpointError, match="shard"):
         nvila.load(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "changes, mode, scales",
+    [
+        ({"image_aspect_ratio": "resize", "dynamic_s2": False}, "resize", (32, 64, 96)),
+        ({"image_aspect_ratio": "resize", "dynamic_s2": False, "mm_hidden_size": 32}, "resize", (32,)),
+        ({"image_aspect_ratio": "dynamic", "dynamic_s2": False, "mm_hidden_size": 32}, "lite", (32,)),
+    ],
+)
+def test_read_config_image_modes(tmp_path, changes, mode, scales):
+    nvila.save(tiny_model(), str(tmp_path))
+    _edit_json(tmp_path / "config.json", **changes)
+    cfg = nvila.weights.read_config(str(tmp_path))
+    assert (cfg.image_mode, cfg.scales) == (mode, scales)
+    _edit_json(tmp_path / "config.json", image_aspect_ratio="pad", dynamic_s2=False)
+    with pytest.raises(nvila.CheckpointError, match="image_aspect_ratio 'pad'"):
+        nvila.weights.read_config(str(tmp_path))
+
+
+def test_resize_mode_never_tiles():
+    m = tiny_model(image_mode="resize")
+    assert m.plan(80, 50).n_tiles == 1
+    assert [b.shape for b in m.encode_image(make_image(80, 50))] == [(16, 64)]
+
+
+def test_save_refuses_fp8_model(tmp_path):
+    m = nvila.quantize_fp8(tiny_model())
+    with pytest.raises(ValueError, match="FP8"):
+        nvila.save(m, str(tmp_path))
