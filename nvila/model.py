@@ -6,8 +6,8 @@ embeddings with the visual tokens spliced in (NVILA.md sections 2-6).
     logits = ...                            # see nvila.generate
 
 Media rules: a prompt with ONE image tiles it (Dynamic-S2, or NVILA-Lite tiles + a
-thumbnail); with several images every image is one non-tiled tile, as in the official
-code. Non-tiled images and video frames repeat their features len(scales) times on
+thumbnail; never in "resize" mode); with several images every image is one non-tiled
+tile, as in the official code. Non-tiled images and video frames repeat their features len(scales) times on
 channels. Every visual block is followed by the "\\n" embedding; NVILA-Lite expands an
 image placeholder into one "<image>\\n" per tile.
 """
@@ -84,16 +84,11 @@ class NVILA(nn.Module):
         v, g = self.cfg.vision, self.cfg.temporal_pool
         if len(frames) % g:
             raise ValueError(f"frames: {len(frames)} frames are not divisible by temporal_pool={g}")
+        images = [load_image(f) for f in frames]
         pixels = torch.cat(
             [
-                tile_image(
-                    load_image(f),
-                    plan_single(*load_image(f).size, v.image),
-                    v.image_mean,
-                    v.image_std,
-                    backend=self.backend,
-                )
-                for f in frames
+                tile_image(im, plan_single(*im.size, v.image), v.image_mean, v.image_std, backend=self.backend)
+                for im in images
             ]
         )  # (T, 3, tile, tile)
         tokens = self.projector.compress_tiles(self.vision_features(pixels), self.backend)  # (T, n, H)
