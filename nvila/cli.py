@@ -19,6 +19,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--fp8", action="store_true", help="FP8 W8A8 Linear layers in the LLM and vision tower")
     p.add_argument("--backend", default=None, help="nvila_kernels backend (reference, cpu, cuda, triton, emu)")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
         top_p=args.top_p,
         stream=True,
         seed=args.seed,
+        compile=args.compile,
     ):
         sys.stdout.write(piece)
         sys.stdout.flush()

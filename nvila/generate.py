@@ -39,7 +39,22 @@ def prefill(model: NVILA, x: torch.Tensor, input_pos, rope_pos, key_valid) -> to
 
 
 def decode_one(model: NVILA, x: torch.Tensor, input_pos, rope_pos, key_valid) -> torch.Tensor:
+    """Logits (B, vocab) of one new token per sequence, x (B, 1, H). Fixed shapes for a
+    given batch and cache length, so torch.compile (generate(..., compile=True)) traces
+    it once."""
     return model.llm(x, input_pos, rope_pos, causal_mask(input_pos, key_valid))[:, -1]
+
+
+_compiled_decode = None
+
+
+def _decode_fn(compile: bool):
+    global _compiled_decode
+    if not compile:
+        return decode_one
+    if _compiled_decode is None:
+        _compiled_decode = torch.compile(decode_one, fullgraph=True, dynamic=False)
+    return _compiled_decode
 
 
 @torch.inference_mode()
@@ -51,10 +66,12 @@ def generate_ids(
     top_p: float = 1.0,
     stop_id: int | None = None,
     generator: torch.Generator | None = None,
+    compile: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (tokens (B,), alive (B,) bool) per step for prompts given as embeddings
     [(T_b, H)]; a sequence stops after emitting stop_id (the stop token is yielded with
-    alive False) or after max_new_tokens."""
+    alive False) or after max_new_tokens. compile: run the decode step through
+    torch.compile (gpt-fast style; the first call pays the compilation)."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new_tokens!r}")
     if not temperature >= 0:
@@ -76,6 +93,7 @@ def generate_ids(
     rope_pos = (input_pos[None] - pad[:, None]).clamp(min=0)  # (B, T)
     logits = prefill(model, x, input_pos, rope_pos, key_valid)
     alive = torch.ones(B, dtype=torch.bool, device=dev)
+    decode = _decode_fn(compile)
     for step in range(max_new_tokens):
         tok = sample(logits, temperature, top_p, generator)
         if stop_id is not None:
@@ -86,7 +104,7 @@ def generate_ids(
         pos = torch.tensor([T + step], device=dev)
         key_valid[:, T + step] = True
         x = llm.embed(tok)[:, None]  # (B, 1, H)
-        logits = decode_one(model, x, pos, (pos - pad)[:, None], key_valid)
+        logits = decode(model, x, pos, (pos - pad)[:, None], key_valid)
 
 
 @torch.inference_mode()
@@ -117,20 +135,21 @@ def generate(
     top_p: float = 1.0,
     stream: bool = False,
     seed: int | None = None,
+    compile: bool = False,
 ):
     """Answer one user message. images: paths / PIL images; video: a path or a list of
     frames. Media placeholders go first unless `text` already holds them. Returns the
     answer, or with stream=True an iterator over its text pieces as they are decoded."""
-    pieces = _stream(model, text, images, video, max_new_tokens, temperature, top_p, seed)
+    pieces = _stream(model, text, images, video, max_new_tokens, temperature, top_p, seed, compile)
     return pieces if stream else "".join(pieces)
 
 
-def _stream(model, text, images, video, max_new_tokens, temperature, top_p, seed) -> Iterator[str]:
+def _stream(model, text, images, video, max_new_tokens, temperature, top_p, seed, compile) -> Iterator[str]:
     tok = model.tokenizer
     gen = None if seed is None else torch.Generator(model.device).manual_seed(seed)
     embeds = _prompt(model, text, images, _frames(model, video))
     ids, emitted = [], ""
-    for t, alive in generate_ids(model, [embeds], max_new_tokens, temperature, top_p, tok.im_end_id, gen):
+    for t, alive in generate_ids(model, [embeds], max_new_tokens, temperature, top_p, tok.im_end_id, gen, compile):
         if not alive[0]:
             break
         ids.append(int(t[0]))
@@ -151,6 +170,7 @@ def generate_batch(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int | None = None,
+    compile: bool = False,
 ) -> list[str]:
     """Answers to several (text, images, video) requests, run as one left-padded batch."""
     tok = model.tokenizer
@@ -158,7 +178,7 @@ def generate_batch(
     embeds = [_prompt(model, text, images, _frames(model, video)) for text, images, video in requests]
     out: list[list[int]] = [[] for _ in requests]
     done = [False] * len(requests)
-    for t, alive in generate_ids(model, embeds, max_new_tokens, temperature, top_p, tok.im_end_id, gen):
+    for t, alive in generate_ids(model, embeds, max_new_tokens, temperature, top_p, tok.im_end_id, gen, compile):
         for b in range(len(requests)):
             if not done[b] and alive[b]:
                 out[b].append(int(t[b]))

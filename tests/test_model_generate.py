@@ -52,6 +52,13 @@ def test_stops_on_stop_token():
     assert nvila.generate(m, "hello", max_new_tokens=8) == ""
 
 
+def test_compiled_decode_step_gives_the_same_tokens():
+    m = tiny_model()
+    embeds, _ = m.embed_prompt(nvila.processor.chat_template([{"role": "user", "content": "hello"}]))
+    eager = [int(t[0]) for t, _ in nvila.generate_ids(m, [embeds], 6)]
+    assert [int(t[0]) for t, _ in nvila.generate_ids(m, [embeds], 6, compile=True)] == eager
+
+
 def test_batch_with_left_padding_equals_single_runs():
     m = tiny_model()
     reqs = [
