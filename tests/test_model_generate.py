@@ -149,7 +149,8 @@ def checkpoint(tmp_path_factory):
 
 
 def test_cli_streams_answer(checkpoint):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "nvila", "--model", str(checkpoint), "--image", str(checkpoint / "image.png"),
            "--prompt", QUESTION, "--max-new-tokens", "6", "--dtype", "fp32", "--device", "cpu"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
