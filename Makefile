@@ -7,12 +7,12 @@ export CUDA_HOME ?= /usr/local/cuda
 # Tests that use the Triton interpreter on CPU tensors need it set before import.
 TEST_ENV := TRITON_INTERPRET=1
 
-.PHONY: demo test build lint format bench clean
+.PHONY: demo test build lint format bench install-check clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q $(TORCH) numpy ninja pytest pytest-xdist hypothesis ruff clang-format pillow matplotlib pytest-benchmark cuda-python
+	$(PY) -m pip install -q $(TORCH) numpy ninja pytest pytest-xdist hypothesis ruff clang-format pillow matplotlib pytest-benchmark safetensors tokenizers av build cuda-python
 	touch $@
 
 # The extension is rebuilt whenever a C++/CUDA source or setup.py changes.
@@ -41,6 +41,10 @@ format: $(VENV)/.deps
 
 bench: build
 	$(PY) -m bench
+
+# every install path (wheel + sdist, pure Python, CPU-only torch), from scratch dirs
+install-check: build
+	bash .ci/install_paths.sh
 
 clean:
 	rm -rf build dist *.egg-info nvila_kernels/_C*.so

@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from bench import bench_fp8, bench_spatial_compress, bench_temporal_pool, common, plots
+from bench import bench_fp8, bench_model, bench_spatial_compress, bench_temporal_pool, common, plots
 
 # op name -> the script that benchmarks it (a script may cover several ops)
 SCRIPTS = {
@@ -22,6 +22,7 @@ SCRIPTS = {
     "temporal_pool": bench_temporal_pool,
     "fp8_gemm": bench_fp8,
     "fp8_quantize": bench_fp8,
+    "model": bench_model,
 }
 
 
@@ -41,11 +42,11 @@ def headline(rows: list[common.Row]) -> str:
         if not ours:
             continue
         best = min(ours, key=lambda r: r.median_ms)
+        moved = f"{100 * best.frac_copy_bw:.0f}%" if best.bytes else "-"
         ref = "-" if best.speedup_vs_reference is None else f"{best.speedup_vs_reference:.2f}"
         peer = "-" if best.best_peer is None else f"{best.speedup_vs_best_peer:.2f} ({best.best_peer})"
         lines.append(
-            f"| {op} | {note} | {shape} | {dtype} | {best.provider} | {best.median_ms:.3f} | "
-            f"{100 * best.frac_copy_bw:.0f}% | {ref} | {peer} |"
+            f"| {op} | {note} | {shape} | {dtype} | {best.provider} | {best.median_ms:.3f} | {moved} | {ref} | {peer} |"
         )
     return "\n".join(lines)
 

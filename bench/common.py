@@ -166,6 +166,9 @@ class Row:
     speedup_vs_best_peer: float | None = None  # best peer median / this median
     sweep: str = ""  # name of the sweep this row belongs to ("" = a model shape)
     sweep_x: float | None = None  # the sweep's x value (e.g. M, or megapixels)
+    rate: float | None = None  # items per second where that is the natural unit (tokens/s, tiles/s)
+    rate_unit: str = ""  # e.g. "tokens/s"
+    memory_mb: float | None = None  # memory the case holds (e.g. model weights), in 1e6 bytes
 
 
 class RowBuilder:
@@ -309,33 +312,22 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
-    """The rows as a markdown table; the per-run fields go in a header line above it."""
+    """The rows as a markdown table; the per-run fields go in a header line above it.
+    Columns a run does not fill (TFLOP/s, rate, memory) are left out."""
     if not rows:
         return "(no rows)"
     r0 = rows[0]
     header = f"device: {r0.device}, {r0.threads} threads | torch {r0.torch} | commit {r0.commit} | {r0.machine}"
-    cols = (
-        "case",
-        "shape",
-        "dtype",
-        "provider",
-        "median ms",
-        "p20 ms",
-        "p80 ms",
-        "MB moved",
-        "GB/s",
-        "copy GB/s",
-        "% copy BW",
-        "TFLOP/s",
-        "% peak",
-        "x eager",
-        "x ref",
-        "x best peer",
-        "max err",
-    )
+    flops = any(r.flops for r in rows)
+    rate = any(r.rate is not None for r in rows)
+    memory = any(r.memory_mb is not None for r in rows)
+    cols = ["case", "shape", "dtype", "provider", "median ms", "p20 ms", "p80 ms", "MB moved", "GB/s", "copy GB/s"]
+    cols += ["% copy BW"] + (["TFLOP/s", "% peak"] if flops else []) + (["rate"] if rate else [])
+    cols += (["weights MB"] if memory else []) + ["x eager", "x ref", "x best peer", "max err"]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        cells = (
+        moved = r.bytes > 0
+        cells = [
             r.note,
             r.shape,
             r.dtype,
@@ -343,17 +335,23 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"{r.median_ms:.3f}",
             f"{r.p20_ms:.3f}",
             f"{r.p80_ms:.3f}",
-            f"{r.bytes / 1e6:.1f}",
-            f"{r.gbps:.1f}",
+            f"{r.bytes / 1e6:.1f}" if moved else "-",
+            f"{r.gbps:.1f}" if moved else "-",
             f"{r.copy_gbps:.1f}",
-            f"{100 * r.frac_copy_bw:.0f}%",
-            _fmt(r.tflops, ".3g"),
-            "-" if r.frac_peak is None else f"{100 * r.frac_peak:.0f}%",
+            f"{100 * r.frac_copy_bw:.0f}%" if moved else "-",
+        ]
+        if flops:
+            cells += [_fmt(r.tflops, ".3g"), "-" if r.frac_peak is None else f"{100 * r.frac_peak:.0f}%"]
+        if rate:
+            cells.append("-" if r.rate is None else f"{r.rate:,.1f} {r.rate_unit}")
+        if memory:
+            cells.append(_fmt(r.memory_mb, ".1f"))
+        cells += [
             _fmt(r.speedup_vs_eager, ".2f"),
             _fmt(r.speedup_vs_reference, ".2f"),
             "-" if r.speedup_vs_best_peer is None else f"{r.speedup_vs_best_peer:.2f} ({r.best_peer})",
             _fmt(r.max_abs_err, ".1e"),
-        )
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -50,7 +50,13 @@ def _load_extension() -> None:
         "rebuild it for this torch: `pip install --no-build-isolation --force-reinstall --no-deps nvila-kernels` "
         "(from a checkout: `make build`)"
     )
-    if has_binary and build_info.exists():
+    if not has_binary:
+        backends.state["ext_error"] = (
+            "this install has no compiled extension (built with NVILA_KERNELS_NO_BUILD=1, or its compile failed); "
+            "reinstall with a C++ compiler (and nvcc for CUDA): pip install --no-build-isolation nvila-kernels"
+        )
+        return
+    if build_info.exists():
         built = json.loads(build_info.read_text()).get("torch_version")
         if built != torch.__version__:
             backends.state["ext_error"] = (

@@ -15,12 +15,13 @@ import torch
 from nvila_kernels import backends
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("spatial_compress", "temporal_pool", "fp8_gemm", "fp8_quantize")
+OPS = ("spatial_compress", "temporal_pool", "fp8_gemm", "fp8_quantize", "model")
 PEERS = {  # peers every op must show on the CPU (the reference too)
     "spatial_compress": {"eager", "compile"},
     "temporal_pool": {"eager", "compile"},
     "fp8_gemm": {"eager", "matmul-bf16", "scaled_mm", "compile"},
     "fp8_quantize": {"eager", "compile"},
+    "model": set(),  # the end-to-end model: our backends against the reference, fp32 and fp8
 }
 
 pytest.importorskip("matplotlib")
@@ -44,7 +45,7 @@ def test_rows_tables_and_plots(suite):
     for r in rows:
         assert r["median_ms"] > 0 and r["p20_ms"] <= r["median_ms"] <= r["p80_ms"]
         assert r["copy_gbps"] > 0 and r["device"] and r["torch"] and r["commit"]
-        assert r["max_abs_err"] is not None
+        assert r["max_abs_err"] is not None or r["op"] == "model"  # kernel rows are checked against the reference
     gemm = [r for r in rows if r["op"] == "fp8_gemm"]
     assert all(r["tflops"] > 0 and r["flops"] > 0 for r in gemm)
     assert any(r["sweep"] for r in gemm), "the M sweep is missing"
@@ -54,6 +55,14 @@ def test_rows_tables_and_plots(suite):
         assert (out / f"{op}_cpu_speedup.png").stat().st_size > 1000
     assert list(out.glob("*_roofline.png")), "no roofline plot of the GEMM sweep"
     assert "| median ms | p20 ms | p80 ms |" in (out / "spatial_compress_cpu.md").read_text()
+    model = [r for r in rows if r["op"] == "model"]
+    stages = {r["note"] for r in model}
+    assert stages == {"tile", "vision", "project", "prefill", "decode (per token)"}, stages
+    assert {r["dtype"] for r in model} == {"fp32", "fp8"}
+    assert all(r["rate"] > 0 and r["memory_mb"] > 0 for r in model)
+    fp8_mb = {r["memory_mb"] for r in model if r["dtype"] == "fp8"}
+    fp32_mb = {r["memory_mb"] for r in model if r["dtype"] == "fp32"}
+    assert max(fp8_mb) < min(fp32_mb), "FP8 weights should take less memory"
 
 
 def test_every_backend_and_peer_appears(suite):

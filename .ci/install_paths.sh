@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The install paths of nvila_kernels, each checked from a scratch directory (`make
+# install-check`; CI runs it). Needs the dev venv (.venv, made by `make build`).
+#   1. sdist + wheel (`python -m build`), the wheel built from the sdist with the full
+#      CUDA arch list, installed into a fresh target dir: `python -m nvila_kernels`
+#      reports the cpu backend and the compiled archs.
+#   2. NVILA_KERNELS_NO_BUILD=1: a pure-Python wheel; the package imports and says that
+#      no compiled extension is present, and that the CUDA kernels come from NVRTC (it
+#      ships the CUDA sources; cuda-python is in the dev venv).
+#   3. CPU-only torch (torch==2.13.0+cpu) in a fresh venv, installed from the sdist:
+#      the CPU kernels build, CUDA is skipped, and the CPU kernel tests pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=$ROOT/.venv/bin/python
+WORK=$(mktemp -d /tmp/nvila-install.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+
+# Run `python -m nvila_kernels` with $2 on PYTHONPATH=$1 (outside the checkout, without
+# the checkout's editable-install finder), and require each further argument in its output.
+probe() {
+  local site=$1 python=$2
+  shift 2
+  local out
+  out=$(cd "$WORK" && PYTHONPATH="$site" "$python" -c "
+import sys
+sys.meta_path = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]
+import nvila_kernels as nk
+assert nk.__file__.startswith('$site'), nk.__file__
+print(nk.info())")
+  echo "$out" | sed 's/^/    /'
+  for want in "$@"; do
+    grep -qF -- "$want" <<<"$out" || { echo "install-check: expected '$want' in the output above" >&2; exit 1; }
+  done
+}
+
+echo "== 1. sdist + wheel (python -m build), wheel built from the sdist"
+t0=$(date +%s)
+NVILA_KERNELS_REQUIRE_BUILD=1 "$PY" -m build --no-isolation --outdir "$WORK/dist" . >"$WORK/build.log" 2>&1 \
+  || { tail -40 "$WORK/build.log"; exit 1; }
+grep -h "nvila_kernels:" "$WORK/build.log" | sed 's/^/    /'
+echo "    built in $(($(date +%s) - t0)) s: $(cd "$WORK/dist" && ls)"
+"$PY" -m pip install -q --no-deps --target "$WORK/site-wheel" "$WORK"/dist/*.whl
+probe "$WORK/site-wheel" "$PY" "backend cpu       available on cpu" "compiled CUDA archs: 8.0;8.6;8.9;9.0a"
+
+echo "== 2. NVILA_KERNELS_NO_BUILD=1: pure Python"
+NVILA_KERNELS_NO_BUILD=1 "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$WORK/pure" . >/dev/null
+"$PY" -m pip install -q --no-deps --target "$WORK/site-pure" "$WORK"/pure/*.whl
+if compgen -G "$WORK/site-pure/nvila_kernels/_C*" >/dev/null; then
+  echo "install-check: the NO_BUILD wheel contains a compiled extension" >&2
+  exit 1
+fi
+probe "$WORK/site-pure" "$PY" "compiled extension: not available (this install has no compiled extension" "backend reference available on cpu" \
+  "CUDA kernels: compiled at first use with NVRTC"
+
+echo "== 3. CPU-only torch (torch==2.13.0+cpu), installed from the sdist"
+python3.11 -m venv "$WORK/venv-cpu"
+VPY=$WORK/venv-cpu/bin/python
+"$VPY" -m pip install -q --upgrade pip setuptools wheel
+"$VPY" -m pip install -q torch==2.13.0
+"$VPY" -m pip install -q numpy ninja pytest pytest-xdist hypothesis
+NVILA_KERNELS_REQUIRE_BUILD=1 "$VPY" -m pip install -q --no-build-isolation --no-deps "$WORK"/dist/*.tar.gz \
+  >"$WORK/cpu-build.log" 2>&1 || { tail -40 "$WORK/cpu-build.log"; exit 1; }
+probe "" "$VPY" "torch 2.13.0" "compiled CUDA archs: none (built without CUDA)" "backend cpu       available on cpu"
+(cd "$WORK" && "$VPY" -m pytest -q -x -n 2 -p no:cacheprovider --rootdir "$ROOT/tests" \
+  "$ROOT/tests/test_spatial_compress.py" "$ROOT/tests/test_temporal_pool.py" "$ROOT/tests/test_fp8.py" -k "not emu")
+echo "install-check: all install paths OK"
