@@ -15,12 +15,14 @@ from . import (  # noqa: F401  (_ops defines the op schemas first)
     reference,
 )
 from .functional import fp8_gemm, fp8_quantize, multiscale_merge, spatial_compress, temporal_pool
+from .functional import merge_compress
 
 __version__ = "0.1.0"
 __all__ = [
     "spatial_compress",
     "temporal_pool",
     "multiscale_merge",
+    "merge_compress",
     "fp8_quantize",
     "fp8_gemm",
     "layers",

@@ -30,6 +30,21 @@ struct MultiscaleMergeArgs {
   // source range [lo, hi) of output index o when resizing `in` to `out` samples
   NVILA_HD static int64_t src_lo(int64_t o, int64_t in, int64_t out) { return (o * in) / out; }
   NVILA_HD static int64_t src_hi(int64_t o, int64_t in, int64_t out) { return ((o + 1) * in + out - 1) / out; }
+
+  // The source window of output pixel (oy, ox) in scale s's (rows[s]*h, cols[s]*w) map.
+  struct Window {
+    int64_t y0, y1, x0, x1;
+    NVILA_HD int64_t count() const { return (y1 - y0) * (x1 - x0); }
+  };
+  NVILA_HD Window window(int64_t s, int64_t oy, int64_t ox) const {
+    const int64_t in_h = rows[s] * h, in_w = cols[s] * w, H_ = H(), W_ = W();
+    return {src_lo(oy, in_h, H_), src_hi(oy, in_h, H_), src_lo(ox, in_w, W_), src_hi(ox, in_w, W_)};
+  }
+  // The token (row of x seen as (n_tiles*h*w, C)) at pixel (py, px) of scale s's map.
+  NVILA_HD int64_t src_token(int64_t s, int64_t py, int64_t px) const {
+    const int64_t ti = py / h, tj = px / w;
+    return ((tile0[s] + ti * cols[s] + tj) * h + (py - ti * h)) * w + (px - tj * w);
+  }
 };
 
 }  // namespace nvila
