@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import bench_fp8, bench_spatial_compress, bench_temporal_pool, common
+from bench import bench_fp8, bench_merge_compress, bench_spatial_compress, bench_temporal_pool, common
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)  # validate once; each benchmark parses the same arguments
     bench_spatial_compress.main(argv)
     bench_temporal_pool.main(argv)
+    bench_merge_compress.main(argv)
     bench_fp8.main(argv)
 
 

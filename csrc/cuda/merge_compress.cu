@@ -19,29 +19,36 @@
 namespace nvila::NVILA_CUDA_NS {
 namespace {
 
+// 256 threads, at least 3 resident blocks per SM: a register cap of 85, which the
+// 64-bit index math of the pieces needs to run without spills (at 64 it spilled).
 constexpr int kMaxThreads = 256;
+constexpr int kMinBlocks = 3;
 
 // Where one (slot, scale) piece of the current token reads from.
 struct PieceSrc {
-  int64_t tok[4];  // source tokens (rows of x) of a window of n <= 4 pixels
-  int32_t n;       // 1..4: tok[0..n) are the window; 0: padding; -1: larger window, use `win`
+  int32_t tok[4];  // source tokens (rows of x, < 2^31: checked at launch) of pixel (y0 + dy, x0 + dx) at dy*2 + dx
+  int32_t ny, nx;  // window size, at most 2 x 2; 0 x 0: padding; ny = -1: larger window, use `win`
   int32_t scale;
-  int32_t win[4];  // y0, y1, x0, x1 of the window (n == -1)
+  int32_t win[4];  // y0, y1, x0, x1 of the window
 };
 
 __device__ __forceinline__ PieceSrc piece_src(const MergeCompressArgs& a, int64_t t, int64_t slot, int64_t s) {
   PieceSrc p{};
   p.scale = int32_t(s);
   int64_t Y = 0, X = 0;
-  if (!merge_compress_pixel(a, t, slot, Y, X)) return p;  // n = 0
+  if (!merge_compress_pixel(a, t, slot, Y, X)) return p;  // 0 x 0: padding
   const MultiscaleMergeArgs::Window w = a.m.window(s, Y, X);
   p.win[0] = int32_t(w.y0), p.win[1] = int32_t(w.y1), p.win[2] = int32_t(w.x0), p.win[3] = int32_t(w.x1);
-  if (w.y1 - w.y0 > 2 || w.x1 - w.x0 > 2) {
-    p.n = -1;
+  p.ny = int32_t(w.y1 - w.y0), p.nx = int32_t(w.x1 - w.x0);
+  if (p.ny > 2 || p.nx > 2) {
+    p.ny = -1;
     return p;
   }
-  for (int64_t py = w.y0; py < w.y1; ++py)
-    for (int64_t px = w.x0; px < w.x1; ++px) p.tok[p.n++] = a.m.src_token(s, py, px);
+#pragma unroll
+  for (int dy = 0; dy < 2; ++dy)
+#pragma unroll
+    for (int dx = 0; dx < 2; ++dx)
+      if (dy < p.ny && dx < p.nx) p.tok[dy * 2 + dx] = int32_t(a.m.src_token(s, w.y0 + dy, w.x0 + dx));
   return p;
 }
 
@@ -51,21 +58,21 @@ __device__ __forceinline__ void piece_values(const MergeCompressArgs& a, const T
                                              int64_t c, float (&f)[VEC]) {
 #pragma unroll
   for (int j = 0; j < VEC; ++j) f[j] = 0.f;
-  if (p.n == 0) return;
+  if (p.ny == 0) return;
   const int64_t C = a.m.C;
   auto add = [&](int64_t tok) {
     const Vec<T, VEC> v = load_vec<T, VEC>(x + tok * C + c);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) f[j] += load_f32(&v.v[j]);
   };
-  int64_t count = p.n;
-  if (p.n > 0) {
-    for (int q = 0; q < p.n; ++q) add(p.tok[q]);
+  if (p.ny > 0) {
+    for (int dy = 0; dy < p.ny; ++dy)
+      for (int dx = 0; dx < p.nx; ++dx) add(p.tok[dy * 2 + dx]);
   } else {
     for (int64_t py = p.win[0]; py < p.win[1]; ++py)
       for (int64_t px = p.win[2]; px < p.win[3]; ++px) add(a.m.src_token(p.scale, py, px));
-    count = int64_t(p.win[1] - p.win[0]) * (p.win[3] - p.win[2]);
   }
+  const int32_t count = (p.win[1] - p.win[0]) * (p.win[3] - p.win[2]);
   if (count > 1) {
 #pragma unroll
     for (int j = 0; j < VEC; ++j) f[j] = round_to<T>(f[j] / float(count));
@@ -73,7 +80,7 @@ __device__ __forceinline__ void piece_values(const MergeCompressArgs& a, const T
 }
 
 template <typename T, int VEC, bool LN, bool CACHED>
-__global__ void __launch_bounds__(kMaxThreads, 4) merge_compress_kernel(MergeCompressArgs a) {
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocks) merge_compress_kernel(MergeCompressArgs a) {
   // dynamic shared memory: the piece table (k*k*S entries), then the fp32 row (CACHED)
   NVILA_DYNAMIC_SMEM(PieceSrc, table);
   __shared__ float red[32];
@@ -183,6 +190,8 @@ int launch(const MergeCompressArgs& a, void* stream) {
   const size_t table = size_t(a.k * a.k * a.m.S) * sizeof(PieceSrc);
   const size_t row = size_t(a.D()) * sizeof(float);
   if (table > size_t(max_dynamic_smem())) return int(cudaErrorInvalidValue);  // k*k*S in the thousands
+  if (a.m.tile0[a.m.S - 1] + a.m.rows[a.m.S - 1] * a.m.cols[a.m.S - 1] > (int64_t(1) << 31) / (a.m.h * a.m.w))
+    return int(cudaErrorInvalidValue);  // token indices of PieceSrc are 32-bit
   void (*kernel)(MergeCompressArgs);
   size_t smem = table;
   if (!a.ln_weight) {

@@ -7,7 +7,13 @@
 //           averages its source window in fp32.
 //   store:  warp w takes channels c0 + w, c0 + w + 8, ...; its lanes are 32
 //           consecutive output columns (coalesced stores).
-// Grid-stride loop over jobs; 32 x 8 threads.
+// Grid-stride loop over jobs; 32 x 8 threads. Index math is 32-bit where it runs per
+// element (token and job counts < 2^31, checked at launch): 64-bit divisions are
+// subroutine calls that made ptxas spill. The source token of pixel (py, px) of
+// scale s is row_part(py) + col_part(px) (src_token of nvila/multiscale_merge.h,
+// split by axis).
+#include <algorithm>
+
 #include "common.cuh"
 #include "launchers.h"
 #include "nvila/multiscale_merge.h"
@@ -16,38 +22,54 @@ namespace nvila::NVILA_CUDA_NS {
 namespace {
 
 constexpr int kTile = 32;  // channels x output columns per job
-constexpr int kWarps = 8;
+constexpr int kWarps = 8;  // with at least 4 blocks per SM (the launch bound): ptxas spilled without it
 
 template <typename T>
-__global__ void __launch_bounds__(kTile* kWarps) multiscale_merge_kernel(MultiscaleMergeArgs a) {
+__global__ void __launch_bounds__(kTile* kWarps, 4) multiscale_merge_kernel(MultiscaleMergeArgs a) {
   __shared__ float tile[kTile][kTile + 1];  // [output column][channel], +1: no bank conflicts on the store side
+  __shared__ uint32_t xwin[kTile][2];       // source column window of each output column of the job
   const T* __restrict__ x = static_cast<const T*>(a.x);
   T* __restrict__ out = static_cast<T*>(a.out);
   const int64_t H = a.H(), W = a.W(), C = a.C;
-  const int64_t xtiles = ceil_div(W, kTile), ctiles = ceil_div(C, kTile);
-  const int64_t jobs = a.S * ctiles * H * xtiles;
+  const uint32_t h = uint32_t(a.h), w = uint32_t(a.w), hw = h * w;
+  const uint32_t xtiles = uint32_t(ceil_div(W, kTile)), ctiles = uint32_t(ceil_div(C, kTile));
+  const uint32_t jobs = uint32_t(a.S) * ctiles * uint32_t(H) * xtiles;
   const int lane = threadIdx.x, warp = threadIdx.y;
-  for (int64_t job = blockIdx.x; job < jobs; job += gridDim.x) {
-    const int64_t xt = job % xtiles;
-    const int64_t oy = (job / xtiles) % H;
-    const int64_t ct = (job / (xtiles * H)) % ctiles;
-    const int64_t s = job / (xtiles * H * ctiles);
-    const int64_t x0 = xt * kTile, c0 = ct * kTile;
+  for (uint32_t job = blockIdx.x; job < jobs; job += gridDim.x) {
+    const uint32_t xt = job % xtiles;
+    const uint32_t oy = (job / xtiles) % uint32_t(H);
+    const uint32_t ct = (job / (xtiles * uint32_t(H))) % ctiles;
+    const uint32_t s = job / (xtiles * uint32_t(H) * ctiles);
+    const int64_t x0 = int64_t(xt) * kTile, c = int64_t(ct) * kTile + lane;
+    const uint32_t cols = uint32_t(a.cols[s]), tile0 = uint32_t(a.tile0[s]);
+    // area windows as MultiscaleMergeArgs::src_lo / src_hi, in 32 bits
+    const uint32_t in_h = uint32_t(a.rows[s]) * h, in_w = cols * w, Hu = uint32_t(H), Wu = uint32_t(W);
+    const uint32_t y0 = oy * in_h / Hu, y1 = ((oy + 1) * in_h + Hu - 1) / Hu;
+    if (warp == 0 && x0 + lane < W) {
+      const uint32_t ox = uint32_t(x0) + lane;
+      xwin[lane][0] = ox * in_w / Wu;
+      xwin[lane][1] = ((ox + 1) * in_w + Wu - 1) / Wu;
+    }
+    __syncthreads();
     for (int j = warp; j < kTile; j += kWarps) {
-      const int64_t ox = x0 + j, c = c0 + lane;
       float v = 0.f;
-      if (ox < W && c < C) {
-        const MultiscaleMergeArgs::Window win = a.window(s, oy, ox);
-        for (int64_t py = win.y0; py < win.y1; ++py)
-          for (int64_t px = win.x0; px < win.x1; ++px) v += load_f32(x + a.src_token(s, py, px) * C + c);
-        v /= float(win.count());
+      if (x0 + j < W && c < C) {
+        const uint32_t px0 = xwin[j][0], px1 = xwin[j][1];
+        for (uint32_t py = y0; py < y1; ++py) {
+          const uint32_t row_part = (tile0 + (py / h) * cols) * hw + (py % h) * w;
+          for (uint32_t px = px0; px < px1; ++px) {
+            const uint32_t col_part = (px / w) * hw + px % w;
+            v += load_f32(x + int64_t(row_part + col_part) * C + c);
+          }
+        }
+        v /= float((y1 - y0) * (px1 - px0));
       }
       tile[j][lane] = v;
     }
     __syncthreads();
     for (int j = warp; j < kTile; j += kWarps) {
-      const int64_t c = c0 + j, ox = x0 + lane;
-      if (c < C && ox < W) out[((s * C + c) * H + oy) * W + ox] = from_f32<T>(tile[lane][j]);
+      const int64_t oc = int64_t(ct) * kTile + j, ox = x0 + lane;
+      if (oc < C && ox < W) out[((s * C + oc) * H + oy) * W + ox] = from_f32<T>(tile[lane][j]);
     }
     __syncthreads();  // the tile is rewritten by the next job
   }
@@ -57,6 +79,12 @@ template <typename T>
 int launch(const MultiscaleMergeArgs& a, void* stream) {
   const int64_t jobs = a.S * ceil_div(a.C, kTile) * a.H() * ceil_div(a.W(), kTile);
   if (jobs == 0) return 0;
+  const int64_t tokens = (a.tile0[a.S - 1] + a.rows[a.S - 1] * a.cols[a.S - 1]) * a.h * a.w;
+  int64_t span = 0;  // the largest (output size + 1) * input size of the window formulas
+  for (int64_t s = 0; s < a.S; ++s)
+    span = std::max(span, std::max((a.H() + 1) * a.rows[s] * a.h, (a.W() + 1) * a.cols[s] * a.w));
+  if (jobs >= (int64_t(1) << 31) || tokens >= (int64_t(1) << 31) || span >= (int64_t(1) << 32))
+    return int(cudaErrorInvalidValue);
   const unsigned grid = unsigned(jobs < 65536 * 8 ? jobs : 65536 * 8);
   auto kernel = multiscale_merge_kernel<T>;
   NVILA_LAUNCH(kernel, dim3(grid), dim3(kTile, kWarps), 0, stream)(a);
