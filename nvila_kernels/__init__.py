@@ -14,8 +14,7 @@ from . import (  # noqa: F401  (_ops defines the op schemas first)
     layers,  # noqa: E402
     reference,
 )
-from .functional import fp8_gemm, fp8_quantize, multiscale_merge, spatial_compress, temporal_pool
-from .functional import merge_compress
+from .functional import fp8_gemm, fp8_quantize, merge_compress, multiscale_merge, spatial_compress, temporal_pool
 
 __version__ = "0.1.0"
 __all__ = [

@@ -88,6 +88,26 @@ def test_large_channels_k3(backend):
     torch.testing.assert_close(got, reference.merge_compress(x, plan, 3, w, b, h=4, w=4), atol=atol, rtol=rtol)
 
 
+@pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
+@pytest.mark.parametrize(
+    "C, dtype",
+    [(16, torch.float32), (16, torch.bfloat16), (1032, torch.float32)],
+    ids=["vec-f32", "vec-bf16", "row-over-48KiB"],
+)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_kernel_variants(backend, C, dtype, ln):
+    """The CUDA kernel's 16-byte path (C a multiple of 16 / sizeof), and with
+    LayerNorm a row of 4*3*1032 fp32 values, more than the emulator's 48 KiB of shared
+    memory: the uncached variant. 12 output tokens."""
+    device = backend_device(backend)
+    plan = plan_tiles(1920, 1080)
+    x = _features(plan, 2, 2, C, dtype, device)
+    w, b = _ln(12 * C, dtype, device) if ln else (None, None)
+    got = nk.merge_compress(x, plan, 2, w, b, h=2, w=2, backend=backend)
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(got, reference.merge_compress(x, plan, 2, w, b, h=2, w=2), atol=atol, rtol=rtol)
+
+
 # ---- the token order, from NVILA.md, checked without the reference's re-grid -----
 
 

@@ -25,8 +25,7 @@ namespace {
 // Stages the merged values of scale s at merged pixel (Y, X) (C channels) as fp32
 // into dst; returns their sum of (value - shift).
 template <typename T>
-double stage_piece(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, int64_t Y, int64_t X,
-                   float shift) {
+double stage_piece(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, int64_t Y, int64_t X, float shift) {
   const int64_t C = m.C;
   const MultiscaleMergeArgs::Window win = m.window(s, Y, X);
   if (win.count() == 1) return load_token(dst, x + m.src_token(s, win.y0, win.x0) * C, C, shift);
@@ -35,12 +34,16 @@ double stage_piece(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t
   for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
     const int64_t n = std::min(kBlock, C - c0);
     float* d = dst + c0;
-    std::fill(d, d + n, 0.f);
     for (int64_t py = win.y0; py < win.y1; ++py)
       for (int64_t px = win.x0; px < win.x1; ++px) {
         const T* p = x + m.src_token(s, py, px) * C + c0;
+        if (py == win.y0 && px == win.x0) {  // the first pixel initializes the sums
 #pragma omp simd
-        for (int64_t c = 0; c < n; ++c) d[c] += load_f32(p + c);
+          for (int64_t c = 0; c < n; ++c) d[c] = load_f32(p + c);
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < n; ++c) d[c] += load_f32(p + c);
+        }
       }
     float sum = 0.f;
 #pragma omp simd reduction(+ : sum)

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "kernels.h"
-#include "nvila/dtype.h"
 #include "layernorm_row.h"
+#include "nvila/dtype.h"
 #include "nvila/layernorm.h"
 #include "stream_store.h"
 

@@ -210,8 +210,8 @@ int launch(const MergeCompressArgs& a, void* stream) {
 template <typename T>
 int dispatch_vec(const MergeCompressArgs& a, void* stream) {
   constexpr int V = 16 / sizeof(T);
-  const bool aligned = a.m.C % V == 0 && reinterpret_cast<uintptr_t>(a.m.x) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
+  const bool aligned =
+      a.m.C % V == 0 && reinterpret_cast<uintptr_t>(a.m.x) % 16 == 0 && reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
   return aligned ? launch<T, V>(a, stream) : launch<T, 1>(a, stream);
 }
 

@@ -38,8 +38,8 @@ void multiscale_merge_cuda(const at::Tensor& features, at::IntArrayRef scale_row
   check(cuda::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out), stream));
 }
 
-void merge_compress_cuda(const at::Tensor& features, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols,
-                         int64_t h, int64_t w, int64_t k, const std::optional<at::Tensor>& ln_weight,
+void merge_compress_cuda(const at::Tensor& features, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols, int64_t h,
+                         int64_t w, int64_t k, const std::optional<at::Tensor>& ln_weight,
                          const std::optional<at::Tensor>& ln_bias, double eps, at::Tensor& out) {
   const c10::cuda::CUDAGuard guard(features.device());
   void* stream = stream_of(features);
