@@ -12,12 +12,12 @@ TEST_ENV := TRITON_INTERPRET=1
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q $(TORCH) numpy ninja pytest pytest-xdist hypothesis ruff clang-format pillow
+	$(PY) -m pip install -q $(TORCH) numpy ninja pytest pytest-xdist hypothesis ruff clang-format pillow matplotlib pytest-benchmark safetensors tokenizers av
 	touch $@
 
 # The extension is rebuilt whenever a C++/CUDA source or setup.py changes.
 $(VENV)/.built: $(VENV)/.deps setup.py $(shell find csrc -type f 2>/dev/null)
-	$(PY) -m pip install -q --no-build-isolation -e .
+	NVILA_KERNELS_REQUIRE_BUILD=1 $(PY) -m pip install -q --no-build-isolation -e .
 	$(PY) -m nvila_kernels
 	touch $@
 

@@ -2,6 +2,9 @@
 CUDA kernels always; the real CUDA kernels when torch has CUDA and nvcc exists.
 
 Environment switches:
+  NVILA_KERNELS_NO_BUILD=1   build nothing: a pure-Python install (reference and Triton backends)
+  NVILA_KERNELS_REQUIRE_BUILD=1  a failed compile fails the install (default: it warns and
+                             installs pure Python; `make` sets this, so CI never hides a break)
   NVILA_KERNELS_CUDA=1|0     force / skip the CUDA kernels (default: auto)
   TORCH_CUDA_ARCH_LIST       CUDA archs (default: 8.0;8.6;8.9;9.0a, + 10.0a on nvcc >= 12.8)
   NVILA_KERNELS_NATIVE=1     compile the CPU kernels with -march=native (default: portable)
@@ -9,10 +12,13 @@ Environment switches:
 """
 
 import glob
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 
 from setuptools import setup
 
@@ -66,8 +72,7 @@ def default_arch_list():
     return ";".join(archs)
 
 
-def build_extension():
-    with_cuda, why = want_cuda()
+def build_extension(with_cuda, why):
     print(f"nvila_kernels: CUDA kernels {'built with ' + why if with_cuda else why}")
     cxx = ["-O3", "-std=c++20", "-fopenmp", "-Wno-unknown-pragmas", "-fvisibility=hidden"]
     if os.environ.get("NVILA_KERNELS_NATIVE") == "1":
@@ -102,7 +107,67 @@ def build_extension():
     )
 
 
+class BuildExt(cpp_extension.BuildExtension):
+    """torch's ninja build, plus: the time it took, nvila_kernels/_build_info.json beside
+    the extension (the torch it was built against: nvila_kernels checks it before
+    loading _C), and a pure-Python install when the compile fails (unless
+    NVILA_KERNELS_REQUIRE_BUILD=1)."""
+
+    def build_extensions(self):
+        t0 = time.perf_counter()
+        try:
+            super().build_extensions()
+        except Exception as e:
+            if os.environ.get("NVILA_KERNELS_REQUIRE_BUILD") == "1":
+                raise
+            print(
+                f"nvila_kernels: WARNING: building the compiled kernels failed ({type(e).__name__}: {e}); "
+                "installing pure Python (reference and Triton backends only). Set NVILA_KERNELS_REQUIRE_BUILD=1 "
+                "to make this an error.",
+                file=sys.stderr,
+            )
+            self.extensions = []
+            return
+        seconds = time.perf_counter() - t0
+        ext = self.extensions[0]
+        info = {
+            "torch_version": torch.__version__,
+            "torch_cuda": torch.version.cuda,
+            "cuda": any(str(src).endswith(".cu") for src in ext.sources),
+            "cuda_archs": os.environ.get("TORCH_CUDA_ARCH_LIST", "") if WITH_CUDA else "",
+            "build_seconds": round(seconds, 1),
+            "max_jobs": os.environ.get("MAX_JOBS") or str(os.cpu_count()),
+        }
+        path = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), "_build_info.json")
+        with open(path, "w") as f:
+            json.dump(info, f, indent=1)
+        print(f"nvila_kernels: extension built in {seconds:.0f} s ({info['max_jobs']} jobs); wrote {path}")
+
+    def copy_extensions_to_source(self):
+        super().copy_extensions_to_source()  # in-place / editable builds: _C next to the sources
+        if self.extensions:
+            build_py = self.get_finalized_command("build_py")
+            inplace_file, regular_file = self._get_inplace_equivalent(build_py, self.extensions[0])
+            src = os.path.join(os.path.dirname(regular_file), "_build_info.json")
+            self.copy_file(src, os.path.join(os.path.dirname(inplace_file), "_build_info.json"), level=self.verbose)
+
+    def get_outputs(self):
+        outputs = super().get_outputs()
+        if self.extensions:
+            outputs.append(os.path.join(os.path.dirname(self.get_ext_fullpath("nvila_kernels._C")), "_build_info.json"))
+        return outputs
+
+
+NO_BUILD = os.environ.get("NVILA_KERNELS_NO_BUILD") == "1"
+if NO_BUILD:
+    print("nvila_kernels: NVILA_KERNELS_NO_BUILD=1: pure-Python install, no compiled kernels")
+    WITH_CUDA = False
+    EXTENSIONS = []
+else:
+    WITH_CUDA, _why = want_cuda()
+    EXTENSIONS = [build_extension(WITH_CUDA, _why)]
+
 setup(
-    ext_modules=[build_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    ext_modules=EXTENSIONS,
+    cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
 )

@@ -1,6 +1,6 @@
 """Benchmark of the FP8 ops: fp8_gemm (LLM decode and prefill shapes) and fp8_quantize.
 
-    python -m bench.bench_fp8 [--quick] [--device cpu|cuda]
+    python -m bench.bench_fp8 [--quick|--full|--tiny] [--device cpu|cuda] [--out DIR]
 
 fp8_gemm, out = (a @ b^T) * scale_a * scale_b in bf16, with a (M, K) and b (N, K) in
 float8_e4m3fn. Shapes are Qwen2-7B (NVILA-8B's LLM) linears: decode M=1 at (N, K) =
@@ -8,8 +8,10 @@ float8_e4m3fn. Shapes are Qwen2-7B (NVILA-8B's LLM) linears: decode M=1 at (N, K
 at 4096 x 4096. Providers: each compiled backend of ours, "reference"
 (nvila_kernels.reference), "eager" = torch.matmul with fp32 weights (what a model
 without FP8 runs; the "x eager" column is the speedup over it), "matmul-bf16" with
-bf16 weights, and "scaled_mm" = torch._scaled_mm per-tensor (skipped where one call
-takes over 2 s). Every provider rotates over enough copies of its weights to exceed
+bf16 weights, "scaled_mm" = torch._scaled_mm per-tensor and "compile" = torch.compile
+of the reference (dequantize + matmul) (each skipped where one call takes over 2 s).
+An M sweep at 4096 x 4096 shows the move from weight streaming (decode) to compute.
+Every provider rotates over enough copies of its weights to exceed
 the last-level cache, so each call reads its weights from memory, as in a model
 whose layers evict each other. Bytes moved = weights + activations + output in the
 provider's dtypes; the decode targets count the FP8 weight traffic N*K / time.
@@ -31,6 +33,7 @@ from nvila_kernels import reference
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
 COLD_BYTES = 128 * 1024 * 1024  # weight copies per provider: at least this much (4x a 32 MB L3)
+MAX_COPIES = 64  # tiny weights stay cache-resident anyway
 SLOW_CALL_S = 2.0  # a provider whose one call takes longer is skipped on that shape
 
 # (case, M, N, K)
@@ -41,20 +44,22 @@ GEMM_CASES = (
     ("prefill 1024, 4096x4096", 1024, 4096, 4096),
 )
 QUANT_CASES = (("activation, dynamic", (1024, 4096), torch.bfloat16),)
+TINY_GEMM_CASES = (("tiny decode", 1, 64, 96), ("tiny prefill", 40, 48, 80))
+TINY_QUANT_CASES = (("tiny activation", (16, 64), torch.bfloat16),)
+# the M sweep at 4096 x 4096 (roofline plot): how the cost grows from decode to prefill
+SWEEP_N = SWEEP_K = 4096
+SWEEP_M = {
+    "tiny": (1, 8),
+    "quick": (1, 16, 128),
+    "standard": (1, 4, 16, 64, 256),
+    "full": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+}
 
 DECODE_MIN_X_FP32 = 2.5  # targets (CPU): decode speedup over fp32 matmul
 DECODE_MIN_FRAC_COPY = 0.70  # FP8 weight bytes / time over the copy bandwidth
 PREFILL_MAX_X_FP32 = 1.2  # prefill time over fp32 matmul time
 
 SLOW = common.Timing(warmup=0, budget_s=2.0, min_reps=2, max_reps=5)  # for calls of a second or so
-
-
-def _row_builder(device: torch.device) -> common.RowBuilder:
-    """A RowBuilder from either version of bench.common (copy bandwidth given, or measured by it)."""
-    try:
-        return common.RowBuilder(device, common.copy_bandwidth(device))
-    except TypeError:
-        return common.RowBuilder(device)
 
 
 def _rotating(fns: list) -> object:
@@ -71,7 +76,7 @@ def _rotating(fns: list) -> object:
 
 def _cold_copies(w: torch.Tensor) -> list[torch.Tensor]:
     """w and enough clones of it to hold COLD_BYTES together."""
-    n = max(1, -(-COLD_BYTES // common.tensor_bytes(w)))
+    n = min(MAX_COPIES, max(1, -(-COLD_BYTES // common.tensor_bytes(w))))
     return [w] + [w.clone() for _ in range(n - 1)]
 
 
@@ -83,6 +88,7 @@ def bench_gemm(
     K: int,
     timing: common.Timing,
     warnings: list[str],
+    sweep: str = "",
 ) -> list[common.Row]:
     device = builder.device
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -114,12 +120,15 @@ def bench_gemm(
     providers.append(("matmul-bf16", fns[0], _rotating(fns), 2 * (N * K + M * K) + out_bytes, timing))
     fns = [lambda w=w: torch._scaled_mm(a8, w.t(), sa, sb, out_dtype=torch.bfloat16) for w in w8s]
     providers.append(("scaled_mm", fns[0], _rotating(fns), N * K + M * K + out_bytes, None))
+    compiled = common.compiled(reference.fp8_gemm)
+    fns = [lambda w=w: compiled(a8, w, sa, sb, None, torch.bfloat16) for w in w8s]
+    providers.append(("compile", fns[0], _rotating(fns), N * K + M * K + out_bytes, None))
 
     rows = []
     for provider, fn, timed_fn, nbytes, prov_timing in providers:
         try:
             y = fn()
-        except (RuntimeError, NotImplementedError) as e:
+        except Exception as e:  # e.g. no FP8 matmul on this device, torch.compile without a compiler
             warnings.append(f"SKIP {note} {provider}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
             continue
         err = common.max_abs_err(y, expected)
@@ -130,8 +139,20 @@ def bench_gemm(
                 continue
             prov_timing = SLOW if once_ms > 100 else timing
         times = common.time_budgeted(timed_fn, prov_timing, device)
-        row = builder.row(op="fp8_gemm", provider=provider, x=case, times=times, nbytes=nbytes, note=note)
-        row.max_abs_err = err
+        math = {"eager": "fp32", "matmul-bf16": "bf16"}.get(provider, "fp8")
+        row = builder.row(
+            op="fp8_gemm",
+            provider=provider,
+            x=case,
+            times=times,
+            nbytes=nbytes,
+            note=note,
+            max_abs_err=err,
+            flops=2 * M * N * K,
+            math=math,
+            sweep=sweep,
+            sweep_x=M if sweep else None,
+        )
         if provider not in ("eager", "matmul-bf16") and err > tol:
             warnings.append(f"MISMATCH {note} {provider}: max abs error {err:.3g} > {tol:.3g} vs reference")
         rows.append(row)
@@ -164,14 +185,20 @@ def bench_quantize(
     ]
     providers.append(("reference", lambda: reference.fp8_quantize(x)))
     providers.append(("eager", lambda: eager_quantize(x)))
+    compiled = common.compiled(eager_quantize)
+    providers.append(("compile", lambda: compiled(x)))
     rows = []
     for provider, fn in providers:
-        q = fn()[0]
+        try:
+            q = fn()[0]
+        except Exception as e:  # torch.compile without a compiler
+            warnings.append(f"SKIP {note} {provider}: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}")
+            continue
         mismatches = (q.view(torch.uint8) != expected.view(torch.uint8)).sum().item()
         times = common.time_budgeted(fn, timing, device)
         row = builder.row(op="fp8_quantize", provider=provider, x=x, times=times, nbytes=nbytes, note=note)
         row.max_abs_err = (q.float() - expected.float()).abs().max().item()
-        if provider != "eager" and mismatches:
+        if provider not in ("eager", "compile") and mismatches:
             warnings.append(f"MISMATCH {note} {provider}: {mismatches} codes differ from the reference")
         rows.append(row)
     return rows
@@ -228,29 +255,37 @@ def print_targets(rows: list[common.Row]) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_fp8", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    timing = common.QUICK if args.quick else common.FULL
-
+def run(args) -> list[common.Row]:
+    device, mode, timing = common.configure(args)
     busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = _row_builder(device)
+    builder = common.RowBuilder(device)
     rows: list[common.Row] = []
-    warnings: list[str] = []
-    for note, M, N, K in GEMM_CASES:
-        rows += bench_gemm(builder, note, M, N, K, timing, warnings)
-    for note, shape, dtype in QUANT_CASES:
-        rows += bench_quantize(builder, note, shape, dtype, timing, warnings)
+    warnings: list[str] = common.skipped_backends(device)
+    tiny = mode == "tiny"
+    if common.wants(args, "fp8_gemm"):
+        for note, M, N, K in TINY_GEMM_CASES if tiny else GEMM_CASES:
+            rows += bench_gemm(builder, note, M, N, K, timing, warnings)
+        n = 128 if tiny else SWEEP_N
+        for M in SWEEP_M[mode]:
+            sweep = f"fp8_gemm M at {n}x{n}"
+            rows += bench_gemm(builder, f"M sweep, {n}x{n}", M, n, n, timing, warnings, sweep=sweep)
+    if common.wants(args, "fp8_quantize"):
+        for note, shape, dtype in TINY_QUANT_CASES if tiny else QUANT_CASES:
+            rows += bench_quantize(builder, note, shape, dtype, timing, warnings)
     return common.report(
         rows,
-        title=f"FP8 ops ({'quick' if args.quick else 'full'} run)",
+        title=f"FP8 ops ({mode} run)",
         busy=busy,
         warnings=warnings,
         results_name=f"fp8_{device.type}",
-        targets=print_targets if device.type == "cpu" else None,
+        targets=print_targets if device.type == "cpu" and not tiny else None,
     )
+
+
+def main(argv: list[str] | None = None) -> list[common.Row]:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_fp8", description=__doc__.split("\n")[0])
+    common.add_common_args(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

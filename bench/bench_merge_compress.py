@@ -1,6 +1,6 @@
 """Benchmark of merge_compress with LayerNorm (NVILA-8B's Dynamic-S2 back half).
 
-    python -m bench.bench_merge_compress [--quick] [--device cpu|cuda] [--no-compile]
+    python -m bench.bench_merge_compress [--quick|--full|--tiny] [--device cpu|cuda] [--out DIR]
 
 Shape: NVILA-8B on a 1920x1080 image: 17 tiles (1 + 4 + 4x3) of 32x32 tokens x 1152
 channels, k=2, LayerNorm over 4*3*1152 = 13824 channels -> (3072, 13824).
@@ -9,14 +9,13 @@ Providers: each compiled backend of ours, with a fresh output ("cpu") and with `
 spatial_compress, re-grid, in fp32); "eager", the official composition in the input
 dtype (per scale: tiles to a map, F.interpolate(mode="area") in fp32 and cast back,
 torch.cat of the scales, split into blocks, NVILA's flat_square with its zero padding,
-F.layer_norm, blocks back into one token grid); "compiled", torch.compile of eager
-(skipped with --no-compile). Bytes moved = features read once + output written once.
+F.layer_norm, blocks back into one token grid); "compile", torch.compile of eager.
+Bytes moved = features read once + output written once.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,11 @@ OP = "merge_compress"
 CASES = (
     ("NVILA-8B 1920x1080, k=2", (1920, 1080), 32, 1152, 2, torch.float32),
     ("NVILA-8B 1920x1080, k=2", (1920, 1080), 32, 1152, 2, torch.bfloat16),
+)
+
+TINY_CASES = (
+    ("tiny 1920x1080, k=2", (1920, 1080), 2, 16, 2, torch.float32),
+    ("tiny 1024x1024, k=3", (1024, 1024), 4, 8, 3, torch.bfloat16),
 )
 
 # max |provider - reference| allowed, relative to max |reference|: a few ulps of the dtype
@@ -72,7 +76,6 @@ def bench_case(
     dtype: torch.dtype,
     timing: common.Timing,
     warnings: list[str],
-    compile_eager: bool,
 ) -> list[common.Row]:
     device = builder.device
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -100,15 +103,8 @@ def bench_case(
         )
     providers.append(("reference", lambda: nvila_kernels.reference.merge_compress(x, plan, k, w, b, h=h, w=h)))
     providers.append(("eager", lambda: eager_merge_compress(x, plan, k, w, b, h)))
-    if compile_eager:
-        compiled = torch.compile(eager_merge_compress)
-        t0 = time.perf_counter()
-        try:
-            compiled(x, plan, k, w, b, h)
-            print(f"torch.compile of eager ({common.dtype_name(dtype)}): compiled in {time.perf_counter() - t0:.0f} s")
-            providers.append(("compiled", lambda: compiled(x, plan, k, w, b, h)))
-        except Exception as e:  # report, don't hide: the row is simply missing
-            warnings.append(f"torch.compile of eager failed ({common.dtype_name(dtype)}): {type(e).__name__}: {e}")
+    compiled = common.compiled(eager_merge_compress)
+    providers.append(("compile", lambda: compiled(x, plan, k, w, b, h)))
 
     return common.measure_providers(
         builder,
@@ -148,28 +144,28 @@ def print_targets(rows: list[common.Row]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_merge_compress", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    timing = common.QUICK if args.quick else common.FULL
-
+def run(args) -> list[common.Row]:
+    device, mode, timing = common.configure(args)
     busy = common.busy_machine_note() if device.type == "cpu" else None
     builder = common.RowBuilder(device)
     rows: list[common.Row] = []
-    warnings: list[str] = []
-    for note, image, h, C, k, dtype in CASES:
-        rows += bench_case(builder, note, image, h, C, k, dtype, timing, warnings, not args.no_compile)
+    warnings: list[str] = common.skipped_backends(device)
+    for note, image, h, C, k, dtype in TINY_CASES if mode == "tiny" else CASES:
+        rows += bench_case(builder, note, image, h, C, k, dtype, timing, warnings)
     return common.report(
         rows,
-        title=f"{OP} with LayerNorm ({'quick' if args.quick else 'full'} run)",
+        title=f"{OP} with LayerNorm ({mode} run)",
         busy=busy,
         warnings=warnings,
         results_name=f"{OP}_{device.type}",
-        targets=print_targets if device.type == "cpu" else None,
+        targets=print_targets if device.type == "cpu" and mode != "tiny" else None,
     )
+
+
+def main(argv: list[str] | None = None) -> list[common.Row]:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_merge_compress", description=__doc__.split("\n")[0])
+    common.add_common_args(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Benchmark of spatial_compress with LayerNorm (NVILA's k x k projector input).
 
-    python -m bench.bench_spatial_compress [--quick] [--device cpu|cuda]
+    python -m bench.bench_spatial_compress [--quick|--full|--tiny] [--device cpu|cuda] [--out DIR]
 
 Providers: each compiled backend of ours on the device, called with a fresh output
 ("cpu") and with a preallocated `out=` ("cpu+out"); "reference" (nvila_kernels.reference);
-and "eager", NVILA's official composition (zero-pad with torch.cat, the view/permute of
+"eager", NVILA's official composition (zero-pad with torch.cat, the view/permute of
 flat_square / flat_square_3x3, then F.layer_norm in the input dtype): the baseline the
-kernels replace. Bytes moved = input + output. On CPU a fresh 170 MB output pays its
-page faults on every call, so "cpu" is much slower than "cpu+out"; both are reported.
+kernels replace; and "compile", torch.compile of that composition. Bytes moved = input
++ output. On CPU a fresh 170 MB output pays its page faults on every call, so "cpu" is
+much slower than "cpu+out"; both are reported.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ CASES = (
     ("NVILA-Lite, k=3", (1, 32, 32, 1152), 3, torch.float32),
     ("NVILA-Lite, k=3", (1, 32, 32, 1152), 3, torch.bfloat16),
 )
+TINY_CASES = (("tiny, k=2", (1, 8, 12, 48), 2, torch.float32), ("tiny, k=3", (1, 7, 7, 16), 3, torch.bfloat16))
 
 # max |provider - reference| allowed, relative to max |reference|: about 2 ulps of the dtype
 REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
@@ -93,6 +95,8 @@ def bench_case(
         )
     providers.append(("reference", lambda: nvila_kernels.reference.spatial_compress(x, k, w, b)))
     providers.append(("eager", lambda: eager_spatial_compress(x, k, w, b)))
+    compiled = common.compiled(eager_spatial_compress)
+    providers.append(("compile", lambda: compiled(x, k, w, b)))
 
     return common.measure_providers(
         builder,
@@ -132,27 +136,28 @@ def print_targets(rows: list[common.Row]) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_spatial_compress", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    timing = common.QUICK if args.quick else common.FULL
-
+def run(args) -> list[common.Row]:
+    device, mode, timing = common.configure(args)
     busy = common.busy_machine_note() if device.type == "cpu" else None
     builder = common.RowBuilder(device)
     rows: list[common.Row] = []
-    warnings: list[str] = []
-    for note, shape, k, dtype in CASES:
+    warnings: list[str] = common.skipped_backends(device)
+    for note, shape, k, dtype in TINY_CASES if mode == "tiny" else CASES:
         rows += bench_case(builder, note, shape, k, dtype, timing, warnings)
     return common.report(
         rows,
-        title=f"{OP} with LayerNorm ({'quick' if args.quick else 'full'} run)",
+        title=f"{OP} with LayerNorm ({mode} run)",
         busy=busy,
         warnings=warnings,
         results_name=f"{OP}_{device.type}",
-        targets=print_targets if device.type == "cpu" else None,
+        targets=print_targets if device.type == "cpu" and mode != "tiny" else None,
     )
+
+
+def main(argv: list[str] | None = None) -> list[common.Row]:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_spatial_compress", description=__doc__.split("\n")[0])
+    common.add_common_args(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Benchmark of temporal_pool (NVILA video: mean over groups of 8 frames).
 
-    python -m bench.bench_temporal_pool [--quick] [--device cpu|cuda]
+    python -m bench.bench_temporal_pool [--quick|--full|--tiny] [--device cpu|cuda] [--out DIR]
 
 Shape: NVILA-8B-Video projector output, (T, 16, 16, 3584) with T = 256 frames (64 with
 --quick), group 8, in bf16 and fp32. Providers: each compiled backend of ours with a
 fresh output and with `out=`; "reference" (nvila_kernels.reference); and "eager",
-`x.view(T // 8, 8, ...).mean(1)` in the input dtype. Bytes moved = input + output.
+`x.view(T // 8, 8, ...).mean(1)` in the input dtype, and "compile", torch.compile of
+it. Bytes moved = input + output.
 """
 
 from __future__ import annotations
@@ -33,12 +34,18 @@ def eager_temporal_pool(x: torch.Tensor, group: int) -> torch.Tensor:
 
 
 def bench_case(
-    builder: common.RowBuilder, frames: int, dtype: torch.dtype, timing: common.Timing, warnings: list[str]
+    builder: common.RowBuilder,
+    frames: int,
+    dtype: torch.dtype,
+    timing: common.Timing,
+    warnings: list[str],
+    tokens: tuple[int, int] = TOKENS,
+    hidden: int = HIDDEN,
 ) -> list[common.Row]:
     device = builder.device
-    note = f"NVILA-8B-Video, {frames} frames, group {GROUP}"
+    note = f"NVILA-8B-Video, {frames} frames, group {GROUP}" if hidden == HIDDEN else f"tiny, {frames} frames"
     gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn((frames, *TOKENS, HIDDEN), generator=gen).to(device=device, dtype=dtype)
+    x = torch.randn((frames, *tokens, hidden), generator=gen).to(device=device, dtype=dtype)
     expected = nvila_kernels.reference.temporal_pool(x, GROUP)
     nbytes = common.tensor_bytes(x, expected)
     tol = REL_TOL[dtype] * expected.abs().max().item()
@@ -53,6 +60,8 @@ def bench_case(
         )
     providers.append(("reference", lambda: nvila_kernels.reference.temporal_pool(x, GROUP)))
     providers.append(("eager", lambda: eager_temporal_pool(x, GROUP)))
+    compiled = common.compiled(eager_temporal_pool)
+    providers.append(("compile", lambda: compiled(x, GROUP)))
 
     return common.measure_providers(
         builder,
@@ -68,27 +77,26 @@ def bench_case(
     )
 
 
-def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_temporal_pool", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    timing = common.QUICK if args.quick else common.FULL
-    frames = QUICK_FRAMES if args.quick else FRAMES
-
+def run(args) -> list[common.Row]:
+    device, mode, timing = common.configure(args)
     busy = common.busy_machine_note() if device.type == "cpu" else None
     builder = common.RowBuilder(device)
     rows: list[common.Row] = []
-    warnings: list[str] = []
+    warnings: list[str] = common.skipped_backends(device)
     for dtype in DTYPES:
-        rows += bench_case(builder, frames, dtype, timing, warnings)
+        if mode == "tiny":
+            rows += bench_case(builder, 16, dtype, timing, warnings, tokens=(4, 4), hidden=64)
+        else:
+            rows += bench_case(builder, QUICK_FRAMES if mode == "quick" else FRAMES, dtype, timing, warnings)
     return common.report(
-        rows,
-        title=f"{OP} ({'quick' if args.quick else 'full'} run)",
-        busy=busy,
-        warnings=warnings,
-        results_name=f"{OP}_{device.type}",
+        rows, title=f"{OP} ({mode} run)", busy=busy, warnings=warnings, results_name=f"{OP}_{device.type}"
     )
+
+
+def main(argv: list[str] | None = None) -> list[common.Row]:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_temporal_pool", description=__doc__.split("\n")[0])
+    common.add_common_args(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

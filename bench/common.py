@@ -158,6 +158,17 @@ class Row:
     torch: str
     commit: str
     machine: str
+    flops: int = 0  # arithmetic work of the case (GEMM: 2*M*N*K), 0 for memory-bound ops
+    tflops: float | None = None  # flops / median time, in 1e12 FLOP/s
+    peak_tflops: float | None = None  # the device's dense peak for the case's math (known GPUs only)
+    frac_peak: float | None = None  # tflops / peak_tflops
+    best_peer: str | None = None  # the fastest peer provider on the same case
+    speedup_vs_best_peer: float | None = None  # best peer median / this median
+    sweep: str = ""  # name of the sweep this row belongs to ("" = a model shape)
+    sweep_x: float | None = None  # the sweep's x value (e.g. M, or megapixels)
+    rate: float | None = None  # items per second where that is the natural unit (tokens/s, tiles/s)
+    rate_unit: str = ""  # e.g. "tokens/s"
+    memory_mb: float | None = None  # memory the case holds (e.g. model weights), in 1e6 bytes
 
 
 class RowBuilder:
@@ -188,11 +199,19 @@ class RowBuilder:
         nbytes: int,
         note: str,
         max_abs_err: float | None = None,
+        flops: int = 0,
+        math: str | None = None,
+        sweep: str = "",
+        sweep_x: float | None = None,
     ) -> Row:
+        """One row; `flops` with `math` ("fp8", "bf16", "fp32") gives TFLOP/s and, on a
+        GPU of known peak, the fraction of it."""
         median, p20, p80 = times
         if self.copy_gbps is None:
             self.measure_copy_bandwidth()
         gbps = nbytes / (median * 1e-3) / 1e9
+        tflops = flops / (median * 1e-3) / 1e12 if flops else None
+        peak = dense_peak_tflops(self.device_name, math) if flops and math else None
         return Row(
             op=op,
             provider=provider,
@@ -214,26 +233,74 @@ class RowBuilder:
             torch=torch.__version__,
             commit=self.commit,
             machine=self.machine,
+            flops=flops,
+            tflops=tflops,
+            peak_tflops=peak,
+            frac_peak=None if peak is None else tflops / peak,
+            sweep=sweep,
+            sweep_x=sweep_x,
         )
 
 
+def is_ours(provider: str) -> bool:
+    """Providers that are a backend of nvila_kernels ("cpu", "cuda+out", ...)."""
+    return provider.split("+", 1)[0] in OUR_BACKENDS
+
+
+OUR_BACKENDS = ("cpu", "cuda", "triton")
+BASELINES = ("eager", "reference")  # the two baselines of the "x eager" / "x ref" columns
+
+
 def fill_speedups(rows: Sequence[Row]) -> None:
-    """Set speedup_vs_eager / speedup_vs_reference of rows sharing (op, shape, dtype)."""
-    base: dict[tuple[str, str, str, str], float] = {}
+    """Set the speedup columns of rows sharing (op, note, shape, dtype): vs "eager", vs
+    "reference", and vs the fastest peer (any provider that is neither ours nor the
+    reference: eager, torch.compile, torch._scaled_mm, Pillow, ...)."""
+    groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for r in rows:
-        if r.provider in ("eager", "reference"):
-            base[(r.op, r.shape, r.dtype, r.provider)] = r.median_ms
-    for r in rows:
-        eager = base.get((r.op, r.shape, r.dtype, "eager"))
-        ref = base.get((r.op, r.shape, r.dtype, "reference"))
-        r.speedup_vs_eager = None if eager is None else eager / r.median_ms
-        r.speedup_vs_reference = None if ref is None else ref / r.median_ms
+        groups.setdefault((r.op, r.note, r.shape, r.dtype), []).append(r)
+    for group in groups.values():
+        base = {r.provider: r.median_ms for r in group if r.provider in BASELINES}
+        peers = [r for r in group if not is_ours(r.provider) and r.provider != "reference"]
+        best = min(peers, key=lambda r: r.median_ms) if peers else None
+        for r in group:
+            r.speedup_vs_eager = base["eager"] / r.median_ms if "eager" in base else None
+            r.speedup_vs_reference = base["reference"] / r.median_ms if "reference" in base else None
+            if best is not None:
+                r.best_peer, r.speedup_vs_best_peer = best.provider, best.median_ms / r.median_ms
+
+
+# dense (no sparsity) tensor-core peaks in TFLOP/s of known GPUs, by name fragment
+DENSE_PEAK_TFLOPS = {
+    "H100 SXM": {"fp8": 1979.0, "bf16": 989.0, "fp32": 67.0},
+    "H100 80GB HBM3": {"fp8": 1979.0, "bf16": 989.0, "fp32": 67.0},
+    "H100 PCIe": {"fp8": 1513.0, "bf16": 756.0, "fp32": 51.0},
+    "H100 NVL": {"fp8": 1671.0, "bf16": 835.0, "fp32": 60.0},
+    "H200": {"fp8": 1979.0, "bf16": 989.0, "fp32": 67.0},
+    "L40S": {"fp8": 733.0, "bf16": 362.0, "fp32": 91.6},
+    "RTX 4090": {"fp8": 660.0, "bf16": 330.0, "fp32": 82.6},
+    "A100": {"bf16": 312.0, "fp32": 19.5},
+}
+
+
+def dense_peak_tflops(device_name: str, math: str | None) -> float | None:
+    for fragment, peaks in DENSE_PEAK_TFLOPS.items():
+        if fragment in device_name:
+            return peaks.get(math or "")
+    return None
+
+
+def results_dir() -> Path:
+    """Where results go: bench/results, or the --out directory of this run."""
+    return _results_dir[0]
+
+
+_results_dir = [RESULTS_DIR]
 
 
 def write_jsonl(rows: Sequence[Row], name: str) -> Path:
-    """Write rows to bench/results/<name>.jsonl, replacing the previous run's file."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.jsonl"
+    """Write rows to <results dir>/<name>.jsonl, replacing the previous run's file."""
+    results_dir().mkdir(parents=True, exist_ok=True)
+    path = results_dir() / f"{name}.jsonl"
     with path.open("w") as f:
         for r in rows:
             f.write(json.dumps(dataclasses.asdict(r)) + "\n")
@@ -245,30 +312,22 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
-    """The rows as a markdown table; the per-run fields go in a header line above it."""
+    """The rows as a markdown table; the per-run fields go in a header line above it.
+    Columns a run does not fill (TFLOP/s, rate, memory) are left out."""
     if not rows:
         return "(no rows)"
     r0 = rows[0]
     header = f"device: {r0.device}, {r0.threads} threads | torch {r0.torch} | commit {r0.commit} | {r0.machine}"
-    cols = (
-        "case",
-        "shape",
-        "dtype",
-        "provider",
-        "median ms",
-        "p20 ms",
-        "p80 ms",
-        "MB moved",
-        "GB/s",
-        "copy GB/s",
-        "% copy BW",
-        "x eager",
-        "x ref",
-        "max err",
-    )
+    flops = any(r.flops for r in rows)
+    rate = any(r.rate is not None for r in rows)
+    memory = any(r.memory_mb is not None for r in rows)
+    cols = ["case", "shape", "dtype", "provider", "median ms", "p20 ms", "p80 ms", "MB moved", "GB/s", "copy GB/s"]
+    cols += ["% copy BW"] + (["TFLOP/s", "% peak"] if flops else []) + (["rate"] if rate else [])
+    cols += (["weights MB"] if memory else []) + ["x eager", "x ref", "x best peer", "max err"]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        cells = (
+        moved = r.bytes > 0
+        cells = [
             r.note,
             r.shape,
             r.dtype,
@@ -276,14 +335,23 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"{r.median_ms:.3f}",
             f"{r.p20_ms:.3f}",
             f"{r.p80_ms:.3f}",
-            f"{r.bytes / 1e6:.1f}",
-            f"{r.gbps:.1f}",
+            f"{r.bytes / 1e6:.1f}" if moved else "-",
+            f"{r.gbps:.1f}" if moved else "-",
             f"{r.copy_gbps:.1f}",
-            f"{100 * r.frac_copy_bw:.0f}%",
+            f"{100 * r.frac_copy_bw:.0f}%" if moved else "-",
+        ]
+        if flops:
+            cells += [_fmt(r.tflops, ".3g"), "-" if r.frac_peak is None else f"{100 * r.frac_peak:.0f}%"]
+        if rate:
+            cells.append("-" if r.rate is None else f"{r.rate:,.1f} {r.rate_unit}")
+        if memory:
+            cells.append(_fmt(r.memory_mb, ".1f"))
+        cells += [
             _fmt(r.speedup_vs_eager, ".2f"),
             _fmt(r.speedup_vs_reference, ".2f"),
+            "-" if r.speedup_vs_best_peer is None else f"{r.speedup_vs_best_peer:.2f} ({r.best_peer})",
             _fmt(r.max_abs_err, ".1e"),
-        )
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -351,6 +419,12 @@ def measure(
     return builder.row(op=op, provider=provider, x=x, times=times, nbytes=nbytes, note=note, max_abs_err=err)
 
 
+def compiled(fn: Callable) -> Callable:
+    """torch.compile of an eager composition (the "compile" peer); the first call, made
+    outside the timed region by measure(), compiles it."""
+    return torch.compile(fn, dynamic=False)
+
+
 def measure_providers(
     builder: RowBuilder,
     providers: list[tuple[str, Callable[[], torch.Tensor]]],
@@ -368,9 +442,21 @@ def measure_providers(
     provider further than `tol` from `expected`."""
     rows = []
     for provider, fn in providers:
-        row = measure(
-            builder, op=op, provider=provider, fn=fn, x=x, nbytes=nbytes, expected=expected, note=note, timing=timing
-        )
+        try:
+            row = measure(
+                builder,
+                op=op,
+                provider=provider,
+                fn=fn,
+                x=x,
+                nbytes=nbytes,
+                expected=expected,
+                note=note,
+                timing=timing,
+            )
+        except Exception as e:  # a peer that cannot run here (e.g. torch.compile without a compiler)
+            warnings.append(f"SKIP {note} {provider}: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}")
+            continue
         if row.max_abs_err > tol:
             warnings.append(
                 f"MISMATCH {note} {row.dtype} {provider}: max abs error {row.max_abs_err:.3g} > {tol:.3g} vs reference"
@@ -379,11 +465,37 @@ def measure_providers(
     return rows
 
 
+TINY = Timing(warmup=0, budget_s=0.02, min_reps=1, max_reps=2)  # smoke test of the suite itself
+
+MODES = ("tiny", "quick", "standard", "full")
+
+
 def add_common_args(parser) -> None:
-    parser.add_argument("--quick", action="store_true", help="fewer reps (and smaller video shapes)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="fewer reps and sweep points: under 3 min on 2 cores")
+    group.add_argument("--full", action="store_true", help="every sweep point, more reps: for real machines")
+    group.add_argument("--tiny", action="store_true", help="tiny shapes, one or two reps: checks the suite runs")
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default=default_device(), help="default: cuda if available, else cpu"
     )
+    parser.add_argument("--out", type=Path, default=None, help=f"results directory (default {RESULTS_DIR})")
+    parser.add_argument(
+        "--ops", type=lambda s: [o.strip() for o in s.split(",") if o.strip()], default=None, help="ops to run"
+    )
+
+
+def wants(args, op: str) -> bool:
+    """Whether `op` was asked for (--ops; all ops when it is not given)."""
+    return args.ops is None or op in args.ops
+
+
+def configure(args) -> tuple[torch.device, str, Timing]:
+    """(device, mode, timing) of parsed arguments; points results at --out if given."""
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full" if args.full else "standard"
+    if args.out is not None:
+        _results_dir[0] = Path(args.out)
+    timing = {"tiny": TINY, "quick": QUICK}.get(mode, FULL)
+    return torch.device(args.device), mode, timing
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -424,18 +536,39 @@ def report(
     results_name: str,
     targets: Callable[[list[Row]], None] | None = None,
 ) -> list[Row]:
-    """Fill the speedup columns, print the table, warnings and target lines, and
-    write the rows to bench/results/<results_name>.jsonl."""
+    """Fill the speedup columns, print the table, warnings (SKIP / MISMATCH lines) and
+    target lines, and write the rows to <results dir>/<results_name>.jsonl and the same
+    text to <results_name>.md."""
     fill_speedups(rows)
-    print(f"## {title}\n")
+    lines = [f"## {title}", ""]
     if busy:
-        print(busy + "\n")
-    print(markdown_table(rows))
-    print()
-    for line in warnings:
-        print(line)
+        lines += [busy, ""]
+    lines += [markdown_table(rows), ""]
+    lines += warnings
+    text = "\n".join(lines)
+    print(text)
     if targets is not None:
         targets(rows)
     path = write_jsonl(rows, results_name)
+    (results_dir() / f"{results_name}.md").write_text(text + "\n")
     print(f"rows written to {path}\n")
     return rows
+
+
+def skipped_backends(device: torch.device) -> list[str]:
+    """SKIP lines for our backends that are not timed on `device`, with the reason."""
+    from nvila_kernels import backends
+
+    device = torch.device(device)
+    benched = benched_backends(device)
+    lines = []
+    for b in OUR_BACKENDS:
+        if b in benched:
+            continue
+        reason = backends.unavailable_reason(b, device)
+        if reason is None and b == "triton":
+            reason = "Triton runs on CPU tensors only through its interpreter, which is not timed"
+        lines.append(f"SKIP {b}: {reason}")
+    if "emu" in backends.available_backends(device):
+        lines.append("SKIP emu: the CUDA emulator is a test backend (OS threads per GPU thread), never timed")
+    return lines

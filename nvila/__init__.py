@@ -1,0 +1,38 @@
+"""nvila: a minimal, complete NVILA (SigLIP + Dynamic-S2 + compression projector + Qwen2)
+on the nvila_kernels ops. `nvila.load(path)` reads an HF-format checkpoint;
+`nvila.generate(model, text, images=[...])` answers; `python -m nvila` is the CLI."""
+
+from __future__ import annotations
+
+from .config import PRESETS, LLMConfig, NVILAConfig, VisionConfig, preset
+from .generate import generate, generate_batch, generate_ids
+from .model import NVILA
+from .weights import CheckpointError, load, save
+
+
+def quantize_fp8(model: NVILA, activation_scale: str | float = "dynamic") -> NVILA:
+    """FP8 mode: every Linear of the LLM's decoder layers and of the vision tower's blocks
+    becomes a nvila_kernels Fp8Linear (W8A8, per-tensor scales); the LM head, patch
+    embedding and projector stay in the model's dtype."""
+    from nvila_kernels.layers import quantize_linears
+
+    for part in (model.llm.layers, model.vision.blocks):
+        quantize_linears(part, activation_scale=activation_scale, backend=model.backend)
+    return model
+
+
+__all__ = [
+    "NVILA",
+    "NVILAConfig",
+    "VisionConfig",
+    "LLMConfig",
+    "PRESETS",
+    "preset",
+    "load",
+    "save",
+    "CheckpointError",
+    "generate",
+    "generate_batch",
+    "generate_ids",
+    "quantize_fp8",
+]

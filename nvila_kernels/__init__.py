@@ -6,6 +6,10 @@ says what it found: `python -m nvila_kernels` or `nvila_kernels.info()`.
 
 from __future__ import annotations
 
+import json
+import warnings
+from pathlib import Path
+
 import torch
 
 from . import (  # noqa: F401  (_ops defines the op schemas first)
@@ -31,12 +35,44 @@ __all__ = [
     "__version__",
 ]
 
-try:
-    from . import _C
 
+def _load_extension() -> None:
+    """Load nvila_kernels._C if it exists and was built for the running torch.
+
+    The build writes _build_info.json beside _C (setup.py); a _C built against another
+    torch is not even imported (its C++ symbols may not match: an undefined-symbol error
+    at best, a crash at worst). Any failure leaves the reference and Triton backends and
+    one warning line that says how to fix it.
+    """
+    here = Path(__file__).resolve().parent
+    has_binary = any(here.glob("_C.*"))
+    build_info = here / "_build_info.json"
+    fix = (
+        "rebuild it for this torch: `pip install --no-build-isolation --force-reinstall --no-deps nvila-kernels` "
+        "(from a checkout: `make build`)"
+    )
+    if has_binary and build_info.exists():
+        built = json.loads(build_info.read_text()).get("torch_version")
+        if built != torch.__version__:
+            backends.state["ext_error"] = (
+                f"nvila_kernels._C was built against torch {built} but torch {torch.__version__} is running; {fix}"
+            )
+            warnings.warn(f"nvila_kernels: compiled kernels not loaded: {backends.state['ext_error']}", stacklevel=3)
+            return
+    try:
+        from . import _C
+    except ImportError as e:  # no compiled extension: reference (and Triton) only
+        msg = f"{type(e).__name__}: {e}"
+        if "undefined symbol" in str(e):
+            msg = f"nvila_kernels._C does not match torch {torch.__version__} ({e}); {fix}"
+        backends.state["ext_error"] = msg
+        if has_binary:  # a binary that does not load is a problem; no binary is a pure-Python install
+            warnings.warn(f"nvila_kernels: compiled kernels not loaded: {msg}", stacklevel=3)
+        return
     backends.state["ext"] = _C
-except ImportError as e:  # no compiled extension: reference (and Triton) only
-    backends.state["ext_error"] = f"{type(e).__name__}: {e}"
+
+
+_load_extension()
 
 if backends.triton_installed():
     try:

@@ -1,4 +1,6 @@
-"""nn.Modules to drop into models: Fp8Linear (W8A8 FP8, per-tensor scales).
+"""nn.Modules to drop into models: Fp8Linear (W8A8 FP8, per-tensor scales) with
+quantize_linears, SpatialCompress (the projector's space-to-depth + LayerNorm) and
+TemporalPool (video frame averaging).
 
     model = quantize_linears(model, filter=lambda name, lin: "mlp" in name)
 
@@ -15,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .functional import fp8_gemm, fp8_quantize
+from .functional import fp8_gemm, fp8_quantize, spatial_compress, temporal_pool
 
 FP8_DTYPE = torch.float8_e4m3fn
 
@@ -163,3 +165,87 @@ def quantize_linears(
         parent = module.get_submodule(parent_name)
         setattr(parent, child, Fp8Linear.from_linear(linear, activation_scale, backend=backend))
     return module
+
+
+class SpatialCompress(nn.Module):
+    """NVILA's projector input: k x k space-to-depth of a token grid fused with the
+    projector's first LayerNorm (one kernel, see functional.spatial_compress).
+
+    Parameters `weight` and `bias` (k*k*channels,) have the names of nn.LayerNorm's, so
+    the official projector's LayerNorm loads directly:
+        sc = SpatialCompress(1152 * 3, k=2)
+        sc.load_state_dict(official_projector.layers[1].state_dict())
+    and `sc` replaces `layers[0]` (DownSampleBlock) + `layers[1]` (LayerNorm).
+
+    x: (B, H, W, C) token grid, or (B, N, C) with N a perfect square (the official
+    DownSampleBlock's input: tokens of a square grid, row-major).
+    Returns (B, ceil(H/k), ceil(W/k), k*k*C) for a grid input, (B, ceil(H/k)*ceil(W/k),
+    k*k*C) for a token input; dtype of x. elementwise_affine=False: no LayerNorm weights
+    (a LayerNorm without affine); layer_norm=False: space-to-depth only.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        k: int = 2,
+        eps: float = 1e-5,
+        *,
+        layer_norm: bool = True,
+        elementwise_affine: bool = True,
+        backend: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels: expected an int >= 1, got {channels!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k: expected an int >= 1, got {k!r}")
+        self.channels, self.k, self.eps, self.backend = channels, k, float(eps), backend
+        self.layer_norm = layer_norm
+        D = k * k * channels
+        if layer_norm and elementwise_affine:
+            self.weight = nn.Parameter(torch.ones(D, device=device, dtype=dtype))
+            self.bias = nn.Parameter(torch.zeros(D, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        # LayerNorm without affine: unit weights, zero bias (not parameters, not saved)
+        self._plain_ln = layer_norm and not elementwise_affine
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.dim() == 3
+        if tokens:
+            B, N, C = x.shape
+            side = int(round(N**0.5))
+            if side * side != N:
+                raise ValueError(f"x: expected (B, N, C) tokens of a square grid, got N = {N} (not a square)")
+            x = x.view(B, side, side, C)
+        if x.dim() != 4 or x.shape[-1] != self.channels:
+            raise ValueError(f"x: expected (B, H, W, {self.channels}) or (B, N, {self.channels}), got {tuple(x.shape)}")
+        w, b = self.weight, self.bias
+        if self._plain_ln:
+            D = self.k * self.k * self.channels
+            w, b = torch.ones(D, device=x.device, dtype=x.dtype), torch.zeros(D, device=x.device, dtype=x.dtype)
+        y = spatial_compress(x, self.k, w, b, self.eps, backend=self.backend)
+        return y.flatten(1, 2) if tokens else y
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, k={self.k}, eps={self.eps}, layer_norm={self.layer_norm}"
+
+
+class TemporalPool(nn.Module):
+    """NVILA-8B-Video's temporal compression: the mean of each group of `group`
+    consecutive frames. x: (T, ...) with T divisible by group -> (T // group, ...)."""
+
+    def __init__(self, group: int = 8, *, backend: str | None = None):
+        super().__init__()
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+            raise ValueError(f"group: expected an int >= 1, got {group!r}")
+        self.group, self.backend = group, backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return temporal_pool(x, self.group, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"group={self.group}"

@@ -223,24 +223,45 @@ def test_gather_kernels_use_128bit_cache_hinted_memory_ops(cubin_dir, arch, op):
         assert load.search(code), f"{names[f]} on sm_{arch}: no LDG.E.NA.128.CONSTANT (no-allocate 16-byte load)"
 
 
+def fp8_gemm_kernels(cubin):
+    """{mangled function: SASS} of the mma.sync and the wgmma kernels of fp8_gemm."""
+    funcs = sass_functions(sass(cubin))
+    wgmma = {f: code for f, code in funcs.items() if "fp8_gemm_wgmma_kernel" in f}
+    mma = {f: code for f, code in funcs.items() if "fp8_gemm_kernel" in f}
+    assert len(mma) == len(wgmma) == 6, f"expected 3 out dtypes x (aligned, unaligned) of each: {list(funcs)}"
+    return mma, wgmma
+
+
 def test_fp8_gemm_uses_fp8_tensor_cores_on_sm89(cubin_dir):
     """ptx::mma_m16n8k32_e4m3 is the native `QMMA.16832.F32.E4M3.E4M3` on sm_89, in
-    every fp8_gemm kernel, together with the cp.async tile loads (LDGSTS)."""
+    every mma.sync fp8_gemm kernel, together with the cp.async tile loads (LDGSTS)."""
     if "89" not in ARCHS:
         pytest.skip("sm_89 is not among the archs built")
-    funcs = sass_functions(sass(cubin_dir / "fp8_gemm.sm_89.cubin"))
-    assert funcs
-    names = demangle(funcs)
-    for f, code in funcs.items():
+    mma, _ = fp8_gemm_kernels(cubin_dir / "fp8_gemm.sm_89.cubin")
+    names = demangle(mma)
+    for f, code in mma.items():
         assert re.search(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", code), f"{names[f]}: no QMMA E4M3"
-    assert any(re.search(r"\bLDGSTS\b", code) for code in funcs.values()), "no cp.async (LDGSTS) in any kernel"
+    assert any(re.search(r"\bLDGSTS\b", code) for code in mma.values()), "no cp.async (LDGSTS) in any kernel"
 
 
-def test_fp8_gemm_on_sm90a_has_no_native_qmma(cubin_dir):
-    """Documents a known gap: on sm_90a, mma.sync with E4M3 is lowered by ptxas to
-    fp16 HMMA (Hopper's FP8 tensor cores are reached only through wgmma, which this
-    kernel does not use yet). If this starts failing, the sm_90a path changed."""
+def test_fp8_gemm_uses_wgmma_e4m3_on_sm90a(cubin_dir):
+    """On sm_90a (where mma.sync e4m3 has no FP8 tensor cores and becomes fp16 HMMA) the
+    launcher runs fp8_gemm_wgmma_kernel: ptx::wgmma_m64n128k32_e4m3 is the native
+    `QGMMA.64x128x32.F32.E4M3.E4M3` with shared-memory descriptor operands (gdesc), inside
+    WARPGROUP.ARRIVE ... WARPGROUP.DEPBAR, after fence.proxy.async (FENCE.VIEW.ASYNC.S);
+    the aligned instantiations load their tiles with cp.async (LDGSTS)."""
     if "90a" not in ARCHS:
         pytest.skip("sm_90a is not among the archs built")
-    text = sass(cubin_dir / "fp8_gemm.sm_90a.cubin")
-    assert "HMMA" in text and "QGMMA" not in text and "QMMA" not in text
+    _, wgmma = fp8_gemm_kernels(cubin_dir / "fp8_gemm.sm_90a.cubin")
+    names = demangle(wgmma)
+    for f, code in wgmma.items():
+        for pattern in (
+            r"\bQGMMA\.64x128x32\.F32\.E4M3\.E4M3 R\d+, gdesc\[UR\d+\], R\d+",
+            r"\bWARPGROUP\.ARRIVE\b",
+            r"\bWARPGROUP\.DEPBAR\.LE gsb0, 0x0\b",
+            r"\bFENCE\.VIEW\.ASYNC\.S\b",
+        ):
+            assert re.search(pattern, code), f"{names[f]} on sm_90a: no {pattern}"
+        assert "HMMA" not in code and "QMMA" not in code, f"{names[f]} on sm_90a: mma.sync fallback"
+        if "Lb1E" in f:  # ALIGNED = true
+            assert re.search(r"\bLDGSTS\.E\.BYPASS\.128\b", code), f"{names[f]}: no 16-byte cp.async"

@@ -1,6 +1,7 @@
 """FP8 quantize and GEMM: every backend against the reference (and torch._scaled_mm),
 quantization policy (saturation, inf, NaN, zero), accuracy as SQNR, errors."""
 
+import contextlib
 import itertools
 import math
 
@@ -9,7 +10,7 @@ import torch
 from conftest import KERNEL_BACKENDS, SLOW_BACKENDS, backend_device
 
 import nvila_kernels as nk
-from nvila_kernels import reference
+from nvila_kernels import backends, reference
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 FORMATS = [E4M3, E5M2]
@@ -99,10 +100,7 @@ def _quantized_operands(M, N, K, device):
     return a, b, qa, sa, qb, sb
 
 
-@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
-@pytest.mark.parametrize("out_dtype", IN_DTYPES, ids=str)
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
-def test_gemm_matches_reference(backend, out_dtype, with_bias):
+def _check_gemm_matches_reference(backend, out_dtype, with_bias):
     device = backend_device(backend)
     for M, N, K in _gemm_cases(backend):
         a, b, qa, sa, qb, sb = _quantized_operands(M, N, K, device)
@@ -120,6 +118,80 @@ def test_gemm_matches_reference(backend, out_dtype, with_bias):
         # accuracy against the unquantized fp32 product
         exact = a @ b.t() + (bias if bias is not None else 0)
         assert sqnr_db(exact.cpu(), got.float().cpu()) >= 25, (M, N, K)
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("out_dtype", IN_DTYPES, ids=str)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_gemm_matches_reference(backend, out_dtype, with_bias):
+    _check_gemm_matches_reference(backend, out_dtype, with_bias)
+
+
+@contextlib.contextmanager
+def emulated_compute_capability(cc):
+    """The CUDA emulator reports compute capability `cc` (major * 10 + minor) inside."""
+    ext = backends.state["ext"]
+    previous = ext.set_emulated_compute_capability(cc)
+    try:
+        yield ext
+    finally:
+        ext.set_emulated_compute_capability(previous)
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("out_dtype", IN_DTYPES, ids=str)
+def test_gemm_wgmma_kernel_matches_reference(out_dtype, with_bias):
+    """On compute capability 9.0 the CUDA launcher takes the sm_90a kernel (wgmma.mma_async
+    on swizzled shared memory); the emulator runs it when it reports 9.0, its model of
+    wgmma reading the operands through the shared-memory descriptors as the hardware does."""
+    with emulated_compute_capability(90) as ext:
+        before = ext.emulated_wgmma_count()
+        _check_gemm_matches_reference("emu", out_dtype, with_bias)
+        assert ext.emulated_wgmma_count() > before, "the wgmma kernel did not run"
+
+
+def test_gemm_mma_sync_kernel_below_sm90():
+    _, _, qa, sa, qb, sb = _quantized_operands(7, 64, 128, "cpu")
+    with emulated_compute_capability(89) as ext:
+        before = ext.emulated_wgmma_count()
+        got = nk.fp8_gemm(qa, qb, sa, sb, None, torch.float32, backend="emu")
+        assert ext.emulated_wgmma_count() == before, "sm_89 ran the wgmma kernel"
+    torch.testing.assert_close(got, reference.fp8_gemm(qa, qb, sa, sb, None, torch.float32), atol=1e-4, rtol=1e-5)
+
+
+def _triton_tile_candidates():
+    if "triton" not in KERNEL_BACKENDS:
+        return []
+    from nvila_kernels.triton import fp8 as tfp8
+
+    return [(key, tile) for key, tiles in tfp8.GEMM_TILES.items() for tile in tiles]
+
+
+@pytest.mark.skipif("triton" not in KERNEL_BACKENDS, reason="triton is not installed")
+@pytest.mark.parametrize("key,tile", _triton_tile_candidates(), ids=str)
+def test_triton_gemm_every_autotune_candidate(key, tile):
+    """Each tile shape the Triton autotuner may pick computes the same product (M, N, K
+    tails inside and across tiles), so autotuning can only change the speed."""
+    from nvila_kernels.triton import fp8 as tfp8
+
+    device = backend_device("triton")
+    bm, bn, bk, warps, stages = tile
+    for M, N, K in [(1, 70, 300), (bm + 3, bn + 5, bk + 16)] if key[0] == "prefill" else [(1, 70, 300), (5, 33, 48)]:
+        a, b, qa, sa, qb, sb = _quantized_operands(M, N, K, device)
+        bias = torch.randn(N, device=device)
+        out = torch.empty(M, N, device=device)
+        grid = (triton_cdiv(M, bm) * triton_cdiv(N, bn),)
+        tfp8._fp8_gemm_kernel[grid](
+            qa, qb, sa, sb, bias, out, M, N, K, 1, HAS_BIAS=True,
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+        expected = reference.fp8_gemm(qa, qb, sa, sb, bias, torch.float32)
+        atol = 1e-6 * math.sqrt(K) * expected.abs().max().item()
+        torch.testing.assert_close(out, expected, atol=atol, rtol=1e-5)
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 @pytest.mark.parametrize("backend", [b for b in KERNEL_BACKENDS if backend_device(b).type == "cpu"])

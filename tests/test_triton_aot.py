@@ -51,17 +51,18 @@ def facts(kernel, signature, constexprs, arch, num_warps, num_stages=3, aligned=
 
 out = {}
 gemm_sig = {"a_ptr": "*fp8e4nv", "b_ptr": "*fp8e4nv", "scale_a_ptr": "*fp32", "scale_b_ptr": "*fp32",
-            "bias_ptr": "*fp32", "out_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32",
+            "bias_ptr": "*fp32", "out_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32", "M_BUCKET": "i32",
             "HAS_BIAS": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr",
             "BLOCK_K": "constexpr", "GROUP_M": "constexpr"}
 aligned = ("a_ptr", "b_ptr", "scale_a_ptr", "scale_b_ptr", "bias_ptr", "out_ptr", "M", "N", "K")
 for arch in (90, 89):
-    for M in (4096, 1):  # prefill-sized and decode-sized problems
-        cfg = fp8._gemm_config(M, 4096, 4096, divmod(arch, 10))
-        const = {"HAS_BIAS": True, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}}
+    family = fp8.gemm_family(divmod(arch, 10))
+    for regime, M in (("prefill", 4096), ("decode", 1)):  # prefill-sized and decode-sized problems
         aligned_here = aligned if M % 16 == 0 else tuple(n for n in aligned if n != "M")
-        out[f"gemm_sm{arch}_M{M}"] = facts(fp8._fp8_gemm_kernel, gemm_sig, const, arch,
-                                            cfg["num_warps"], cfg["num_stages"], aligned_here)
+        for i, (bm, bn, bk, warps, stages) in enumerate(fp8.GEMM_TILES[(regime, family)]):
+            const = {"HAS_BIAS": True, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}
+            out[f"gemm_sm{arch}_M{M}_{i}"] = facts(fp8._fp8_gemm_kernel, gemm_sig, const, arch,
+                                                    warps, stages, aligned_here)
 quant_sig = {"x_ptr": "*bf16", "scale_ptr": "*fp32", "q_ptr": "*u8", "scale_out_ptr": "*fp32", "n": "i32",
              **{c: "constexpr" for c in ("FP8_MAX", "AMAX_FLOOR", "MANT", "BIAS", "DYNAMIC", "HW_CVT", "BLOCK")}}
 for name, (mant, bias, fmax) in (("e4m3", (3, 7, 448.0)), ("e5m2", (2, 15, 57344.0))):
@@ -93,9 +94,21 @@ def _has(facts: dict, pattern: str) -> bool:
     return any(re.fullmatch(pattern, ins) for ins in facts["instructions"])
 
 
-@pytest.mark.parametrize("M", [4096, 1])
-def test_gemm_sm90_is_fp8_wgmma(aot, M):
-    f = aot[f"gemm_sm90_M{M}"]
+def _gemm_cases(arch: int) -> list[str]:
+    """Every autotune candidate of both regimes, compiled for the GPU family of `arch`."""
+    from nvila_kernels.triton import fp8
+
+    family = fp8.gemm_family(divmod(arch, 10))
+    return [
+        f"gemm_sm{arch}_M{M}_{i}"
+        for regime, M in (("prefill", 4096), ("decode", 1))
+        for i in range(len(fp8.GEMM_TILES[(regime, family)]))
+    ]
+
+
+@pytest.mark.parametrize("case", _gemm_cases(90))
+def test_gemm_sm90_is_fp8_wgmma(aot, case):
+    f = aot[case]
     assert _has(f, r"wgmma\.mma_async\.sync\.aligned\.m64n\d+k32\.f32\.e4m3\.e4m3"), f["instructions"]
     assert not _has(f, r"mma\.sync.*"), "fell back to mma.sync"
     assert not _has(f, r"cvt\..*f16.*e4m3.*"), "fp8 operands upcast to fp16"
@@ -104,11 +117,12 @@ def test_gemm_sm90_is_fp8_wgmma(aot, M):
     assert f["cubin_bytes"] > 0
 
 
-@pytest.mark.parametrize("M", [4096, 1])
-def test_gemm_sm89_is_fp8_mma_sync(aot, M):
-    f = aot[f"gemm_sm89_M{M}"]
+@pytest.mark.parametrize("case", _gemm_cases(89))
+def test_gemm_sm89_is_fp8_mma_sync(aot, case):
+    f = aot[case]
     assert _has(f, r"mma\.sync\.aligned\.m16n8k32\.row\.col\.f32\.e4m3\.e4m3\.f32"), f["instructions"]
     assert not _has(f, r"cvt\..*f16.*e4m3.*"), "fp8 operands upcast to fp16"
+    assert f["shared"] <= 99 * 1024  # fits an Ada SM
 
 
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])

@@ -23,6 +23,10 @@ namespace nvila::NVILA_CUDA_NS {
 // the opt-in attribute). The emulator reports 48 KiB.
 int max_dynamic_smem();
 
+// Compute capability of the current device as major * 10 + minor (the emulator
+// reports emu_rt::g_compute_capability).
+int compute_capability();
+
 // Lets `kernel` use `bytes` of dynamic shared memory (needed above 48 KiB).
 template <typename Kernel>
 cudaError_t allow_dynamic_smem(Kernel kernel, size_t bytes) {

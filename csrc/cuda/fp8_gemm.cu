@@ -9,6 +9,12 @@
 // a warp (8 rows x 4 words) then hit 32 distinct banks.
 // Operands whose rows are not 16-byte aligned (K % 16 != 0) take the same kernel
 // with byte-wise synchronous tile loads (ALIGNED = false).
+//
+// sm_90a (Hopper) runs mma.sync e4m3 without FP8 tensor cores (ptxas lowers it to
+// fp16 HMMA); there the launcher takes fp8_gemm_wgmma_kernel instead: one warpgroup
+// (4 warps) computes a 64 x 128 tile of out with wgmma.mma_async m64n128k32 e4m3,
+// operands read by the tensor cores straight from shared memory in the 64-byte
+// swizzled K-major layout their descriptors describe (see namespace wg).
 #include "common.cuh"
 #include "launchers.h"
 #include "nvila/fp8_ops.h"
@@ -109,13 +115,144 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_kernel(Fp8GemmArgs p) {
       }
 }
 
+// ---- sm_90a: warpgroup MMA ---------------------------------------------------------
+namespace wg {
+
+// A stage holds a 64 x 64-byte tile of a and a 128 x 64-byte tile of b; three stages
+// (two K tiles in flight while one is multiplied) take 36 KiB of dynamic shared memory.
+constexpr int BM = 64, BN = 128, BK = 64, kStages = 3;
+constexpr int kATile = BM * BK, kBTile = BN * BK, kStage = kATile + kBTile;
+constexpr int kSmem = kStages * kStage + 1024;  // + slack to align the tiles to 1024 bytes
+
+#ifdef NVILA_WGMMA
+// Offset of byte k of row r in a tile: the canonical K-major layout with 64-byte swizzle
+// (ptx::wgmma_desc): rows of 64 bytes one after another, the 16-byte chunk c of row r
+// stored at chunk position c ^ ((r >> 1) & 3). The tiles start 1024-byte aligned, so
+// (r >> 1) & 3 are the shared-address bits 7-8 from which the hardware takes the XOR.
+// Eight rows (512 bytes) apart is the SBO of the descriptors; LBO is unused.
+__device__ __forceinline__ int swizzled(int r, int k) { return r * BK + ((((k >> 4) ^ (r >> 1)) & 3) << 4) + (k & 15); }
+
+// Loads rows [row0, row0 + ROWS) x bytes [k0, k0 + 64) of a row-major (rows, K) matrix
+// into a swizzled tile; rows >= rows and k >= K are zero.
+template <int ROWS, bool ALIGNED>
+__device__ __forceinline__ void load_tile(uint8_t* tile, const uint8_t* __restrict__ src, int64_t rows, int64_t K,
+                                          int64_t row0, int64_t k0) {
+  if constexpr (ALIGNED) {
+    for (int c = threadIdx.x; c < ROWS * (BK / 16); c += kThreads) {  // 16-byte chunks
+      const int r = c / (BK / 16), kc = (c % (BK / 16)) * 16;
+      const int64_t gr = row0 + r, gk = k0 + kc;
+      const int64_t left = K - gk;
+      const int bytes = gr < rows && left > 0 ? int(left < 16 ? left : 16) : 0;
+      ptx::cp_async_16(tile + swizzled(r, kc), bytes > 0 ? src + gr * K + gk : src, bytes);
+    }
+  } else {
+    for (int c = threadIdx.x; c < ROWS * BK; c += kThreads) {
+      const int r = c / BK, k = c % BK;
+      const int64_t gr = row0 + r, gk = k0 + k;
+      tile[swizzled(r, k)] = gr < rows && gk < K ? src[gr * K + gk] : uint8_t(0);
+    }
+  }
+}
+
+// Descriptor of the k32 step `s` (0 or 1) of a swizzled tile at shared address `tile`:
+// the step's 32 bytes of each row start 32 * s bytes into the (unswizzled) row.
+__device__ __forceinline__ uint64_t desc(uint32_t tile, int s) {
+  return ptx::wgmma_desc(tile + 32 * s, 16, 8 * BK, ptx::Swizzle::B64);
+}
+
+#endif
+}  // namespace wg
+
+// out tile (blockIdx.y, blockIdx.x) of 64 x 128; 128 threads = one warpgroup.
+template <typename OutT, bool ALIGNED>
+__global__ void __launch_bounds__(kThreads) fp8_gemm_wgmma_kernel(Fp8GemmArgs p) {
+#ifdef NVILA_WGMMA
+  constexpr int BM = wg::BM, BN = wg::BN, BK = wg::BK, kStages = wg::kStages, kStage = wg::kStage;
+  NVILA_DYNAMIC_SMEM(uint8_t, raw);
+  const uint32_t raw_addr = ptx::smem_addr(raw);
+  uint8_t* smem = raw + (1024 - raw_addr % 1024) % 1024;
+  const uint32_t smem_addr = raw_addr + uint32_t(smem - raw);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t m0 = int64_t(blockIdx.y) * BM, n0 = int64_t(blockIdx.x) * BN;
+  const int64_t ktiles = (p.K + BK - 1) / BK;
+  auto load_stage = [&](int stage, int64_t kt) {
+    wg::load_tile<BM, ALIGNED>(smem + stage * kStage, p.a, p.M, p.K, m0, kt * BK);
+    wg::load_tile<BN, ALIGNED>(smem + stage * kStage + wg::kATile, p.b, p.N, p.K, n0, kt * BK);
+  };
+
+  float acc[BN / 2] = {};
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < ktiles) load_stage(s, s);
+    ptx::cp_async_commit();
+  }
+  for (int64_t kt = 0; kt < ktiles; ++kt) {
+    const int cur = int(kt % kStages);
+    ptx::cp_async_wait<kStages - 2>();  // K tile kt has landed (one group per tile)
+    ptx::fence_proxy_async_shared();    // ... and is visible to the tensor cores
+    __syncthreads();                    // for every thread's part; and tile kt - 1 is consumed
+    if (kt + kStages - 1 < ktiles) load_stage(int((kt + kStages - 1) % kStages), kt + kStages - 1);
+    ptx::cp_async_commit();
+    const uint32_t a = smem_addr + uint32_t(cur * kStage), b = a + wg::kATile;
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < BK / 32; ++s) ptx::wgmma_m64n128k32_e4m3(acc, wg::desc(a, s), wg::desc(b, s), 1);
+    ptx::wgmma_commit();
+    ptx::wgmma_wait<0>();  // before the barrier above lets anyone refill this stage
+  }
+
+  // epilogue: scale, bias, cast, store
+  const float scale = *p.scale_a * *p.scale_b;
+  OutT* __restrict__ out = static_cast<OutT*>(p.out);
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t m = m0 + 16 * warp + g + 8 * (e >> 1);
+      const int64_t n = n0 + 8 * j + 2 * t + (e & 1);
+      if (m < p.M && n < p.N) {
+        float v = acc[4 * j + e] * scale;
+        if (p.bias) v += p.bias[n];
+        out[m * p.N + n] = from_f32<OutT>(v);
+      }
+    }
+#else
+  __trap();  // never launched: the launcher takes this kernel only where it was built (sm_90a)
+#endif
+}
+
+// Whether this build has sm_90a code for fp8_gemm_wgmma_kernel: setup.py passes the arch
+// list (e.g. "8.0;8.6;8.9;9.0a"); the emulator always has it.
+#if defined(NVILA_EMU)
+constexpr bool kHasSm90a = true;
+#elif defined(NVILA_CUDA_ARCHS)
+constexpr bool contains(const char* s, const char* word) {
+  for (; *s; ++s) {
+    int i = 0;
+    while (word[i] && s[i] == word[i]) ++i;
+    if (!word[i]) return true;
+  }
+  return false;
+}
+constexpr bool kHasSm90a = contains(NVILA_CUDA_ARCHS, "9.0a");
+#else
+constexpr bool kHasSm90a = false;
+#endif
+
 template <typename OutT>
 int launch(const Fp8GemmArgs& p, void* stream) {
   if (p.M == 0 || p.N == 0) return 0;
-  const int64_t gy = (p.M + BM - 1) / BM, gx = (p.N + BN - 1) / BN;
-  if (gy > 65535 || gx > 0x7fffffff) return int(cudaErrorInvalidValue);
   const bool aligned =
       p.K % 16 == 0 && reinterpret_cast<uintptr_t>(p.a) % 16 == 0 && reinterpret_cast<uintptr_t>(p.b) % 16 == 0;
+  if (kHasSm90a && compute_capability() == 90) {
+    const int64_t gy = (p.M + wg::BM - 1) / wg::BM, gx = (p.N + wg::BN - 1) / wg::BN;
+    if (gy > 65535 || gx > 0x7fffffff) return int(cudaErrorInvalidValue);
+    void (*kernel)(Fp8GemmArgs) = aligned ? fp8_gemm_wgmma_kernel<OutT, true> : fp8_gemm_wgmma_kernel<OutT, false>;
+    if (const cudaError_t e = allow_dynamic_smem(kernel, wg::kSmem); e != cudaSuccess) return int(e);
+    NVILA_LAUNCH(kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kThreads), wg::kSmem, stream)(p);
+    return int(cudaGetLastError());
+  }
+  const int64_t gy = (p.M + BM - 1) / BM, gx = (p.N + BN - 1) / BN;
+  if (gy > 65535 || gx > 0x7fffffff) return int(cudaErrorInvalidValue);
   void (*kernel)(Fp8GemmArgs) = aligned ? fp8_gemm_kernel<OutT, true> : fp8_gemm_kernel<OutT, false>;
   NVILA_LAUNCH(kernel, dim3(unsigned(gx), unsigned(gy)), dim3(kThreads), 0, stream)(p);
   return int(cudaGetLastError());

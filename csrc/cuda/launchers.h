@@ -24,3 +24,12 @@
 
 NVILA_DECLARE_LAUNCHERS(cuda)
 NVILA_DECLARE_LAUNCHERS(emu)
+
+// Test hooks of the emulator: the compute capability the emulated device reports
+// (major * 10 + minor, default 89; launchers that choose kernels by architecture
+// follow it), returning the previous one; and the number of warpgroup MMAs
+// (wgmma.mma_async) executed so far.
+namespace nvila::emu {
+int set_compute_capability(int cc);
+int64_t wgmma_count();
+}  // namespace nvila::emu

@@ -8,7 +8,9 @@
 // `__shared__` variables are function-local statics: with one block alive at a
 // time that is exactly one copy per block. Dynamic shared memory is a buffer
 // filled with 0xFF bytes (NaN for floats) before each block, so a kernel that
-// reads shared memory it did not write sees garbage, as on a GPU.
+// reads shared memory it did not write sees garbage, as on a GPU. It is also the
+// shared window: __cvta_generic_to_shared gives offsets into it, which is where the
+// models of instructions taking shared addresses (wgmma descriptors) read.
 // Only converged warps are modeled: a warp intrinsic whose mask does not name
 // every live lane of the warp aborts the launch with an error.
 // Launches are serialized by a global mutex (the shared statics are global).
@@ -165,6 +167,20 @@ T exchange(unsigned mask, T v, F src, const char* what) {
 
 inline unsigned* dyn_smem_ptr() { return reinterpret_cast<unsigned*>(g_launch->dyn_smem.data()); }
 
+// The shared window is the block's dynamic shared memory: a shared address is an
+// offset into it (instructions that take shared addresses, like wgmma descriptors,
+// need their operands there, not in `__shared__` statics).
+inline const unsigned char* shared_window(uint32_t addr) {
+  if (addr >= g_launch->dyn_smem.size()) g_launch->fail("shared address out of the dynamic shared memory");
+  return g_launch->dyn_smem.data() + addr;
+}
+
+// What the emulated device reports to the launchers, as major * 10 + minor (kernels
+// chosen by architecture follow it; tests change it), and a count of the warpgroup
+// MMAs executed (ptx::wgmma_*), so that tests can tell which kernel ran.
+inline std::atomic<int> g_compute_capability{89};
+inline std::atomic<int64_t> g_wgmma_count{0};
+
 }  // namespace nvila::emu_rt
 
 #define threadIdx (::nvila::emu_rt::t_threadIdx)
@@ -180,6 +196,13 @@ inline void __syncthreads() { nvila::emu_rt::g_launch->block_bar.arrive_and_wait
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   nvila::emu_rt::check_mask(mask, "__syncwarp");
   nvila::emu_rt::my_warp().bar.arrive_and_wait(nvila::emu_rt::g_launch->aborted);
+}
+inline size_t __cvta_generic_to_shared(const void* p) {
+  const auto& smem = nvila::emu_rt::g_launch->dyn_smem;
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (c < smem.data() || c >= smem.data() + smem.size())
+    nvila::emu_rt::g_launch->fail("__cvta_generic_to_shared: not a pointer into dynamic shared memory");
+  return size_t(c - smem.data());
 }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }

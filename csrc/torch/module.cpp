@@ -3,6 +3,8 @@
 // this build contains. Plain CPython API, no torch headers.
 #include <Python.h>
 
+#include "../cuda/launchers.h"
+
 #ifndef NVILA_CUDA_ARCHS
 #define NVILA_CUDA_ARCHS ""
 #endif
@@ -23,8 +25,25 @@ static PyObject* build_info(PyObject*, PyObject*) {
                        "cuda_version", NVILA_CUDA_VERSION, "torch_version", NVILA_TORCH_VERSION);
 }
 
+// Test hooks of the CUDA emulator (backend "emu"), see nvila::emu in launchers.h.
+static PyObject* set_emulated_compute_capability(PyObject*, PyObject* arg) {
+  const long cc = PyLong_AsLong(arg);
+  if (cc == -1 && PyErr_Occurred()) return nullptr;
+  if (cc < 0 || cc > 1000) {
+    PyErr_SetString(PyExc_ValueError, "cc: expected major * 10 + minor, e.g. 90");
+    return nullptr;
+  }
+  return PyLong_FromLong(nvila::emu::set_compute_capability(int(cc)));
+}
+
+static PyObject* emulated_wgmma_count(PyObject*, PyObject*) { return PyLong_FromLongLong(nvila::emu::wgmma_count()); }
+
 static PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "What this build of the extension contains."},
+    {"set_emulated_compute_capability", set_emulated_compute_capability, METH_O,
+     "Sets the compute capability (major * 10 + minor) the CUDA emulator reports; returns the previous one."},
+    {"emulated_wgmma_count", emulated_wgmma_count, METH_NOARGS,
+     "Warpgroup MMAs (wgmma.mma_async) the CUDA emulator has executed."},
     {nullptr, nullptr, 0, nullptr},
 };
 

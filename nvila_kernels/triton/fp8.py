@@ -159,6 +159,7 @@ def _fp8_gemm_kernel(
     M,
     N,
     K,
+    M_BUCKET,  # autotune key only
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -200,20 +201,54 @@ def _fp8_gemm_kernel(
     tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _gemm_config(M: int, N: int, K: int, capability: tuple[int, int]) -> dict:
-    """Tile sizes and launch parameters for an (M, N, K) problem on an sm_`capability` GPU.
+# Autotune candidates (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per regime and
+# GPU family. Decode-sized problems (M <= 64) stream b: narrow BLOCK_N means more
+# programs. On sm_90+ BLOCK_M stays >= 64, the smallest wgmma tile (with BLOCK_M = 16
+# Triton falls back to mma.sync and upcasts the fp8 operands to fp16 there); sm_89 has
+# a native fp8 mma.sync (m16n8k32 e4m3), so BLOCK_M = 16 wastes nothing on it.
+# Large-M tiles: 128 x 128 x 128 is two warpgroups of wgmma m64n128k32 per K step.
+GEMM_TILES = {
+    ("decode", "sm90"): [(64, 64, 128, 4, 4), (64, 128, 128, 4, 4), (64, 32, 256, 4, 3), (64, 64, 256, 4, 3)],
+    ("decode", "sm89"): [(16, 64, 128, 4, 4), (16, 32, 256, 4, 3), (16, 128, 128, 4, 3), (32, 64, 128, 4, 4)],
+    ("prefill", "sm90"): [
+        (128, 128, 128, 8, 3),
+        (128, 256, 128, 8, 3),
+        (256, 128, 128, 8, 3),
+        (128, 128, 64, 4, 5),
+        (64, 128, 128, 4, 4),
+    ],
+    ("prefill", "sm89"): [(128, 128, 64, 8, 3), (128, 64, 128, 4, 3), (64, 128, 128, 4, 3), (64, 64, 128, 4, 4)],
+}
+DECODE_MAX_M = 64  # tests/test_triton_aot.py compiles every candidate: wgmma / fp8 mma, fits the SM's smem
 
-    Large M: 128 x 128 x 128 tiles (fp8: 32 KiB of a and b per stage), 3 stages,
-    8 warps (two warpgroups of wgmma m64n128k32 on sm_90). Small M (decode) is a
-    stream over b: narrower BLOCK_N for more programs. On sm_90+ BLOCK_M stays 64,
-    the smallest wgmma tile: with BLOCK_M = 16 Triton falls back to mma.sync and
-    upcasts the fp8 operands to fp16 there; sm_89 has a native fp8 mma.sync
-    (m16n8k32 e4m3), so BLOCK_M = 16 wastes nothing on it.
-    """
-    if M <= 64:
-        block_m = 64 if capability >= (9, 0) or M > 16 else 16
-        return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)
-    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)
+
+def gemm_family(capability: tuple[int, int]) -> str:
+    return "sm90" if capability >= (9, 0) else "sm89"
+
+
+def gemm_regime(M: int) -> str:
+    return "decode" if M <= DECODE_MAX_M else "prefill"
+
+
+def _gemm_config(M: int, N: int, K: int, capability: tuple[int, int]) -> dict:
+    """The first (rule-of-thumb) candidate for an (M, N, K) problem on an sm_`capability`
+    GPU: what the interpreter runs, and the autotuner's first try."""
+    bm, bn, bk, warps, stages = GEMM_TILES[(gemm_regime(M), gemm_family(capability))][0]
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
+
+
+def _tuner(regime: str, family: str):
+    configs = [
+        triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8), num_warps=w, num_stages=st)
+        for bm, bn, bk, w, st in GEMM_TILES[(regime, family)]
+    ]
+    # M_BUCKET (a power of two) keys the tuning so that each prompt length does not re-tune
+    return triton.autotune(configs=configs, key=["M_BUCKET", "N", "K"])(_fp8_gemm_kernel)
+
+
+# one autotuner per (regime, family): the candidates differ, and torch.compile's
+# wrap_triton supports plain autotuners (no prune_configs_by)
+_TUNERS = {key: _tuner(*key) for key in GEMM_TILES} if not INTERPRET else {}
 
 
 @kernel_op("nvila::fp8_gemm_triton", mutates_args={"out"})
@@ -227,18 +262,16 @@ def fp8_gemm_triton(
 ) -> None:
     M, K = a.shape
     N = b.shape[0]
-    cfg = _gemm_config(M, N, K, _capability(a.device))
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
-    launcher(_fp8_gemm_kernel)[grid](
-        a,
-        b,
-        scale_a,
-        scale_b,
-        bias if bias is not None else out,
-        out,
-        M,
-        N,
-        K,
-        HAS_BIAS=bias is not None,
-        **cfg,
-    )
+    m_bucket = min(triton.next_power_of_2(M), 4096)
+    args = (a, b, scale_a, scale_b, bias if bias is not None else out, out, M, N, K, m_bucket)
+    if INTERPRET:  # no timing under the interpreter: the rule-of-thumb tiles
+        cfg = _gemm_config(M, N, K, _capability(a.device))
+        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+        _fp8_gemm_kernel[grid](*args, HAS_BIAS=bias is not None, **cfg)
+        return
+    tuner = _TUNERS[(gemm_regime(M), gemm_family(_capability(a.device)))]
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+    launcher(tuner)[grid](*args, HAS_BIAS=bias is not None)

@@ -1,0 +1,154 @@
+"""Qwen2 decoder (gpt-fast style): GQA attention with q/k/v biases, RoPE, RMSNorm,
+SwiGLU MLP, tied or untied LM head, and a static KV cache.
+
+    llm.setup_caches(batch, max_seq_len, dtype, device)
+    logits = llm(embeds (B, T, D), input_pos (T,), rope_pos (B, T), mask (B, 1, T, S))
+
+input_pos are the cache slots written (shared by the batch), rope_pos the rotary
+positions per sequence (they differ under left padding), mask the keys each query
+may see (True = attend) over the whole cache length S.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LLMConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class KVCache(nn.Module):
+    def __init__(self, batch: int, kv_heads: int, max_seq_len: int, head_dim: int, dtype, device) -> None:
+        super().__init__()
+        shape = (batch, kv_heads, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, kv_heads, T, head_dim) at slots input_pos; return the whole cache."""
+        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
+        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
+        return self.k, self.v
+
+
+def rope_tables(head_dim: int, theta: float, max_seq_len: int, device) -> torch.Tensor:
+    """(max_seq_len, head_dim // 2, 2) fp32 cos, sin of position * theta^(-2i/head_dim)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(max_seq_len, device=device, dtype=torch.float32), inv_freq)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Qwen2's rotate-half RoPE. x (B, heads, T, head_dim), table (B, T, head_dim // 2, 2)."""
+    cos, sin = table[..., 0].unsqueeze(1), table[..., 1].unsqueeze(1)  # (B, 1, T, head_dim // 2)
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LLMConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.hidden, cfg.heads * cfg.head_dim)
+        self.k = nn.Linear(cfg.hidden, cfg.kv_heads * cfg.head_dim)
+        self.v = nn.Linear(cfg.hidden, cfg.kv_heads * cfg.head_dim)
+        self.o = nn.Linear(cfg.heads * cfg.head_dim, cfg.hidden, bias=False)
+        self.cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor):
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        if self.cache is None:
+            raise RuntimeError("the KV cache is not set up: call setup_caches(batch, max_seq_len) first")
+        k, v = self.cache.update(input_pos, k, v)  # (B, kv_heads, S, head_dim)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LLMConfig) -> None:
+        super().__init__()
+        self.gate = nn.Linear(cfg.hidden, cfg.ffn, bias=False)
+        self.up = nn.Linear(cfg.hidden, cfg.ffn, bias=False)
+        self.down = nn.Linear(cfg.ffn, cfg.hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: LLMConfig) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(cfg.hidden, cfg.eps)
+        self.attn = Attention(cfg)
+        self.norm2 = RMSNorm(cfg.hidden, cfg.eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope, input_pos, mask):
+        x = x + self.attn(self.norm1(x), rope, input_pos, mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class Qwen2(nn.Module):
+    def __init__(self, cfg: LLMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.hidden)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.hidden, cfg.eps)
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden, cfg.vocab, bias=False)
+        self.rope: torch.Tensor | None = None
+        self.max_batch = self.max_seq_len = 0
+
+    def setup_caches(self, batch: int, max_seq_len: int, dtype=None, device=None) -> None:
+        """Allocate the KV caches (batch, kv_heads, max_seq_len, head_dim) and the RoPE table."""
+        if max_seq_len > self.cfg.max_seq_len:
+            raise ValueError(f"max_seq_len: {max_seq_len} exceeds the model's max_seq_len {self.cfg.max_seq_len}")
+        dtype = dtype or self.embed.weight.dtype
+        device = device or self.embed.weight.device
+        for layer in self.layers:
+            layer.attn.cache = KVCache(batch, self.cfg.kv_heads, max_seq_len, self.cfg.head_dim, dtype, device)
+        self.rope = rope_tables(self.cfg.head_dim, self.cfg.rope_theta, max_seq_len, device)
+        self.max_batch, self.max_seq_len = batch, max_seq_len
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
+
+    def forward(
+        self, embeds: torch.Tensor, input_pos: torch.Tensor, rope_pos: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """embeds (B, T, D) -> logits (B, T, vocab) in fp32."""
+        if self.rope is None:
+            raise RuntimeError("call setup_caches(batch, max_seq_len) before running the LLM")
+        rope = self.rope[rope_pos]  # (B, T, head_dim // 2, 2)
+        x = embeds
+        for layer in self.layers:
+            x = layer(x, rope, input_pos, mask)
+        return self.logits(x).float()
+
+
+def causal_mask(input_pos: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, S) bool: query at slot input_pos[t] sees valid keys at slots <= it, and
+    always itself (so a padding query has one key and no NaN)."""
+    S = key_valid.shape[1]
+    slots = torch.arange(S, device=input_pos.device)
+    causal = slots[None, :] <= input_pos[:, None]  # (T, S)
+    own = slots[None, :] == input_pos[:, None]
+    return ((causal[None] & key_valid[:, None, :]) | own[None]).unsqueeze(1)

@@ -1,0 +1,134 @@
+"""NVILA: vision tower -> merge + compression projector -> Qwen2, and the prompt's
+embeddings with the visual tokens spliced in (NVILA.md sections 2-6).
+
+    model = NVILA(cfg)                      # or nvila.load(path)
+    embeds, ids = model.embed_prompt(prompt, images=[img])
+    logits = ...                            # see nvila.generate
+
+Media rules: a prompt with ONE image tiles it (Dynamic-S2, or NVILA-Lite tiles + a
+thumbnail; never in "resize" mode); with several images every image is one non-tiled
+tile, as in the official code. Non-tiled images and video frames repeat their features len(scales) times on
+channels. Every visual block is followed by the "\\n" embedding; NVILA-Lite expands an
+image placeholder into one "<image>\\n" per tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+import nvila_kernels as nk
+from nvila_kernels.tiling import TilePlan, plan_lite, plan_single, plan_tiles
+
+from .config import NVILAConfig
+from .llm import Qwen2
+from .processor import IMAGE_TOKEN, VIDEO_TOKEN, Tokenizer, load_image, split_media, tile_image
+from .projector import Projector
+from .vision import VisionTower
+
+
+class NVILA(nn.Module):
+    def __init__(self, cfg: NVILAConfig, backend: str | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backend = backend  # nvila_kernels backend for every kernel call (None = automatic)
+        self.vision = VisionTower(cfg.vision)
+        self.projector = Projector(cfg)
+        self.llm = Qwen2(cfg.llm)
+        self.tokenizer: Tokenizer | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.embed.weight.device
+
+    # ---- vision ----------------------------------------------------------------
+
+    def plan(self, width: int, height: int, tiled: bool = True) -> TilePlan:
+        """The tile plan NVILA uses for a width x height image."""
+        c, t = self.cfg, self.cfg.vision.image
+        if not tiled or c.image_mode == "resize":
+            return plan_single(width, height, t)
+        if c.image_mode == "lite":
+            return plan_lite(width, height, t, c.max_tiles)
+        return plan_tiles(width, height, c.scales, t, c.max_tiles)
+
+    def vision_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, 3, tile, tile) -> (n, grid*grid, mm_hidden): non-tiled inputs get their
+        channels repeated once per scale (Dynamic-S2 models)."""
+        f = self.vision(pixels.to(self.device, self.dtype))
+        return f.repeat(1, 1, len(self.cfg.scales)) if len(self.cfg.scales) > 1 else f
+
+    def encode_image(self, image, tiled: bool = True) -> list[torch.Tensor]:
+        """An image -> its visual token blocks [(n_tokens, H)], each to be followed by "\\n":
+        one block for Dynamic-S2 / non-tiled, one per tile (+ thumbnail) for NVILA-Lite."""
+        image = load_image(image)
+        plan = self.plan(image.width, image.height, tiled)
+        v = self.cfg.vision
+        pixels = tile_image(image, plan, v.image_mean, v.image_std, backend=self.backend)
+        if plan.n_tiles == 1:
+            return [self.projector(self.vision_features(pixels), plan, self.backend)]
+        feats = self.vision(pixels.to(self.device, self.dtype))  # (n_tiles, grid*grid, C)
+        if self.cfg.image_mode == "lite":
+            return list(self.projector.compress_tiles(feats, self.backend).unbind(0))
+        return [self.projector(feats, plan, self.backend)]
+
+    def encode_video(self, frames: Sequence) -> list[torch.Tensor]:
+        """Frames (already sampled) -> one (tokens, H) block per (pooled) frame: each frame
+        one tile, 2x2/3x3 projector, then the mean of groups of cfg.temporal_pool frames."""
+        v, g = self.cfg.vision, self.cfg.temporal_pool
+        if len(frames) % g:
+            raise ValueError(f"frames: {len(frames)} frames are not divisible by temporal_pool={g}")
+        images = [load_image(f) for f in frames]
+        pixels = torch.cat(
+            [
+                tile_image(im, plan_single(*im.size, v.image), v.image_mean, v.image_std, backend=self.backend)
+                for im in images
+            ]
+        )  # (T, 3, tile, tile)
+        tokens = self.projector.compress_tiles(self.vision_features(pixels), self.backend)  # (T, n, H)
+        if g > 1:
+            tokens = nk.temporal_pool(tokens.contiguous(), g, backend=self.backend)  # (T / g, n, H)
+        return list(tokens.unbind(0))
+
+    # ---- prompt ----------------------------------------------------------------
+
+    def embed_prompt(self, prompt: str, images: Sequence = (), video: Sequence | None = None):
+        """A templated prompt with "<image>" / "<vila/video>" placeholders -> (embeds (T, H),
+        ids (T,) with -1 at visual tokens). Placeholders are never embedded."""
+        if self.tokenizer is None:
+            raise RuntimeError("model.tokenizer is not set (nvila.load sets it)")
+        tok = self.tokenizer
+        n_img, n_vid = prompt.count(IMAGE_TOKEN), prompt.count(VIDEO_TOKEN)
+        if n_img != len(images):
+            raise ValueError(f"images: the prompt has {n_img} {IMAGE_TOKEN} placeholders, got {len(images)} images")
+        if n_vid != (video is not None):
+            raise ValueError(f"video: the prompt has {n_vid} {VIDEO_TOKEN} placeholders, got {int(video is not None)}")
+        image_blocks = [self.encode_image(im, tiled=len(images) == 1) for im in images]
+        if self.cfg.image_mode == "lite":  # one "<image>\n" per tile
+            texts = prompt.split(IMAGE_TOKEN)
+            prompt = texts[0] + "".join(
+                (IMAGE_TOKEN + "\n") * len(b) + t for b, t in zip(image_blocks, texts[1:], strict=True)
+            )
+            image_blocks = [[b] for blocks in image_blocks for b in blocks]
+        pieces = split_media(prompt)
+        media = iter(image_blocks)
+        embed = self.llm.embed
+        newline = embed(torch.tensor([tok.newline_id], device=self.device))  # (1, H)
+        parts, ids = [], []
+        for p in pieces:
+            if p in (IMAGE_TOKEN, VIDEO_TOKEN):
+                blocks = next(media) if p == IMAGE_TOKEN else self.encode_video(video)
+                for b in blocks:
+                    parts += [b.to(self.dtype), newline]
+                    ids += [-1] * b.shape[0] + [tok.newline_id]
+            else:
+                t = tok.encode(p)
+                parts.append(embed(torch.tensor(t, dtype=torch.long, device=self.device)))
+                ids += t
+        return torch.cat(parts), torch.tensor(ids, dtype=torch.long)

@@ -1,0 +1,81 @@
+"""Smoke test of the bench suite itself: `python -m bench --tiny` produces rows, tables,
+a summary and plots; every op has a row for each of our backends present on the CPU,
+for the reference and for its peers; backends that cannot be timed are listed as
+SKIP with a reason."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nvila_kernels import backends
+
+ROOT = Path(__file__).resolve().parents[1]
+OPS = ("spatial_compress", "temporal_pool", "fp8_gemm", "fp8_quantize", "model")
+PEERS = {  # peers every op must show on the CPU (the reference too)
+    "spatial_compress": {"eager", "compile"},
+    "temporal_pool": {"eager", "compile"},
+    "fp8_gemm": {"eager", "matmul-bf16", "scaled_mm", "compile"},
+    "fp8_quantize": {"eager", "compile"},
+    "model": set(),  # the end-to-end model: our backends against the reference, fp32 and fp8
+}
+
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # as a user runs it
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "bench", "--tiny", "--device", "cpu", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for p in sorted(out.glob("*.jsonl")) for line in p.read_text().splitlines()]
+    return out, proc.stdout, rows
+
+
+def test_rows_tables_and_plots(suite):
+    out, stdout, rows = suite
+    assert rows and {r["op"] for r in rows} == set(OPS)
+    for r in rows:
+        assert r["median_ms"] > 0 and r["p20_ms"] <= r["median_ms"] <= r["p80_ms"]
+        assert r["copy_gbps"] > 0 and r["device"] and r["torch"] and r["commit"]
+        assert r["max_abs_err"] is not None or r["op"] == "model"  # kernel rows are checked against the reference
+    gemm = [r for r in rows if r["op"] == "fp8_gemm"]
+    assert all(r["tflops"] > 0 and r["flops"] > 0 for r in gemm)
+    assert any(r["sweep"] for r in gemm), "the M sweep is missing"
+    summary = (out / "summary_cpu.md").read_text()
+    for op in OPS:
+        assert f"| {op} |" in summary
+        assert (out / f"{op}_cpu_speedup.png").stat().st_size > 1000
+    assert list(out.glob("*_roofline.png")), "no roofline plot of the GEMM sweep"
+    assert "| median ms | p20 ms | p80 ms |" in (out / "spatial_compress_cpu.md").read_text()
+    model = [r for r in rows if r["op"] == "model"]
+    stages = {r["note"] for r in model}
+    assert stages == {"tile", "vision", "project", "prefill", "decode (per token)"}, stages
+    assert {r["dtype"] for r in model} == {"fp32", "fp8"}
+    assert all(r["rate"] > 0 and r["memory_mb"] > 0 for r in model)
+    fp8_mb = {r["memory_mb"] for r in model if r["dtype"] == "fp8"}
+    fp32_mb = {r["memory_mb"] for r in model if r["dtype"] == "fp32"}
+    assert max(fp8_mb) < min(fp32_mb), "FP8 weights should take less memory"
+
+
+def test_every_backend_and_peer_appears(suite):
+    _, stdout, rows = suite
+    present = [b for b in ("cpu",) if b in backends.available_backends(torch.device("cpu"))]
+    for op in OPS:
+        providers = {r["provider"] for r in rows if r["op"] == op}
+        missing = ({*present, "reference"} | PEERS[op]) - providers
+        assert not missing, f"{op}: no rows for {missing}"
+
+
+def test_untimed_backends_are_listed_with_a_reason(suite):
+    _, stdout, _ = suite
+    for b in ("cuda", "triton"):
+        line = next((ln for ln in stdout.splitlines() if ln.startswith(f"SKIP {b}:")), None)
+        assert line is not None and len(line) > len(f"SKIP {b}: ") + 10, f"no SKIP line with a reason for {b}"
