@@ -14,12 +14,21 @@ import argparse
 import sys
 import time
 
-from bench import bench_fp8, bench_model, bench_spatial_compress, bench_temporal_pool, common, plots
+from bench import (
+    bench_fp8,
+    bench_merge_compress,
+    bench_model,
+    bench_spatial_compress,
+    bench_temporal_pool,
+    common,
+    plots,
+)
 
 # op name -> the script that benchmarks it (a script may cover several ops)
 SCRIPTS = {
     "spatial_compress": bench_spatial_compress,
     "temporal_pool": bench_temporal_pool,
+    "merge_compress": bench_merge_compress,
     "fp8_gemm": bench_fp8,
     "fp8_quantize": bench_fp8,
     "model": bench_model,

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import nvila_kernels
-from bench import bench_fp8, bench_spatial_compress, bench_temporal_pool, common
+from bench import bench_fp8, bench_merge_compress, bench_spatial_compress, bench_temporal_pool, common
 from nvila_kernels import reference
+from nvila_kernels.tiling import plan_tiles
 
 DEVICE = torch.device(common.default_device())
 BACKENDS = common.benched_backends(DEVICE)
@@ -60,6 +61,21 @@ def _temporal_pool(case, provider):
     return lambda: nvila_kernels.temporal_pool(x, g, out=out, backend=provider)
 
 
+def _merge_compress(case, provider):
+    note, image, h, C, k, dtype = case
+    plan = plan_tiles(*image)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(plan.n_tiles, h * h, C, generator=gen).to(DEVICE, dtype)
+    D = k * k * len(plan.scales) * C
+    w, b = (torch.randn(D, generator=gen).to(DEVICE, dtype) for _ in range(2))
+    if provider == "reference":
+        return lambda: reference.merge_compress(x, plan, k, w, b, h=h, w=h)
+    if provider == "eager":
+        return lambda: bench_merge_compress.eager_merge_compress(x, plan, k, w, b, h)
+    out = nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, backend=provider)
+    return lambda: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, out=out, backend=provider)
+
+
 def _fp8_gemm(case, provider):
     note, M, N, K = case
     gen = torch.Generator().manual_seed(0)
@@ -88,6 +104,7 @@ def _fp8_quantize(case, provider):
 OPS = {
     "spatial_compress": (_spatial_compress, bench_spatial_compress.CASES, lambda c: f"{c[0]}-{c[3]}"),
     "temporal_pool": (_temporal_pool, bench_temporal_pool.DTYPES, str),
+    "merge_compress": (_merge_compress, bench_merge_compress.CASES, lambda c: f"{c[0]}-{c[5]}"),
     "fp8_gemm": (_fp8_gemm, bench_fp8.GEMM_CASES, lambda c: c[0]),
     "fp8_quantize": (_fp8_quantize, bench_fp8.QUANT_CASES, lambda c: c[0]),
 }

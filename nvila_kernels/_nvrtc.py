@@ -144,8 +144,15 @@ def temporal_pool_config(a: TemporalPoolArgs, t: LaunchTarget) -> LaunchConfig:
 
 
 def multiscale_merge_config(a: MultiscaleMergeArgs, t: LaunchTarget) -> LaunchConfig:
-    total = a.S * a.C * (a.rows[a.S - 1] * a.h) * (a.cols[a.S - 1] * a.w)
-    return _config(min(_cdiv(total, 256), 65536 * 8), 1, 256) if total else _config()
+    S, H, W = a.S, a.rows[a.S - 1] * a.h, a.cols[a.S - 1] * a.w
+    jobs = S * _cdiv(a.C, 32) * H * _cdiv(W, 32)
+    if jobs == 0:
+        return _config()
+    tokens = (a.tile0[S - 1] + a.rows[S - 1] * a.cols[S - 1]) * a.h * a.w
+    span = max(max((H + 1) * a.rows[s] * a.h, (W + 1) * a.cols[s] * a.w) for s in range(S))
+    if jobs >= 1 << 31 or tokens >= 1 << 31 or span >= 1 << 32:
+        return _config(1 << 31, 1, 256)  # beyond the kernel's 32-bit indexing: not launchable
+    return _config(min(jobs, 65536 * 8), 1, 256)
 
 
 def fp8_quantize_config(a: Fp8QuantizeArgs, t: LaunchTarget) -> LaunchConfig:

@@ -19,6 +19,11 @@ SCHEMAS = {
     "temporal_pool": "(Tensor x, int group, Tensor(a!) out) -> ()",
     # the plan's scales as (rows, cols) lists, ascending; out is (S*C, rows[-1]*h, cols[-1]*w)
     "multiscale_merge": ("(Tensor features, int[] scale_rows, int[] scale_cols, int h, int w, Tensor(a!) out) -> ()"),
+    # multiscale_merge's plan, then spatial_compress's k / LayerNorm per h x w block; out is (tokens, k*k*S*C)
+    "merge_compress": (
+        "(Tensor features, int[] scale_rows, int[] scale_cols, int h, int w, int k, Tensor? ln_weight, "
+        "Tensor? ln_bias, float eps, Tensor(a!) out) -> ()"
+    ),
     # q and scale_out are written; scale None = dynamic (amax computed on the device)
     "fp8_quantize": "(Tensor x, Tensor? scale, Tensor(a!) q, Tensor(b!) scale_out) -> ()",
     "fp8_gemm": "(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias, Tensor(a!) out) -> ()",

@@ -55,6 +55,26 @@ def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a0 < b1 and b0 < a1
 
 
+def _check_k_eps(k: int, eps: float) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: expected an int >= 1, got {k!r}")
+    if not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"eps: expected a float >= 0, got {eps!r}")
+
+
+def _check_ln(ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None, D: int, what: str, x: torch.Tensor) -> None:
+    """LayerNorm parameters: both None, or weight (and optionally bias) of shape (D,) on x's device."""
+    if ln_bias is not None and ln_weight is None:
+        raise ValueError("ln_bias: given without ln_weight (LayerNorm is applied when ln_weight is given)")
+    for name, t in (("ln_weight", ln_weight), ("ln_bias", ln_bias)):
+        if t is None:
+            continue
+        _check_float(t, name)
+        if tuple(t.shape) != (D,):
+            raise ValueError(f"{name}: expected shape ({D},) = {what}, got {tuple(t.shape)}")
+        _check_same_device(t, name, x)
+
+
 def _run(name: str, backend: str, *args) -> None:
     if backend == "triton":
         getattr(torch.ops.nvila, f"{name}_triton")(*args)
@@ -88,21 +108,10 @@ def spatial_compress(
         raise ValueError(f"x: expected a 4-D (B, H, W, C) tensor, got shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"x: expected a non-empty tensor, got shape {tuple(x.shape)}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k: expected an int >= 1, got {k!r}")
-    if not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"eps: expected a float >= 0, got {eps!r}")
+    _check_k_eps(k, eps)
     B, H, W, C = x.shape
     D = k * k * C
-    if ln_bias is not None and ln_weight is None:
-        raise ValueError("ln_bias: given without ln_weight (LayerNorm is applied when ln_weight is given)")
-    for name, t in (("ln_weight", ln_weight), ("ln_bias", ln_bias)):
-        if t is None:
-            continue
-        _check_float(t, name)
-        if tuple(t.shape) != (D,):
-            raise ValueError(f"{name}: expected shape ({D},) = (k*k*C,) for k={k}, C={C}, got {tuple(t.shape)}")
-        _check_same_device(t, name, x)
+    _check_ln(ln_weight, ln_bias, D, f"(k*k*C,) for k={k}, C={C}", x)
     shape = (B, -(-H // k), -(-W // k), D)
     if out is not None:
         _check_out(out, shape, x)
@@ -180,6 +189,27 @@ def multiscale_merge(
     Returns (S*C, rows*h, cols*w), channel-first like NVILA. Only Dynamic-S2 plans
     (no NVILA-Lite thumbnail) are supported.
     """
+    C = _check_merge_inputs(features, plan, h, w)
+    last = plan.scales[-1]
+    shape = (len(plan.scales) * C, last.rows * h, last.cols * w)
+    if out is not None:
+        _check_out(out, shape, features)
+
+    chosen = backends.resolve("multiscale_merge", backend, features.device)
+    if chosen == "reference":
+        y = reference.multiscale_merge(features, plan, h, w)
+        return y if out is None else out.copy_(y)
+    features = features.contiguous()
+    if out is None:
+        out = torch.empty(shape, dtype=features.dtype, device=features.device)
+    rows = [s.rows for s in plan.scales]
+    cols = [s.cols for s in plan.scales]
+    _run("multiscale_merge", chosen, features, rows, cols, h, w, out)
+    return out
+
+
+def _check_merge_inputs(features: torch.Tensor, plan: TilePlan, h: int, w: int) -> int:
+    """Checks the tile features, plan and tile grid of multiscale_merge / merge_compress; returns C."""
     _check_float(features, "features")
     if not isinstance(plan, TilePlan):
         raise TypeError(f"plan: expected a nvila_kernels.tiling.TilePlan, got {type(plan).__name__}")
@@ -199,21 +229,62 @@ def multiscale_merge(
         raise ValueError(f"features: expected h*w = {h * w} tokens per tile for h={h}, w={w}, got {hw}")
     if C == 0:
         raise ValueError(f"features: expected at least one channel, got shape {tuple(features.shape)}")
+    return C
+
+
+def merge_compress(
+    features: torch.Tensor,
+    plan: TilePlan,
+    k: int,
+    ln_weight: torch.Tensor | None = None,
+    ln_bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    h: int = 32,
+    w: int = 32,
+    out: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """NVILA's fused back half of Dynamic-S2: multiscale_merge, the cut of the merged
+    map into per-tile blocks and spatial_compress with LayerNorm, in one pass
+    (NVILA.md sections 3-4).
+
+    features: (n_tiles, h*w, C) float32/float16/bfloat16 tile features in the plan's
+    order, as for multiscale_merge. The merged (S*C, rows*h, cols*w) map is cut into
+    rows x cols blocks of h x w (row-major); each block is space-to-depth'ed by k
+    with its own zero padding (bottom rows, then right columns: 32 -> 33 for k=3);
+    the per-block Ho x Wo outputs (Ho = ceil(h/k), Wo = ceil(w/k)) are put back in a
+    (rows*Ho) x (cols*Wo) grid, flattened row-major. Returns (rows*Ho*cols*Wo, D),
+    D = k*k*S*C, channel slot*(S*C) + s*C + c with slot = dr*k + dc, in the features'
+    dtype: the merged values are rounded to that dtype (as multiscale_merge stores
+    them), then LayerNorm-ed in fp32 over D with `ln_weight` (and optionally
+    `ln_bias`), or just rearranged when ln_weight is None. NVILA-8B: 4x3 tiles of
+    32x32x1152, k=2 -> (3072, 13824).
+    `out`: a contiguous tensor of the output's shape and dtype to write into.
+    `backend`: see nvila_kernels.backends.
+    """
+    C = _check_merge_inputs(features, plan, h, w)
+    _check_k_eps(k, eps)
+    S = len(plan.scales)
+    D = k * k * S * C
+    _check_ln(ln_weight, ln_bias, D, f"(k*k*S*C,) for k={k}, S={S} scales, C={C}", features)
     last = plan.scales[-1]
-    shape = (len(plan.scales) * C, last.rows * h, last.cols * w)
+    shape = (last.rows * -(-h // k) * last.cols * -(-w // k), D)
     if out is not None:
         _check_out(out, shape, features)
 
-    chosen = backends.resolve("multiscale_merge", backend, features.device)
+    chosen = backends.resolve("merge_compress", backend, features.device)
     if chosen == "reference":
-        y = reference.multiscale_merge(features, plan, h, w)
+        y = reference.merge_compress(features, plan, k, ln_weight, ln_bias, eps, h, w)
         return y if out is None else out.copy_(y)
     features = features.contiguous()
+    wt = None if ln_weight is None else ln_weight.to(torch.float32).contiguous()
+    b = None if ln_bias is None else ln_bias.to(torch.float32).contiguous()
     if out is None:
         out = torch.empty(shape, dtype=features.dtype, device=features.device)
     rows = [s.rows for s in plan.scales]
     cols = [s.cols for s in plan.scales]
-    _run("multiscale_merge", chosen, features, rows, cols, h, w, out)
+    _run("merge_compress", chosen, features, rows, cols, h, w, k, wt, b, float(eps), out)
     return out
 
 

@@ -71,6 +71,35 @@ def multiscale_merge(features: torch.Tensor, plan, h: int = 32, w: int = 32) -> 
     return torch.cat(maps, dim=0).to(features.dtype)
 
 
+def merge_compress(
+    features: torch.Tensor,
+    plan,
+    k: int,
+    ln_weight: torch.Tensor | None = None,
+    ln_bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    h: int = 32,
+    w: int = 32,
+) -> torch.Tensor:
+    """NVILA's back half of Dynamic-S2 (NVILA.md sections 3-4), as the literal composition:
+    multiscale_merge, cut the merged map into rows x cols blocks of h x w (row-major),
+    spatial_compress (k, padding, LayerNorm) of each block on its own, and the per-block
+    (Ho, Wo) outputs put back in a (rows*Ho, cols*Wo) grid flattened row-major.
+
+    features: (n_tiles, h*w, C). Returns (rows*Ho*cols*Wo, k*k*S*C) in features' dtype,
+    Ho = ceil(h/k), Wo = ceil(w/k); channel slot*(S*C) + s*C + c.
+    """
+    merged = multiscale_merge(features, plan, h, w)  # (S*C, rows*h, cols*w)
+    SC = merged.shape[0]
+    rows, cols = plan.scales[-1].rows, plan.scales[-1].cols
+    blocks = merged.permute(1, 2, 0).reshape(rows, h, cols, w, SC)  # (bi, y, bj, x, S*C)
+    blocks = blocks.permute(0, 2, 1, 3, 4).reshape(rows * cols, h, w, SC)  # (bi*cols + bj, y, x, S*C)
+    y = spatial_compress(blocks, k, ln_weight, ln_bias, eps)  # (rows*cols, Ho, Wo, D)
+    Ho, Wo, D = y.shape[1:]
+    y = y.reshape(rows, cols, Ho, Wo, D).permute(0, 2, 1, 3, 4)  # (bi, I, bj, J, D)
+    return y.reshape(rows * Ho * cols * Wo, D)
+
+
 # ---- FP8 -------------------------------------------------------------------------
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)

@@ -206,13 +206,14 @@ def test_cubin_arch_matches_name(cubin_dir, arch):
             assert ("EF_CUDA_ACCELERATORS" in flags) == arch.endswith("a"), f"{src.stem}.sm_{arch}.cubin: {flags}"
 
 
+@pytest.mark.parametrize("op", ["spatial_compress", "merge_compress"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_spatial_compress_uses_128bit_cache_hinted_memory_ops(cubin_dir, arch):
+def test_gather_kernels_use_128bit_cache_hinted_memory_ops(cubin_dir, arch, op):
     """ptx::st_global_cs_v4 (st.global.cs.v4.b32) is `STG.E.EF.128` (evict-first) and
     ptx::ld_global_nc_na_v4 (ld.global.nc.L1::no_allocate.v4.b32) is
     `LDG.E.NA.128.CONSTANT`; every kernel with 128-bit global accesses (the vectorized
     instantiations) uses both."""
-    funcs = sass_functions(sass(cubin_dir / f"spatial_compress.sm_{arch}.cubin"))
+    funcs = sass_functions(sass(cubin_dir / f"{op}.sm_{arch}.cubin"))
     store, load = re.compile(r"\bSTG\.E\.EF\.128\b"), re.compile(r"\bLDG\.E\.NA\.128\.CONSTANT\b")
     vectorized = {f: code for f, code in funcs.items() if re.search(r"\b(LDG|STG)\.[\w.]*\b128\b", code)}
     assert vectorized, f"no 128-bit global loads/stores in any of {len(funcs)} kernels"

@@ -254,3 +254,30 @@ def test_fuzz_multiscale_merge(backend):
         _close(got, expected, f.dtype, float(f.float().abs().max()) + 1e-30)
 
     check()
+
+
+# ---- merge_compress ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fuzz_merge_compress(backend):
+    device = backend_device(backend)
+
+    @fuzz(backend)
+    @given(merge_cases(slow=backend in SLOW_BACKENDS), st.integers(1, 3), st.booleans(), st.data())
+    def check(case, k, ln, data):
+        f, plan, h, w = case
+        D = k * k * len(plan.scales) * f.shape[-1]
+        wt = _values(data.draw, (D,), f.dtype) if ln else None
+        b = _values(data.draw, (D,), f.dtype) if ln else None
+        got = nk.merge_compress(f.to(device), plan, k, _to(wt, device), _to(b, device), h=h, w=w, backend=backend)
+        expected = reference.merge_compress(f, plan, k, wt, b, h=h, w=w)
+        # LayerNorm output is O(|weight| + |bias|); without it, the merged values
+        scale = (
+            float(f.float().abs().max()) + 1e-30
+            if wt is None
+            else float(wt.float().abs().max() + b.float().abs().max())
+        )
+        _close(got, expected, f.dtype, max(scale, 1e-30) if wt is None else max(scale, 1.0))
+
+    check()

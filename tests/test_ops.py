@@ -37,6 +37,13 @@ def _sample_args(name, device):
             (x, [1, 2, 3], [1, 2, 4], 2, 2, torch.empty(9, 6, 8, device=device)),
             (x[:14].bfloat16(), [1, 2, 3], [1, 2, 3], 2, 2, torch.empty(9, 6, 6, device=device, dtype=torch.bfloat16)),
         ]
+    if name == "merge_compress":
+        x = torch.randn(17, 4, 3, device=device)  # plan_tiles(1920, 1080) with h = w = 2
+        w, b = torch.randn(36, device=device), torch.randn(36, device=device)
+        return [
+            (x, [1, 2, 3], [1, 2, 4], 2, 2, 2, w, b, 1e-5, torch.empty(12, 36, device=device)),
+            (x[:14].half(), [1, 2, 3], [1, 2, 3], 2, 2, 3, None, None, 1e-5, torch.empty(9, 81, device=device).half()),
+        ]
     if name == "fp8_quantize":
         x = torch.randn(5, 7, device=device)
         q = torch.empty(5, 7, device=device, dtype=torch.float8_e4m3fn)

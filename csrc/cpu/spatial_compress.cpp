@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "layernorm_row.h"
 #include "nvila/dtype.h"
 #include "nvila/layernorm.h"
 #include "stream_store.h"
@@ -41,59 +42,6 @@ void copy_rows(const SpatialCompressArgs& a) {
     }
     stream_fence();
   }
-}
-
-// Sums in fp32 over blocks of kBlock values (several vector lanes each), blocks
-// added in double: a plain running sum drifts when one value repeats thousands of
-// times (the zero padding of a row), which this does not.
-constexpr int64_t kBlock = 256;
-
-// The row passes that run on the L1/L2-resident fp32 buffer are compiled twice,
-// for Haswell-class CPUs (AVX2 + FMA) and for baseline x86-64, picked at load time.
-#define NVILA_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
-
-NVILA_CPU_CLONES double block_sum_sq_dev(const float* v, int64_t n, float shift, float mean) {
-  double total = 0.0;
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t m = std::min(kBlock, n - i0);
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < m; ++i) {
-      const float d = (v[i0 + i] - shift) - mean;
-      s += d * d;
-    }
-    total += s;
-  }
-  return total;
-}
-
-NVILA_CPU_CLONES void normalize_inplace(float* v, int64_t n, RowStats st, const float* w, const float* bias) {
-  if (bias) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) v[i] = ((v[i] - st.shift) - st.mean) * st.rstd * w[i] + bias[i];
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) v[i] = ((v[i] - st.shift) - st.mean) * st.rstd * w[i];
-  }
-}
-
-// Stages C values of one source token as fp32 into b and returns their sum of
-// (value - shift), blocked as above.
-template <typename T>
-double load_token(float* b, const T* p, int64_t C, float shift) {
-  double total = 0.0;
-  for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-    const int64_t m = std::min(kBlock, C - c0);
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t c = 0; c < m; ++c) {
-      const float v = load_f32(p + c0 + c);
-      b[c0 + c] = v;
-      s += v - shift;
-    }
-    total += s;
-  }
-  return total;
 }
 
 template <typename T>

@@ -12,7 +12,7 @@
 #include "launchers.h"
 #include "nvila/layernorm.h"
 #include "nvila/spatial_compress.h"
-#include "ptx.cuh"
+#include "vec_io.cuh"
 
 namespace nvila::NVILA_CUDA_NS {
 namespace {
@@ -22,24 +22,6 @@ namespace {
 // The register cap this implies (64) is also what keeps ptxas from spilling: with
 // no minimum it chose ~48 registers and spilled in the uncached fp16 variant.
 constexpr int kMaxThreads = kSpatialCompressMaxThreads;
-
-template <typename T, int VEC>
-__device__ __forceinline__ Vec<T, VEC> load_vec(const T* p) {
-  Vec<T, VEC> v;
-  if constexpr (sizeof(v) == 16)
-    ptx::ld_global_nc_na_v4(&v, p);
-  else
-    v = *reinterpret_cast<const Vec<T, VEC>*>(p);
-  return v;
-}
-
-template <typename T, int VEC>
-__device__ __forceinline__ void store_vec(T* p, const Vec<T, VEC>& v) {
-  if constexpr (sizeof(v) == 16)
-    ptx::st_global_cs_v4(p, &v);
-  else
-    *reinterpret_cast<Vec<T, VEC>*>(p) = v;
-}
 
 // The VEC-wide piece `i` of output row `row`: its slot, and where it comes from
 // (element offset into x, or -1 for padding). Indices inside a row fit in 32 bits.

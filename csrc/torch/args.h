@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "nvila/fp8_ops.h"
+#include "nvila/merge_compress.h"
 #include "nvila/multiscale_merge.h"
 #include "nvila/spatial_compress.h"
 #include "nvila/temporal_pool.h"
@@ -88,9 +89,9 @@ inline TemporalPoolArgs temporal_pool_args(const at::Tensor& x, int64_t group, c
   return a;
 }
 
-inline MultiscaleMergeArgs multiscale_merge_args(const at::Tensor& x, at::IntArrayRef scale_rows,
-                                                 at::IntArrayRef scale_cols, int64_t h, int64_t w,
-                                                 const at::Tensor& out) {
+// The plan and features of multiscale_merge / merge_compress (a.out is left unset).
+inline MultiscaleMergeArgs merge_plan_args(const at::Tensor& x, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols,
+                                           int64_t h, int64_t w) {
   const int64_t S = int64_t(scale_rows.size());
   TORCH_CHECK(S >= 1 && S <= kMergeMaxScales, "scale_rows: expected 1 to ", kMergeMaxScales, " scales, got ", S);
   TORCH_CHECK(int64_t(scale_cols.size()) == S, "scale_cols: expected ", S, " scales (as scale_rows), got ",
@@ -115,12 +116,40 @@ inline MultiscaleMergeArgs multiscale_merge_args(const at::Tensor& x, at::IntArr
   TORCH_CHECK(x.is_contiguous(), "features: expected a contiguous tensor");
   a.dtype = to_dtype(x, "features");
   a.C = x.size(2);
+  a.x = x.data_ptr();
+  return a;
+}
+
+inline MultiscaleMergeArgs multiscale_merge_args(const at::Tensor& x, at::IntArrayRef scale_rows,
+                                                 at::IntArrayRef scale_cols, int64_t h, int64_t w,
+                                                 const at::Tensor& out) {
+  MultiscaleMergeArgs a = merge_plan_args(x, scale_rows, scale_cols, h, w);
   TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.device() == x.device(), "out: expected ", x.scalar_type(),
               " on ", x.device(), ", got ", out.scalar_type(), " on ", out.device());
   TORCH_CHECK(
-      out.is_contiguous() && out.dim() == 3 && out.size(0) == S * a.C && out.size(1) == a.H() && out.size(2) == a.W(),
-      "out: expected a contiguous tensor of shape (", S * a.C, ", ", a.H(), ", ", a.W(), "), got ", out.sizes());
-  a.x = x.data_ptr();
+      out.is_contiguous() && out.dim() == 3 && out.size(0) == a.S * a.C && out.size(1) == a.H() && out.size(2) == a.W(),
+      "out: expected a contiguous tensor of shape (", a.S * a.C, ", ", a.H(), ", ", a.W(), "), got ", out.sizes());
+  a.out = out.data_ptr();
+  return a;
+}
+
+inline MergeCompressArgs merge_compress_args(const at::Tensor& x, at::IntArrayRef scale_rows,
+                                             at::IntArrayRef scale_cols, int64_t h, int64_t w, int64_t k,
+                                             const std::optional<at::Tensor>& ln_weight,
+                                             const std::optional<at::Tensor>& ln_bias, double eps,
+                                             const at::Tensor& out) {
+  TORCH_CHECK(k >= 1, "k: expected k >= 1, got ", k);
+  MergeCompressArgs a{};
+  a.m = merge_plan_args(x, scale_rows, scale_cols, h, w);
+  a.k = k;
+  a.eps = float(eps);
+  TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.device() == x.device(), "out: expected ", x.scalar_type(),
+              " on ", x.device(), ", got ", out.scalar_type(), " on ", out.device());
+  TORCH_CHECK(out.is_contiguous() && out.dim() == 2 && out.size(0) == a.tokens() && out.size(1) == a.D(),
+              "out: expected a contiguous tensor of shape (", a.tokens(), ", ", a.D(), "), got ", out.sizes());
+  TORCH_CHECK(!ln_bias.has_value() || ln_weight.has_value(), "ln_bias: given without ln_weight");
+  a.ln_weight = ln_param(ln_weight, a.D(), x, "ln_weight");
+  a.ln_bias = ln_param(ln_bias, a.D(), x, "ln_bias");
   a.out = out.data_ptr();
   return a;
 }

@@ -29,6 +29,13 @@ void multiscale_merge_cpu(const at::Tensor& features, at::IntArrayRef scale_rows
   cpu::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out));
 }
 
+void merge_compress_cpu(const at::Tensor& features, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols, int64_t h,
+                        int64_t w, int64_t k, const std::optional<at::Tensor>& ln_weight,
+                        const std::optional<at::Tensor>& ln_bias, double eps, at::Tensor& out) {
+  check_cpu(features);
+  cpu::merge_compress(merge_compress_args(features, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, eps, out));
+}
+
 void check_emu(int code) { TORCH_CHECK(code == 0, "CUDA emulator launch failed: ", emu::error_string(code)); }
 
 void spatial_compress_emu(const at::Tensor& x, int64_t k, const std::optional<at::Tensor>& ln_weight,
@@ -46,6 +53,14 @@ void multiscale_merge_emu(const at::Tensor& features, at::IntArrayRef scale_rows
                           int64_t w, at::Tensor& out) {
   check_cpu(features);
   check_emu(emu::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out), nullptr));
+}
+
+void merge_compress_emu(const at::Tensor& features, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols, int64_t h,
+                        int64_t w, int64_t k, const std::optional<at::Tensor>& ln_weight,
+                        const std::optional<at::Tensor>& ln_bias, double eps, at::Tensor& out) {
+  check_cpu(features);
+  check_emu(emu::merge_compress(
+      merge_compress_args(features, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, eps, out), nullptr));
 }
 
 void fp8_quantize_cpu(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
@@ -86,6 +101,8 @@ TORCH_LIBRARY_IMPL(nvila, CPU, m) {
   m.impl("temporal_pool_emu", &temporal_pool_emu);
   m.impl("multiscale_merge_cpu", &multiscale_merge_cpu);
   m.impl("multiscale_merge_emu", &multiscale_merge_emu);
+  m.impl("merge_compress_cpu", &merge_compress_cpu);
+  m.impl("merge_compress_emu", &merge_compress_emu);
 }
 
 }  // namespace nvila::binding

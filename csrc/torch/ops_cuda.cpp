@@ -38,6 +38,15 @@ void multiscale_merge_cuda(const at::Tensor& features, at::IntArrayRef scale_row
   check(cuda::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out), stream));
 }
 
+void merge_compress_cuda(const at::Tensor& features, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols, int64_t h,
+                         int64_t w, int64_t k, const std::optional<at::Tensor>& ln_weight,
+                         const std::optional<at::Tensor>& ln_bias, double eps, at::Tensor& out) {
+  const c10::cuda::CUDAGuard guard(features.device());
+  void* stream = stream_of(features);
+  check(cuda::merge_compress(
+      merge_compress_args(features, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, eps, out), stream));
+}
+
 void fp8_quantize_cuda(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
                        at::Tensor& scale_out) {
   const c10::cuda::CUDAGuard guard(x.device());
@@ -61,6 +70,7 @@ TORCH_LIBRARY_IMPL(nvila, CUDA, m) {
   m.impl("spatial_compress_cuda", &spatial_compress_cuda);
   m.impl("temporal_pool_cuda", &temporal_pool_cuda);
   m.impl("multiscale_merge_cuda", &multiscale_merge_cuda);
+  m.impl("merge_compress_cuda", &merge_compress_cuda);
 }
 
 }  // namespace nvila::binding

@@ -1,5 +1,5 @@
 // NVILA's k x k space-to-depth ("spatial-to-channel" compression), shared by the
-// CPU kernel, the CUDA kernel and (later) the fused merge-compress kernels.
+// CPU kernel, the CUDA kernel and the fused merge_compress kernels.
 //
 // Input  x   : (B, H, W, C) token grid, tokens row-major, channel stride 1.
 // Output out : (B, Ho, Wo, k*k*C), Ho = ceil(H/k), Wo = ceil(W/k), contiguous.
@@ -28,6 +28,15 @@ struct SpatialCompressArgs {
   NVILA_HD int64_t rows() const { return B * Ho() * Wo(); }
 };
 
+// The input cell (h, w) that slot `slot` of output cell (I, J) reads in a k x k
+// space-to-depth of an H x W grid; false when that cell is zero padding.
+NVILA_HD bool space_to_depth_source(int64_t I, int64_t J, int64_t slot, int64_t k, int64_t H, int64_t W, int64_t& h,
+                                    int64_t& w) {
+  h = I * k + slot / k;
+  w = J * k + slot % k;
+  return h < H && w < W;
+}
+
 // Where slot `slot` of output token `row` (row = (b*Ho + I)*Wo + J) reads from:
 // the element offset of channel 0 of the source token, or -1 for padding.
 NVILA_HD int64_t spatial_compress_src(const SpatialCompressArgs& a, int64_t row, int64_t slot) {
@@ -35,9 +44,8 @@ NVILA_HD int64_t spatial_compress_src(const SpatialCompressArgs& a, int64_t row,
   const int64_t J = row % wo;
   const int64_t I = (row / wo) % ho;
   const int64_t b = row / (wo * ho);
-  const int64_t h = I * a.k + slot / a.k;
-  const int64_t w = J * a.k + slot % a.k;
-  if (h >= a.H || w >= a.W) return -1;
+  int64_t h, w;
+  if (!space_to_depth_source(I, J, slot, a.k, a.H, a.W, h, w)) return -1;
   return b * a.sB + h * a.sH + w * a.sW;
 }
 

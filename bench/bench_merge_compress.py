@@ -1,0 +1,172 @@
+"""Benchmark of merge_compress with LayerNorm (NVILA-8B's Dynamic-S2 back half).
+
+    python -m bench.bench_merge_compress [--quick|--full|--tiny] [--device cpu|cuda] [--out DIR]
+
+Shape: NVILA-8B on a 1920x1080 image: 17 tiles (1 + 4 + 4x3) of 32x32 tokens x 1152
+channels, k=2, LayerNorm over 4*3*1152 = 13824 channels -> (3072, 13824).
+Providers: each compiled backend of ours, with a fresh output ("cpu") and with `out=`
+("cpu+out"); "reference" (nvila_kernels.reference: multiscale_merge, blocks,
+spatial_compress, re-grid, in fp32); "eager", the official composition in the input
+dtype (per scale: tiles to a map, F.interpolate(mode="area") in fp32 and cast back,
+torch.cat of the scales, split into blocks, NVILA's flat_square with its zero padding,
+F.layer_norm, blocks back into one token grid); "compile", torch.compile of eager.
+Bytes moved = features read once + output written once.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+import nvila_kernels
+from bench import common
+from bench.bench_spatial_compress import flat_square
+from nvila_kernels.tiling import TilePlan, plan_tiles
+
+OP = "merge_compress"
+
+# (case, image (W, H), tile tokens h = w, C, k, dtype)
+CASES = (
+    ("NVILA-8B 1920x1080, k=2", (1920, 1080), 32, 1152, 2, torch.float32),
+    ("NVILA-8B 1920x1080, k=2", (1920, 1080), 32, 1152, 2, torch.bfloat16),
+)
+
+TINY_CASES = (
+    ("tiny 1920x1080, k=2", (1920, 1080), 2, 16, 2, torch.float32),
+    ("tiny 1024x1024, k=3", (1024, 1024), 4, 8, 3, torch.bfloat16),
+)
+
+# max |provider - reference| allowed, relative to max |reference|: a few ulps of the dtype
+REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-9, torch.bfloat16: 2**-6}
+
+
+def eager_merge_compress(
+    features: torch.Tensor, plan: TilePlan, k: int, ln_weight: torch.Tensor, ln_bias: torch.Tensor, h: int = 32
+) -> torch.Tensor:
+    """The official NVILA path, op by op: (n_tiles, h*h, C) -> (tokens, k*k*S*C)."""
+    C = features.shape[-1]
+    last = plan.scales[-1]
+    size = (last.rows * h, last.cols * h)
+    maps, t0 = [], 0
+    for s in plan.scales:
+        n = s.rows * s.cols
+        m = features[t0 : t0 + n].reshape(s.rows, s.cols, h, h, C).permute(4, 0, 2, 1, 3)
+        m = m.reshape(1, C, s.rows * h, s.cols * h)  # merge_chessboard
+        maps.append(F.interpolate(m.float(), size=size, mode="area").to(features.dtype))
+        t0 += n
+    merged = torch.cat(maps, dim=1)[0]  # (S*C, rows*h, cols*h)
+    SC = merged.shape[0]
+    blocks = merged.permute(1, 2, 0).reshape(last.rows, h, last.cols, h, SC).permute(0, 2, 1, 3, 4)
+    blocks = blocks.reshape(last.rows * last.cols, h, h, SC)  # split_chessboard, channels last
+    y = flat_square(blocks, k)  # (blocks, Ho, Wo, D)
+    y = F.layer_norm(y, (y.shape[-1],), ln_weight, ln_bias, 1e-5)
+    Ho, Wo, D = y.shape[1:]
+    return y.reshape(last.rows, last.cols, Ho, Wo, D).permute(0, 2, 1, 3, 4).reshape(-1, D)
+
+
+def bench_case(
+    builder: common.RowBuilder,
+    note: str,
+    image: tuple[int, int],
+    h: int,
+    C: int,
+    k: int,
+    dtype: torch.dtype,
+    timing: common.Timing,
+    warnings: list[str],
+) -> list[common.Row]:
+    device = builder.device
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    plan = plan_tiles(*image)
+    x = torch.randn(plan.n_tiles, h * h, C, generator=gen).to(device=device, dtype=dtype)
+    D = k * k * len(plan.scales) * C
+    w = torch.randn(D, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(D, generator=gen).to(device=device, dtype=dtype)
+    expected = nvila_kernels.reference.merge_compress(x, plan, k, w, b, h=h, w=h)
+    nbytes = common.tensor_bytes(x, expected)
+    tol = REL_TOL[dtype] * expected.abs().max().item()
+    builder.measure_copy_bandwidth()
+
+    providers: list[tuple[str, object]] = []
+    for backend in common.benched_backends(device):
+        out = torch.empty_like(expected)
+        providers.append(
+            (backend, lambda be=backend: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, backend=be))
+        )
+        providers.append(
+            (
+                f"{backend}+out",
+                lambda be=backend, o=out: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, out=o, backend=be),
+            )
+        )
+    providers.append(("reference", lambda: nvila_kernels.reference.merge_compress(x, plan, k, w, b, h=h, w=h)))
+    providers.append(("eager", lambda: eager_merge_compress(x, plan, k, w, b, h)))
+    compiled = common.compiled(eager_merge_compress)
+    providers.append(("compile", lambda: compiled(x, plan, k, w, b, h)))
+
+    return common.measure_providers(
+        builder,
+        providers,
+        op=OP,
+        x=x,
+        nbytes=nbytes,
+        expected=expected,
+        note=note,
+        timing=timing,
+        tol=tol,
+        warnings=warnings,
+    )
+
+
+def _find(rows: list[common.Row], dtype: str, provider: str) -> common.Row | None:
+    return next((r for r in rows if r.dtype == dtype and r.provider == provider), None)
+
+
+def print_targets(rows: list[common.Row]) -> None:
+    """The CPU targets of the issue, as PASS/FAIL lines (not asserts)."""
+    for dtype in ("float32", "bfloat16"):
+        fresh, out = _find(rows, dtype, "cpu"), _find(rows, dtype, "cpu+out")
+        if fresh is None or out is None:
+            print(f"targets ({dtype}): skipped (no CPU kernel rows)")
+            continue
+        ok = fresh.speedup_vs_eager >= 3.0
+        eager_ms = fresh.median_ms * fresh.speedup_vs_eager
+        print(
+            f"{'PASS' if ok else 'FAIL'}: CPU kernel (fresh output) >= 3x faster than eager, {dtype}: "
+            f"{fresh.speedup_vs_eager:.2f}x ({fresh.median_ms:.2f} ms vs {eager_ms:.2f} ms)"
+        )
+        ok = out.frac_copy_bw >= 0.5
+        print(
+            f"{'PASS' if ok else 'FAIL'}: CPU kernel with out= >= 50% of copy bandwidth, {dtype}: "
+            f"{100 * out.frac_copy_bw:.0f}% ({out.gbps:.1f} of {out.copy_gbps:.1f} GB/s)"
+        )
+
+
+def run(args) -> list[common.Row]:
+    device, mode, timing = common.configure(args)
+    busy = common.busy_machine_note() if device.type == "cpu" else None
+    builder = common.RowBuilder(device)
+    rows: list[common.Row] = []
+    warnings: list[str] = common.skipped_backends(device)
+    for note, image, h, C, k, dtype in TINY_CASES if mode == "tiny" else CASES:
+        rows += bench_case(builder, note, image, h, C, k, dtype, timing, warnings)
+    return common.report(
+        rows,
+        title=f"{OP} with LayerNorm ({mode} run)",
+        busy=busy,
+        warnings=warnings,
+        results_name=f"{OP}_{device.type}",
+        targets=print_targets if device.type == "cpu" and mode != "tiny" else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> list[common.Row]:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_merge_compress", description=__doc__.split("\n")[0])
+    common.add_common_args(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+// NVILA's fused back half of Dynamic-S2 (NVILA.md sections 3-4): multiscale_merge,
+// the cut of the merged map into rows x cols blocks of h x w, a k x k space-to-depth
+// of each block with its own zero padding, and the projector's LayerNorm, in one
+// pass from the tile features to the projector input.
+//
+// Input  x   : (n_tiles, h*w, C) tile features, as for multiscale_merge.
+// Output out : (tokens, D) contiguous, D = k*k*S*C. The per-block Ho x Wo outputs
+//              (Ho = ceil(h/k), Wo = ceil(w/k)) sit in a (rows*Ho) x (cols*Wo) grid
+//              flattened row-major: token t = (bi*Ho + I)*(cols*Wo) + bj*Wo + J.
+// Channel slot*(S*C) + s*C + c of token t (slot = dr*k + dc) is the merged map's
+// channel s*C + c at pixel (bi*h + k*I + dr, bj*w + k*J + dc), or 0 when k*I + dr >= h
+// or k*J + dc >= w (the block's padding). Merged values are area averages in fp32
+// rounded to the feature dtype, as multiscale_merge stores them.
+#pragma once
+
+#include <cstdint>
+
+#include "nvila/common.h"
+#include "nvila/dtype.h"
+#include "nvila/multiscale_merge.h"
+#include "nvila/spatial_compress.h"
+
+namespace nvila {
+
+struct MergeCompressArgs {
+  MultiscaleMergeArgs m;   // features, plan, h, w, C, dtype (m.out unused)
+  void* out;               // (tokens(), D()) contiguous
+  const float* ln_weight;  // (D) fp32, or nullptr for no LayerNorm
+  const float* ln_bias;    // (D) fp32, or nullptr (zero bias)
+  int64_t k;
+  float eps;
+
+  NVILA_HD int64_t Ho() const { return ceil_div(m.h, k); }
+  NVILA_HD int64_t Wo() const { return ceil_div(m.w, k); }
+  NVILA_HD int64_t SC() const { return m.S * m.C; }
+  NVILA_HD int64_t D() const { return k * k * SC(); }
+  NVILA_HD int64_t grid_cols() const { return m.cols[m.S - 1] * Wo(); }
+  NVILA_HD int64_t tokens() const { return m.rows[m.S - 1] * Ho() * grid_cols(); }
+};
+
+// The merged-map pixel (Y, X) that slot `slot` of output token t reads; false when
+// it is the block's zero padding.
+NVILA_HD bool merge_compress_pixel(const MergeCompressArgs& a, int64_t t, int64_t slot, int64_t& Y, int64_t& X) {
+  const int64_t ho = a.Ho(), wo = a.Wo(), gc = a.grid_cols();
+  const int64_t gy = t / gc, gx = t - gy * gc;
+  const int64_t bi = gy / ho, bj = gx / wo;
+  int64_t y, x;
+  if (!space_to_depth_source(gy - bi * ho, gx - bj * wo, slot, a.k, a.m.h, a.m.w, y, x)) return false;
+  Y = bi * a.m.h + y;
+  X = bj * a.m.w + x;
+  return true;
+}
+
+// A value rounded to T and back (the merged map is stored in the feature dtype).
+template <typename T>
+NVILA_HD float round_to(float v) {
+  const T r = from_f32<T>(v);
+  return load_f32(&r);
+}
+
+}  // namespace nvila
