@@ -74,6 +74,14 @@ class MultiscaleMergeArgs(ctypes.Structure):
     _fields_ += [("dtype", _i32)]
 
 
+class MergeCompressArgs(ctypes.Structure):
+    _fields_ = [("m", MultiscaleMergeArgs), ("out", _p), ("ln_weight", _p), ("ln_bias", _p), ("k", _i64)]
+    _fields_ += [("eps", _f32)]
+
+
+MERGE_PIECE_BYTES = 44  # sizeof(MergePieceSrc): 11 int32
+
+
 class Fp8QuantizeArgs(ctypes.Structure):
     _fields_ = [("x", _p), ("dtype", _i32), ("n", _i64), ("scale", _p), ("scale_out", _p), ("workspace", _p)]
     _fields_ += [("q", _p), ("format", _i32)]
@@ -155,6 +163,29 @@ def multiscale_merge_config(a: MultiscaleMergeArgs, t: LaunchTarget) -> LaunchCo
     return _config(min(jobs, 65536 * 8), 1, 256)
 
 
+def merge_compress_config(a: MergeCompressArgs, t: LaunchTarget) -> LaunchConfig:
+    m, k = a.m, a.k
+    vec = _vec(m.dtype, (m.C,), (m.x, a.out))
+    D = k * k * m.S * m.C
+    table, row = k * k * m.S * MERGE_PIECE_BYTES, D * 4
+    if a.ln_weight is None:
+        variant, smem = 0, table  # kMergeCompressPlain
+    elif table + row <= t.max_dynamic_smem:
+        variant, smem = 1, table + row  # kMergeCompressLnCached
+    else:
+        variant, smem = 2, table  # kMergeCompressLnUncached
+    tokens = m.rows[m.S - 1] * _cdiv(m.h, k) * m.cols[m.S - 1] * _cdiv(m.w, k)
+    if tokens == 0:
+        return _config(variant=(vec, variant))
+    block = 32
+    while block < 256 and block * 2 <= D // vec:
+        block *= 2
+    n_tiles = m.tile0[m.S - 1] + m.rows[m.S - 1] * m.cols[m.S - 1]
+    if table > t.max_dynamic_smem or n_tiles > (1 << 31) // (m.h * m.w):
+        return _config(1 << 31, 1, block, 0, (vec, variant))  # not launchable
+    return _config(min(tokens, 1 << 30), 1, block, smem, (vec, variant))
+
+
 def fp8_quantize_config(a: Fp8QuantizeArgs, t: LaunchTarget) -> LaunchConfig:
     dynamic = 0 if a.scale else 1
     return _config(min(_cdiv(a.n, 256), 4096), 1, 256, 0, (dynamic,)) if a.n else _config(variant=(dynamic,))
@@ -229,7 +260,8 @@ def temporal_pool_args(x, group, out):
     return TemporalPoolArgs(x.data_ptr(), out.data_ptr(), T, x.numel() // T, group, x.stride(0), _dtype(x, "x"))
 
 
-def multiscale_merge_args(x, scale_rows, scale_cols, h, w, out):
+def _merge_plan(x, scale_rows, scale_cols, h, w) -> MultiscaleMergeArgs:
+    """The plan part of the merge structs (out unset): csrc/torch/args.h merge_plan_args."""
     S = len(scale_rows)
     _check(1 <= S <= MERGE_MAX_SCALES and len(scale_cols) == S, f"scale_rows: expected 1 to {MERGE_MAX_SCALES} scales")
     _check(h >= 1 and w >= 1 and min(scale_rows) >= 1 and min(scale_cols) >= 1, "h, w, scales: expected ints >= 1")
@@ -241,13 +273,34 @@ def multiscale_merge_args(x, scale_rows, scale_cols, h, w, out):
         x.dim() == 3 and tuple(x.shape[:2]) == (n, h * w) and x.size(2) >= 1 and x.is_contiguous(),
         f"features: expected a contiguous ({n}, {h * w}, C) tensor, got {tuple(x.shape)}",
     )
-    C = x.size(2)
-    _out(out, (S * C, scale_rows[-1] * h, scale_cols[-1] * w), x.dtype, x.device)
     pad = [0] * (MERGE_MAX_SCALES - S)
     arr = _i64 * MERGE_MAX_SCALES
     return MultiscaleMergeArgs(
-        x.data_ptr(), out.data_ptr(), S, C, h, w, arr(*scale_rows, *pad), arr(*scale_cols, *pad), arr(*tile0, *pad),
+        x.data_ptr(), None, S, x.size(2), h, w, arr(*scale_rows, *pad), arr(*scale_cols, *pad), arr(*tile0, *pad),
         _dtype(x, "features"),
+    )  # fmt: skip
+
+
+def multiscale_merge_args(x, scale_rows, scale_cols, h, w, out):
+    m = _merge_plan(x, scale_rows, scale_cols, h, w)
+    m.out = _out(out, (m.S * m.C, scale_rows[-1] * h, scale_cols[-1] * w), x.dtype, x.device)
+    return m
+
+
+def merge_compress_args(x, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, eps, out):
+    _check(k >= 1, f"k: expected k >= 1, got {k}")
+    m = _merge_plan(x, scale_rows, scale_cols, h, w)
+    D = k * k * m.S * m.C
+    tokens = scale_rows[-1] * _cdiv(h, k) * scale_cols[-1] * _cdiv(w, k)
+    for name, t in (("ln_weight", ln_weight), ("ln_bias", ln_bias)):
+        _check(
+            t is None or (t.dtype == torch.float32 and tuple(t.shape) == (D,) and t.is_contiguous()),
+            f"{name}: expected a contiguous float32 tensor of shape ({D},)",
+        )
+    _check(ln_bias is None or ln_weight is not None, "ln_bias: given without ln_weight")
+    return MergeCompressArgs(
+        m, _out(out, (tokens, D), x.dtype, x.device), _ptr(ln_weight, x, "ln_weight"), _ptr(ln_bias, x, "ln_bias"),
+        k, eps,
     )  # fmt: skip
 
 
@@ -312,6 +365,10 @@ def _sc_kernel(t: int, vec: int, variant: int) -> str:
     return f"{NS}spatial_compress_kernel<{CTYPE_NAMES[t]}, {vec}, {_bool(variant)}, {_bool(variant == 1)}>"
 
 
+def _mc_kernel(t: int, vec: int, variant: int) -> str:
+    return f"{NS}merge_compress_kernel<{CTYPE_NAMES[t]}, {vec}, {_bool(variant)}, {_bool(variant == 1)}>"
+
+
 def _q_kernels(t: int, fmt: int, dynamic: int) -> list[str]:
     amax = [f"{NS}fp8_amax_kernel<{CTYPE_NAMES[t]}>"] if dynamic else []
     return amax + [f"{NS}fp8_quantize_kernel<{CTYPE_NAMES[t]}, {FP8_FORMAT_NAMES[fmt]}>"]
@@ -343,6 +400,12 @@ OPS: dict[str, Op] = {
         lambda a, c: [f"{NS}multiscale_merge_kernel<{CTYPE_NAMES[a.dtype]}>"],
         tuple(f"{NS}multiscale_merge_kernel<{CTYPE_NAMES[t]}>" for t in _T),
         multiscale_merge_args,
+    ),
+    "merge_compress": Op(
+        "merge_compress.cu", MergeCompressArgs, merge_compress_config,
+        lambda a, c: [_mc_kernel(a.m.dtype, c.variant[0], c.variant[1])],
+        tuple(_mc_kernel(t, v, var) for t in _T for v in _vecs(t) for var in range(3)),
+        merge_compress_args,
     ),
     "fp8_quantize": Op(
         "fp8_quantize.cu", Fp8QuantizeArgs, fp8_quantize_config,

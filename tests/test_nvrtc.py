@@ -171,6 +171,11 @@ def _random_args(op, rng):
         cols = [rng.randint(1, 6) for _ in range(n)] + [0] * (8 - n)
         h, w = rng.randint(1, 40), rng.randint(1, 40)
         return S.MultiscaleMergeArgs(_ptr(rng), _ptr(rng), n, _size(rng), h, w, arr(*rows), arr(*cols), arr(), 0)
+    if op == "merge_compress":
+        m = _random_args("multiscale_merge", rng)
+        m.C = rng.choice([1, 3, 8, 1152, 3456])
+        k = rng.choice([1, 2, 3])
+        return S.MergeCompressArgs(m, _ptr(rng), rng.choice([None, 64]), rng.choice([None, 96]), k, 1e-5)
     if op == "fp8_quantize":
         return S.Fp8QuantizeArgs(_ptr(rng), rng.randrange(3), _size(rng), _ptr(rng), 64, 128, 256, rng.randrange(2))
     if op == "fp8_gemm":

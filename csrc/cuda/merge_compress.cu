@@ -21,16 +21,10 @@ namespace {
 
 // 256 threads, at least 3 resident blocks per SM: a register cap of 85, which the
 // 64-bit index math of the pieces needs to run without spills (at 64 it spilled).
-constexpr int kMaxThreads = 256;
+constexpr int kMaxThreads = kMergeCompressMaxThreads;
 constexpr int kMinBlocks = 3;
 
-// Where one (slot, scale) piece of the current token reads from.
-struct PieceSrc {
-  int32_t tok[4];  // source tokens (rows of x, < 2^31: checked at launch) of pixel (y0 + dy, x0 + dx) at dy*2 + dx
-  int32_t ny, nx;  // window size, at most 2 x 2; 0 x 0: padding; ny = -1: larger window, use `win`
-  int32_t scale;
-  int32_t win[4];  // y0, y1, x0, x1 of the window
-};
+using PieceSrc = MergePieceSrc;
 
 __device__ __forceinline__ PieceSrc piece_src(const MergeCompressArgs& a, int64_t t, int64_t slot, int64_t s) {
   PieceSrc p{};
@@ -179,44 +173,26 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks) merge_compress_kernel
   }
 }
 
+#ifndef __CUDACC_RTC__
 template <typename T, int VEC>
-int launch(const MergeCompressArgs& a, void* stream) {
-  const int64_t tokens = a.tokens();
-  if (tokens == 0) return 0;
-  const int64_t nvec = a.D() / VEC;
-  int threads = 32;
-  while (threads < kMaxThreads && threads * 2 <= nvec) threads *= 2;
-  const unsigned grid = unsigned(tokens < (int64_t(1) << 30) ? tokens : (int64_t(1) << 30));
-  const size_t table = size_t(a.k * a.k * a.m.S) * sizeof(PieceSrc);
-  const size_t row = size_t(a.D()) * sizeof(float);
-  if (table > size_t(max_dynamic_smem())) return int(cudaErrorInvalidValue);  // k*k*S in the thousands
-  if (a.m.tile0[a.m.S - 1] + a.m.rows[a.m.S - 1] * a.m.cols[a.m.S - 1] > (int64_t(1) << 31) / (a.m.h * a.m.w))
-    return int(cudaErrorInvalidValue);  // token indices of PieceSrc are 32-bit
-  void (*kernel)(MergeCompressArgs);
-  size_t smem = table;
-  if (!a.ln_weight) {
-    kernel = merge_compress_kernel<T, VEC, false, false>;
-  } else if (table + row <= size_t(max_dynamic_smem())) {
-    kernel = merge_compress_kernel<T, VEC, true, true>;
-    smem += row;
-  } else {
-    kernel = merge_compress_kernel<T, VEC, true, false>;
-  }
-  if (const cudaError_t e = allow_dynamic_smem(kernel, smem); e != cudaSuccess) return int(e);
-  NVILA_LAUNCH(kernel, dim3(grid), dim3(threads), smem, stream)(a);
-  return int(cudaGetLastError());
+int launch(const MergeCompressArgs& a, const LaunchConfig& c, void* stream) {
+  void (*kernel)(MergeCompressArgs) = c.variant[1] == kMergeCompressPlain ? merge_compress_kernel<T, VEC, false, false>
+                                      : c.variant[1] == kMergeCompressLnCached
+                                          ? merge_compress_kernel<T, VEC, true, true>
+                                          : merge_compress_kernel<T, VEC, true, false>;
+  return launch_planned(kernel, c, a, stream);
 }
 
 template <typename T>
 int dispatch_vec(const MergeCompressArgs& a, void* stream) {
-  constexpr int V = 16 / sizeof(T);
-  const bool aligned =
-      a.m.C % V == 0 && reinterpret_cast<uintptr_t>(a.m.x) % 16 == 0 && reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
-  return aligned ? launch<T, V>(a, stream) : launch<T, 1>(a, stream);
+  const LaunchConfig c = merge_compress_launch_config(a, launch_target());
+  return c.variant[0] == 1 ? launch<T, 1>(a, c, stream) : launch<T, 16 / sizeof(T)>(a, c, stream);
 }
+#endif
 
 }  // namespace
 
+#ifndef __CUDACC_RTC__
 int merge_compress(const MergeCompressArgs& a, void* stream) {
   switch (a.m.dtype) {
     case DType::F32: return dispatch_vec<float>(a, stream);
@@ -225,5 +201,6 @@ int merge_compress(const MergeCompressArgs& a, void* stream) {
   }
   return int(cudaErrorInvalidValue);
 }
+#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -109,6 +109,12 @@ const OpHooks kOps[] = {
                          NVILA_FIELD(S, h), NVILA_FIELD(S, w), NVILA_FIELD(S, rows), NVILA_FIELD(S, cols),
                          NVILA_FIELD(S, tile0), NVILA_FIELD(S, dtype)});
      }},
+    {"merge_compress", plan<MergeCompressArgs, merge_compress_launch_config>,
+     [] {
+       using S = MergeCompressArgs;
+       return layout<S>({NVILA_FIELD(S, m), NVILA_FIELD(S, out), NVILA_FIELD(S, ln_weight), NVILA_FIELD(S, ln_bias),
+                         NVILA_FIELD(S, k), NVILA_FIELD(S, eps)});
+     }},
     {"fp8_quantize", plan<Fp8QuantizeArgs, fp8_quantize_launch_config>,
      [] {
        using S = Fp8QuantizeArgs;

@@ -13,8 +13,6 @@
 // rounded to the feature dtype, as multiscale_merge stores them.
 #pragma once
 
-#include <cstdint>
-
 #include "nvila/common.h"
 #include "nvila/dtype.h"
 #include "nvila/multiscale_merge.h"
@@ -56,6 +54,54 @@ template <typename T>
 NVILA_HD float round_to(float v) {
   const T r = from_f32<T>(v);
   return load_f32(&r);
+}
+
+// Where one (slot, scale) piece of a token reads from (the CUDA kernel's shared-memory table).
+struct MergePieceSrc {
+  int32_t tok[4];  // source tokens (rows of x, < 2^31: checked at launch) of pixel (y0 + dy, x0 + dx) at dy*2 + dx
+  int32_t ny, nx;  // window size, at most 2 x 2; 0 x 0: padding; ny = -1: larger window, use `win`
+  int32_t scale;
+  int32_t win[4];  // y0, y1, x0, x1 of the window
+};
+
+constexpr int kMergeCompressMaxThreads = 256;
+enum MergeCompressVariant : int32_t {
+  kMergeCompressPlain = 0,
+  kMergeCompressLnCached = 1,
+  kMergeCompressLnUncached = 2
+};
+
+// One block per output token (grid-stride). variant[0]: elements per access (16 bytes
+// when C and the pointers allow, else 1); variant[1]: MergeCompressVariant. The piece
+// table, and the fp32 row when it fits (LnCached), are dynamic shared memory. A plan
+// whose table does not fit or whose token indices pass 2^31 gets an over-limit grid:
+// the launcher refuses it (grid_ok) with cudaErrorInvalidValue.
+inline LaunchConfig merge_compress_launch_config(const MergeCompressArgs& a, const LaunchTarget& t) {
+  const int64_t v = 16 / dtype_size(a.m.dtype);
+  LaunchConfig c;
+  c.variant[0] = a.m.C % v == 0 && aligned16(a.m.x) && aligned16(a.out) ? int32_t(v) : 1;
+  const int64_t table = a.k * a.k * a.m.S * int64_t(sizeof(MergePieceSrc)), row = a.D() * 4;
+  int64_t smem = table;
+  if (!a.ln_weight) {
+    c.variant[1] = kMergeCompressPlain;
+  } else if (table + row <= t.max_dynamic_smem) {
+    c.variant[1] = kMergeCompressLnCached;
+    smem += row;
+  } else {
+    c.variant[1] = kMergeCompressLnUncached;
+  }
+  const int64_t tokens = a.tokens();
+  if (tokens == 0) return c;
+  c.block = 32;
+  while (c.block < kMergeCompressMaxThreads && c.block * 2 <= a.D() / c.variant[0]) c.block *= 2;
+  const int64_t n_tiles = a.m.tile0[a.m.S - 1] + a.m.rows[a.m.S - 1] * a.m.cols[a.m.S - 1];
+  if (table > t.max_dynamic_smem || n_tiles > (int64_t(1) << 31) / (a.m.h * a.m.w)) {
+    c.grid_x = int64_t(1) << 31;  // not launchable
+    return c;
+  }
+  c.grid_x = min64(tokens, int64_t(1) << 30);
+  c.smem = int32_t(smem);
+  return c;
 }
 
 }  // namespace nvila

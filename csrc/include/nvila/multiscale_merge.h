@@ -45,8 +45,8 @@ struct MultiscaleMergeArgs {
   }
 };
 
-constexpr int kMultiscaleMergeTile = 32;   // channels x output columns per job
-constexpr int kMultiscaleMergeWarps = 8;   // warps per block (with 4 blocks per SM: no spills)
+constexpr int kMultiscaleMergeTile = 32;  // channels x output columns per job
+constexpr int kMultiscaleMergeWarps = 8;  // warps per block (with 4 blocks per SM: no spills)
 constexpr int kMultiscaleMergeThreads = kMultiscaleMergeTile * kMultiscaleMergeWarps;
 
 // One block per job (32 channels x 32 output columns of one output row of one scale),
