@@ -14,13 +14,23 @@ from . import (  # noqa: F401  (_ops defines the op schemas first)
     layers,  # noqa: E402
     reference,
 )
-from .functional import fp8_gemm, fp8_quantize, multiscale_merge, spatial_compress, temporal_pool
+from .functional import (
+    fp8_gemm,
+    fp8_quantize,
+    multiscale_merge,
+    multiscale_tile,
+    multiscale_tile_batch,
+    spatial_compress,
+    temporal_pool,
+)
 
 __version__ = "0.1.0"
 __all__ = [
     "spatial_compress",
     "temporal_pool",
     "multiscale_merge",
+    "multiscale_tile",
+    "multiscale_tile_batch",
     "fp8_quantize",
     "fp8_gemm",
     "layers",

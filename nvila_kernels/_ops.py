@@ -19,6 +19,12 @@ SCHEMAS = {
     "temporal_pool": "(Tensor x, int group, Tensor(a!) out) -> ()",
     # the plan's scales as (rows, cols) lists, ascending; out is (S*C, rows[-1]*h, cols[-1]*w)
     "multiscale_merge": ("(Tensor features, int[] scale_rows, int[] scale_cols, int h, int w, Tensor(a!) out) -> ()"),
+    # one image (H, W, 3) uint8 -> every tile of every scale (n_tiles, 3, T, T); per-scale grids and pass
+    # order, Pillow's fixed-point bicubic coefficients per output column / row (nvila_kernels/resample.py)
+    "multiscale_tile": (
+        "(Tensor image, int[] scale_rows, int[] scale_cols, bool[] vertical_first, Tensor xbounds, Tensor xweights, "
+        "Tensor ybounds, Tensor yweights, float[] mean, float[] std, bool exact, Tensor(a!) out) -> ()"
+    ),
     # q and scale_out are written; scale None = dynamic (amax computed on the device)
     "fp8_quantize": "(Tensor x, Tensor? scale, Tensor(a!) q, Tensor(b!) scale_out) -> ()",
     "fp8_gemm": "(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias, Tensor(a!) out) -> ()",

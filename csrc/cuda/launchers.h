@@ -7,6 +7,7 @@
 
 #include "nvila/fp8_ops.h"
 #include "nvila/multiscale_merge.h"
+#include "nvila/multiscale_tile.h"
 #include "nvila/spatial_compress.h"
 #include "nvila/temporal_pool.h"
 
@@ -15,6 +16,7 @@
   int spatial_compress(const SpatialCompressArgs& a, void* stream); \
   int temporal_pool(const TemporalPoolArgs& a, void* stream);       \
   int multiscale_merge(const MultiscaleMergeArgs& a, void* stream); \
+  int multiscale_tile(const MultiscaleTileArgs& a, void* stream);   \
   int fp8_quantize(const Fp8QuantizeArgs& a, void* stream);         \
   int fp8_gemm(const Fp8GemmArgs& a, void* stream);                 \
   const char* error_string(int code);                               \

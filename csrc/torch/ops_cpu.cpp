@@ -29,6 +29,18 @@ void multiscale_merge_cpu(const at::Tensor& features, at::IntArrayRef scale_rows
   cpu::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out));
 }
 
+#define NVILA_TILE_PARAMS                                                                                      \
+  const at::Tensor &image, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols, const c10::List<bool>& vertical_first, \
+      const at::Tensor &xbounds, const at::Tensor &xweights, const at::Tensor &ybounds, const at::Tensor &yweights, \
+      at::ArrayRef<double> mean, at::ArrayRef<double> std, bool exact, at::Tensor &out
+#define NVILA_TILE_ARGS \
+  image, scale_rows, scale_cols, vertical_first, xbounds, xweights, ybounds, yweights, mean, std, exact, out
+
+void multiscale_tile_cpu(NVILA_TILE_PARAMS) {
+  check_cpu(image);
+  cpu::multiscale_tile(multiscale_tile_args(NVILA_TILE_ARGS));
+}
+
 void check_emu(int code) { TORCH_CHECK(code == 0, "CUDA emulator launch failed: ", emu::error_string(code)); }
 
 void spatial_compress_emu(const at::Tensor& x, int64_t k, const std::optional<at::Tensor>& ln_weight,
@@ -46,6 +58,11 @@ void multiscale_merge_emu(const at::Tensor& features, at::IntArrayRef scale_rows
                           int64_t w, at::Tensor& out) {
   check_cpu(features);
   check_emu(emu::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out), nullptr));
+}
+
+void multiscale_tile_emu(NVILA_TILE_PARAMS) {
+  check_cpu(image);
+  check_emu(emu::multiscale_tile(multiscale_tile_args(NVILA_TILE_ARGS), nullptr));
 }
 
 void fp8_quantize_cpu(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
@@ -86,6 +103,8 @@ TORCH_LIBRARY_IMPL(nvila, CPU, m) {
   m.impl("temporal_pool_emu", &temporal_pool_emu);
   m.impl("multiscale_merge_cpu", &multiscale_merge_cpu);
   m.impl("multiscale_merge_emu", &multiscale_merge_emu);
+  m.impl("multiscale_tile_cpu", &multiscale_tile_cpu);
+  m.impl("multiscale_tile_emu", &multiscale_tile_emu);
 }
 
 }  // namespace nvila::binding
