@@ -92,18 +92,17 @@ def vertical_first(in_w: int, in_h: int, out_w: int, out_h: int) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _plan_coeff_tensors(in_w: int, in_h: int, widths: tuple[int, ...], heights: tuple[int, ...]):
-    xb, xw = plan_coeffs(in_w, list(widths))
-    yb, yw = plan_coeffs(in_h, list(heights))
-    return tuple(torch.from_numpy(a.copy()) for a in (xb, xw, yb, yw))
+def _plan_coeff_arrays(in_w: int, in_h: int, widths: tuple[int, ...], heights: tuple[int, ...]):
+    return (*plan_coeffs(in_w, list(widths)), *plan_coeffs(in_h, list(heights)))
 
 
 @torch.compiler.assume_constant_result
 def plan_coeff_tensors(in_w: int, in_h: int, widths: tuple[int, ...], heights: tuple[int, ...]):
     """(xbounds, xweights, ybounds, yweights) int32 CPU tensors of plan_coeffs for every
     scale's width and height: what the multiscale_tile ops take. Cached; under
-    torch.compile the result is a graph constant."""
-    return _plan_coeff_tensors(in_w, in_h, tuple(widths), tuple(heights))
+    torch.compile the result is a graph constant. The tensors share memory with the
+    cached arrays: read them, never write."""
+    return tuple(torch.from_numpy(a) for a in _plan_coeff_arrays(in_w, in_h, tuple(widths), tuple(heights)))
 
 
 def plan_coeffs(in_size: int, out_sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +110,6 @@ def plan_coeffs(in_size: int, out_sizes: list[int]) -> tuple[np.ndarray, np.ndar
     (the scales of a plan); weights padded with zeros to the largest tap count."""
     parts = [coeffs(in_size, o) for o in out_sizes]
     k = max(w.shape[1] for _, w in parts)
-    bounds = np.concatenate([b for b, _ in parts])
+    bounds = np.concatenate([b for b, _ in parts])  # new, writable arrays
     weights = np.concatenate([np.pad(w, ((0, 0), (0, k - w.shape[1]))) for _, w in parts])
     return bounds, weights
