@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import bench_fp8, bench_spatial_compress, bench_temporal_pool, common
+from bench import bench_fp8, bench_multiscale_tile, bench_spatial_compress, bench_temporal_pool, common
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     bench_spatial_compress.main(argv)
     bench_temporal_pool.main(argv)
     bench_fp8.main(argv)
+    bench_multiscale_tile.main(argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -27,12 +28,16 @@ struct Mode {
   using Mid = std::conditional_t<kExact, uint8_t, float>;  // first-pass result
   static Acc init() { return kExact ? Acc(1 << (kResamplePrecisionBits - 1)) : Acc(0); }
   static Acc weight(int32_t w) {
-    if constexpr (kExact) return w;
-    else return weight_f32(w);
+    if constexpr (kExact)
+      return w;
+    else
+      return weight_f32(w);
   }
   static Mid finish(Acc a) {
-    if constexpr (kExact) return Mid(clip8(a));
-    else return a;
+    if constexpr (kExact)
+      return Mid(clip8(a));
+    else
+      return a;
   }
 };
 
@@ -102,9 +107,12 @@ struct Writer {
       const float mean = a.mean[c], std = a.std[c];
       for (int64_t x = 0; x < T; ++x) {
         float level;
-        if constexpr (std::is_same_v<V, int32_t>) level = float(clip8(vc[x]));
-        else if constexpr (std::is_same_v<V, uint8_t>) level = float(vc[x]);
-        else level = clamp_level(vc[x]);
+        if constexpr (std::is_same_v<V, int32_t>)
+          level = float(clip8(vc[x]));
+        else if constexpr (std::is_same_v<V, uint8_t>)
+          level = float(vc[x]);
+        else
+          level = clamp_level(vc[x]);
         o[x] = from_f32<Out>(normalize_level(level, mean, std));
       }
     }
@@ -113,9 +121,9 @@ struct Writer {
 
 template <bool kExact, typename Out>
 __attribute__((target_clones("avx2", "default"))) void tile_job(const MultiscaleTileArgs& a, const Writer<Out>& wr,
-                                                                 const uint8_t* imageT, int64_t t,
-                                                                 std::vector<typename Mode<kExact>::Mid>& mid,
-                                                                 std::vector<typename Mode<kExact>::Acc>& acc) {
+                                                                const uint8_t* imageT, int64_t t,
+                                                                std::vector<typename Mode<kExact>::Mid>& mid,
+                                                                std::vector<typename Mode<kExact>::Acc>& acc) {
   using M = Mode<kExact>;
   using Mid = typename M::Mid;
   const int64_t T = a.T, W = a.W;
@@ -167,15 +175,29 @@ __attribute__((target_clones("avx2", "default"))) void tile_job(const Multiscale
   }
 }
 
-// (H, W, 3) -> (W, H, 3), in 32 x 32 pixel blocks
+// (H, W, 3) -> (W, H, 3), in 32 x 32 pixel blocks. A pixel moves as one 4-byte load and
+// store whose 4th byte is rewritten by the next pixel of the column; the last pixel of
+// a block column (whose 4th byte belongs to another block) and the image's last
+// column (whose 4-byte load would pass the end of the image) move as 3 bytes.
 void transpose_image(const uint8_t* src, int64_t H, int64_t W, uint8_t* dst) {
   constexpr int64_t B = 32;
 #pragma omp for schedule(static) collapse(2)
   for (int64_t y0 = 0; y0 < H; y0 += B)
-    for (int64_t x0 = 0; x0 < W; x0 += B)
-      for (int64_t x = x0; x < std::min(W, x0 + B); ++x)
-        for (int64_t y = y0; y < std::min(H, y0 + B); ++y)
-          for (int c = 0; c < 3; ++c) dst[(x * H + y) * 3 + c] = src[(y * W + x) * 3 + c];
+    for (int64_t x0 = 0; x0 < W; x0 += B) {
+      const int64_t y1 = std::min(H, y0 + B);
+      for (int64_t x = x0; x < std::min(W, x0 + B); ++x) {
+        uint8_t* d = dst + (x * H + y0) * 3;
+        const uint8_t* s = src + (y0 * W + x) * 3;
+        int64_t y = y0;
+        if (x + 1 < W)
+          for (; y + 1 < y1; ++y, d += 3, s += W * 3) {
+            uint32_t v;
+            std::memcpy(&v, s, 4);
+            std::memcpy(d, &v, 4);
+          }
+        for (; y < y1; ++y, d += 3, s += W * 3) std::memcpy(d, s, 3);
+      }
+    }
 }
 
 template <bool kExact, typename Out>
@@ -197,8 +219,10 @@ void run(const MultiscaleTileArgs& a) {
 
 template <typename Out>
 void run_mode(const MultiscaleTileArgs& a) {
-  if (a.exact) run<true, Out>(a);
-  else run<false, Out>(a);
+  if (a.exact)
+    run<true, Out>(a);
+  else
+    run<false, Out>(a);
 }
 
 }  // namespace

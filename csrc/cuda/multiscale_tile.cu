@@ -25,13 +25,17 @@ struct Acc3 {
     v[0] = v[1] = v[2] = i;
   }
   NVILA_DEVICE static T weight(int32_t w) {
-    if constexpr (kExact) return w;
-    else return weight_f32(w);
+    if constexpr (kExact)
+      return w;
+    else
+      return weight_f32(w);
   }
   // first-pass result of one channel, as the second pass reads it
   NVILA_DEVICE T finish(int c) const {
-    if constexpr (kExact) return clip8(v[c]);
-    else return v[c];
+    if constexpr (kExact)
+      return clip8(v[c]);
+    else
+      return v[c];
   }
 };
 

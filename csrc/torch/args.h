@@ -3,10 +3,9 @@
 // nvila_kernels.functional checks the same things first, with friendlier text).
 #pragma once
 
+#include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
-
-#include <ATen/core/List.h>
 
 #include <optional>
 
@@ -136,8 +135,8 @@ inline int64_t tile_coeffs(const at::Tensor& bounds, const at::Tensor& weights, 
                   bounds.is_contiguous() && bounds.device() == ref.device(),
               bname, ": expected a contiguous int32 tensor of shape (", n, ", 2) on ", ref.device(), ", got ",
               bounds.scalar_type(), " ", bounds.sizes(), " on ", bounds.device());
-  TORCH_CHECK(weights.scalar_type() == at::kInt && weights.dim() == 2 && weights.size(0) == n &&
-                  weights.size(1) >= 1 && weights.is_contiguous() && weights.device() == ref.device(),
+  TORCH_CHECK(weights.scalar_type() == at::kInt && weights.dim() == 2 && weights.size(0) == n && weights.size(1) >= 1 &&
+                  weights.is_contiguous() && weights.device() == ref.device(),
               wname, ": expected a contiguous int32 tensor of shape (", n, ", K) on ", ref.device(), ", got ",
               weights.scalar_type(), " ", weights.sizes(), " on ", weights.device());
   const int64_t K = weights.size(1);

@@ -29,16 +29,13 @@ void multiscale_merge_cpu(const at::Tensor& features, at::IntArrayRef scale_rows
   cpu::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out));
 }
 
-#define NVILA_TILE_PARAMS                                                                                      \
-  const at::Tensor &image, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols, const c10::List<bool>& vertical_first, \
-      const at::Tensor &xbounds, const at::Tensor &xweights, const at::Tensor &ybounds, const at::Tensor &yweights, \
-      at::ArrayRef<double> mean, at::ArrayRef<double> std, bool exact, at::Tensor &out
-#define NVILA_TILE_ARGS \
-  image, scale_rows, scale_cols, vertical_first, xbounds, xweights, ybounds, yweights, mean, std, exact, out
-
-void multiscale_tile_cpu(NVILA_TILE_PARAMS) {
+void multiscale_tile_cpu(const at::Tensor& image, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols,
+                         const c10::List<bool>& vertical_first, const at::Tensor& xbounds, const at::Tensor& xweights,
+                         const at::Tensor& ybounds, const at::Tensor& yweights, at::ArrayRef<double> mean,
+                         at::ArrayRef<double> std, bool exact, at::Tensor& out) {
   check_cpu(image);
-  cpu::multiscale_tile(multiscale_tile_args(NVILA_TILE_ARGS));
+  cpu::multiscale_tile(multiscale_tile_args(image, scale_rows, scale_cols, vertical_first, xbounds, xweights, ybounds,
+                                            yweights, mean, std, exact, out));
 }
 
 void check_emu(int code) { TORCH_CHECK(code == 0, "CUDA emulator launch failed: ", emu::error_string(code)); }
@@ -60,9 +57,14 @@ void multiscale_merge_emu(const at::Tensor& features, at::IntArrayRef scale_rows
   check_emu(emu::multiscale_merge(multiscale_merge_args(features, scale_rows, scale_cols, h, w, out), nullptr));
 }
 
-void multiscale_tile_emu(NVILA_TILE_PARAMS) {
+void multiscale_tile_emu(const at::Tensor& image, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols,
+                         const c10::List<bool>& vertical_first, const at::Tensor& xbounds, const at::Tensor& xweights,
+                         const at::Tensor& ybounds, const at::Tensor& yweights, at::ArrayRef<double> mean,
+                         at::ArrayRef<double> std, bool exact, at::Tensor& out) {
   check_cpu(image);
-  check_emu(emu::multiscale_tile(multiscale_tile_args(NVILA_TILE_ARGS), nullptr));
+  check_emu(emu::multiscale_tile(multiscale_tile_args(image, scale_rows, scale_cols, vertical_first, xbounds, xweights,
+                                                      ybounds, yweights, mean, std, exact, out),
+                                 nullptr));
 }
 
 void fp8_quantize_cpu(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,

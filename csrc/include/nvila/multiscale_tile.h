@@ -29,12 +29,12 @@ struct MultiscaleTileArgs {
   void* out;
   int64_t H, W, T, S;
   int64_t rows[kTileMaxScales], cols[kTileMaxScales];
-  int64_t tile0[kTileMaxScales];  // index of the first tile of each scale
+  int64_t tile0[kTileMaxScales];                       // index of the first tile of each scale
   int64_t xoff[kTileMaxScales], yoff[kTileMaxScales];  // first coefficient row of each scale
   bool vfirst[kTileMaxScales];
-  const int32_t* xbounds;  // (sum_s cols[s]*T, 2)
+  const int32_t* xbounds;   // (sum_s cols[s]*T, 2)
   const int32_t* xweights;  // (sum_s cols[s]*T, KX)
-  const int32_t* ybounds;  // (sum_s rows[s]*T, 2)
+  const int32_t* ybounds;   // (sum_s rows[s]*T, 2)
   const int32_t* yweights;  // (sum_s rows[s]*T, KY)
   int64_t KX, KY;
   float mean[3], std[3];
