@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -243,8 +244,8 @@ class RowBuilder:
 
 
 def is_ours(provider: str) -> bool:
-    """Providers that are a backend of nvila_kernels ("cpu", "cuda+out", ...)."""
-    return provider.split("+", 1)[0] in OUR_BACKENDS
+    """Providers that are a backend of nvila_kernels ("cpu", "cuda+out", "cpu-fp32", ...)."""
+    return re.split(r"[+-]", provider, maxsplit=1)[0] in OUR_BACKENDS
 
 
 OUR_BACKENDS = ("cpu", "cuda", "triton")

@@ -18,7 +18,16 @@ from . import (  # noqa: F401  (_ops defines the op schemas first)
     layers,  # noqa: E402
     reference,
 )
-from .functional import fp8_gemm, fp8_quantize, merge_compress, multiscale_merge, spatial_compress, temporal_pool
+from .functional import (
+    fp8_gemm,
+    fp8_quantize,
+    merge_compress,
+    multiscale_merge,
+    multiscale_tile,
+    multiscale_tile_batch,
+    spatial_compress,
+    temporal_pool,
+)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -26,6 +35,8 @@ __all__ = [
     "temporal_pool",
     "multiscale_merge",
     "merge_compress",
+    "multiscale_tile",
+    "multiscale_tile_batch",
     "fp8_quantize",
     "fp8_gemm",
     "layers",

@@ -24,6 +24,12 @@ SCHEMAS = {
         "(Tensor features, int[] scale_rows, int[] scale_cols, int h, int w, int k, Tensor? ln_weight, "
         "Tensor? ln_bias, float eps, Tensor(a!) out) -> ()"
     ),
+    # one image (H, W, 3) uint8 -> every tile of every scale (n_tiles, 3, T, T); per-scale grids and pass
+    # order, Pillow's fixed-point bicubic coefficients per output column / row (nvila_kernels/resample.py)
+    "multiscale_tile": (
+        "(Tensor image, int[] scale_rows, int[] scale_cols, bool[] vertical_first, Tensor xbounds, Tensor xweights, "
+        "Tensor ybounds, Tensor yweights, float[] mean, float[] std, bool exact, Tensor(a!) out) -> ()"
+    ),
     # q and scale_out are written; scale None = dynamic (amax computed on the device)
     "fp8_quantize": "(Tensor x, Tensor? scale, Tensor(a!) q, Tensor(b!) scale_out) -> ()",
     "fp8_gemm": "(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias, Tensor(a!) out) -> ()",

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from . import _ops, backends, reference
+from . import _ops, backends, reference, resample
 from .tiling import TilePlan
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MERGE_MAX_SCALES = 8  # kMergeMaxScales in csrc/include/nvila/multiscale_merge.h
+# multiscale_tile caps (int32 coefficient and pixel offsets stay far from overflow)
+TILE_MAX_SCALES = 8  # kTileMaxScales in csrc/include/nvila/multiscale_tile.h
+TILE_MAX_SIDE = 16384  # image sides and resized sides, in pixels
+TILE_MAX_TILES = 256  # tiles per image
 
 
 def _check_float(t: torch.Tensor, name: str) -> None:
@@ -286,6 +290,147 @@ def merge_compress(
     cols = [s.cols for s in plan.scales]
     _run("merge_compress", chosen, features, rows, cols, h, w, k, wt, b, float(eps), out)
     return out
+
+
+def _tile_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """Validate one image for multiscale_tile; returns it as a contiguous (H, W, 3) view or copy."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(image).__name__}")
+    if image.dtype != torch.uint8:
+        raise TypeError(f"{name}: expected dtype uint8, got {image.dtype}")
+    if image.dim() != 3 or 3 not in (image.shape[-1], image.shape[0]):
+        raise ValueError(f"{name}: expected shape (H, W, 3) or (3, H, W), got {tuple(image.shape)}")
+    if image.shape[-1] != 3:
+        image = image.permute(1, 2, 0)  # (3, H, W) -> (H, W, 3)
+    H, W, _ = image.shape
+    if H == 0 or W == 0:
+        raise ValueError(f"{name}: expected a non-empty image, got shape {tuple(image.shape)}")
+    if H > TILE_MAX_SIDE or W > TILE_MAX_SIDE:
+        raise ValueError(f"{name}: expected height and width <= {TILE_MAX_SIDE}, got {H}x{W} (H x W)")
+    return image.contiguous()
+
+
+def _check_tile_plan(plan: TilePlan, W: int, H: int, name: str = "plan") -> None:
+    if not isinstance(plan, TilePlan):
+        raise TypeError(f"{name}: expected a nvila_kernels.tiling.TilePlan, got {type(plan).__name__}")
+    if (plan.image_width, plan.image_height) != (W, H):
+        raise ValueError(
+            f"{name}: made for a {plan.image_width}x{plan.image_height} image, got a {W}x{H} image (W x H)"
+        )
+    if not 1 <= len(plan.scales) <= TILE_MAX_SCALES:
+        raise ValueError(f"{name}: expected 1 to {TILE_MAX_SCALES} scales, got {len(plan.scales)}")
+    if plan.n_tiles > TILE_MAX_TILES:
+        raise ValueError(f"{name}: expected at most {TILE_MAX_TILES} tiles, got {plan.n_tiles}")
+    for s in plan.scales:
+        if s.width > TILE_MAX_SIDE or s.height > TILE_MAX_SIDE:
+            raise ValueError(f"{name}: expected resized sides <= {TILE_MAX_SIDE}, got {s.width}x{s.height}")
+        if (s.width, s.height) != (s.cols * plan.tile, s.rows * plan.tile):
+            raise ValueError(f"{name}: scale {s} is not cols x rows tiles of {plan.tile} pixels")
+
+
+def _check_mean_std(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    out = []
+    for name, v in (("mean", mean), ("std", std)):
+        try:
+            vals = tuple(float(x) for x in v)
+        except TypeError:
+            raise TypeError(f"{name}: expected 3 floats, got {v!r}") from None
+        if len(vals) != 3:
+            raise ValueError(f"{name}: expected 3 floats, got {len(vals)}")
+        out.append(vals)
+    if any(s == 0 for s in out[1]):
+        raise ValueError(f"std: expected non-zero values, got {out[1]}")
+    return out[0], out[1]
+
+
+def multiscale_tile(
+    image: torch.Tensor,
+    plan: TilePlan,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    out_dtype: torch.dtype = torch.float32,
+    *,
+    exact: bool = True,
+    out: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """NVILA's Dynamic-S2 preprocessing of one image (NVILA.md section 2), in one launch.
+
+    image: uint8 (H, W, 3) (or (3, H, W)) RGB. For every scale of `plan`
+    (nvila_kernels.tiling: plan_tiles, plan_single, plan_lite) the whole image is
+    resized to (scale.height, scale.width) with Pillow's bicubic filter (a = -0.5,
+    antialiased when shrinking; nvila_kernels.resample), cut into tile x tile tiles
+    (row-major, scales in order) and normalized: (v / 255 - mean) / std per channel,
+    as HF's SigLIP image processor. Returns (plan.n_tiles, 3, tile, tile) in out_dtype
+    (float32, float16 or bfloat16).
+
+    exact=True reproduces Pillow's fixed-point uint8 algorithm bit for bit (rounding
+    and clipping after each pass, Pillow 13's pass order). exact=False keeps both
+    passes in fp32 without intermediate rounding and clips the result to [0, 255].
+    Caps: image and resized sides <= TILE_MAX_SIDE (16384), at most TILE_MAX_TILES
+    (256) tiles and TILE_MAX_SCALES (8) scales.
+    """
+    image = _tile_image(image)
+    H, W, _ = image.shape
+    _check_tile_plan(plan, W, H)
+    mean, std = _check_mean_std(mean, std)
+    if out_dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out_dtype: expected float32, float16 or bfloat16, got {out_dtype}")
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact: expected a bool, got {type(exact).__name__}")
+    shape = (plan.n_tiles, 3, plan.tile, plan.tile)
+    if out is not None:
+        _check_out(out, shape, torch.empty(0, dtype=out_dtype, device=image.device))
+
+    chosen = backends.resolve("multiscale_tile", backend, image.device)
+    if chosen == "reference":
+        y = reference.multiscale_tile(image, plan, mean, std, out_dtype, exact)
+        return y if out is None else out.copy_(y)
+    if out is None:
+        out = torch.empty(shape, dtype=out_dtype, device=image.device)
+    widths = tuple(s.width for s in plan.scales)
+    heights = tuple(s.height for s in plan.scales)
+    coeffs = [t.to(image.device) for t in resample.plan_coeff_tensors(W, H, widths, heights)]
+    rows = [s.rows for s in plan.scales]
+    cols = [s.cols for s in plan.scales]
+    vfirst = [resample.vertical_first(W, H, s.width, s.height) for s in plan.scales]
+    _run("multiscale_tile", chosen, image, rows, cols, vfirst, *coeffs, list(mean), list(std), exact, out)
+    return out
+
+
+def multiscale_tile_batch(
+    images: list[torch.Tensor],
+    plans: list[TilePlan],
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    out_dtype: torch.dtype = torch.float32,
+    *,
+    exact: bool = True,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """multiscale_tile over images of different sizes, one plan per image.
+
+    Returns (all tiles concatenated in image order, (sum of n_tiles, 3, tile, tile);
+    each image's block size plan.block_size). Every image is tiled straight into its
+    slice of the one output tensor (one launch per image).
+    """
+    if not isinstance(images, (list, tuple)) or not isinstance(plans, (list, tuple)):
+        raise TypeError("images, plans: expected lists")
+    if len(images) != len(plans) or not images:
+        raise ValueError(f"images, plans: expected the same non-zero length, got {len(images)} and {len(plans)}")
+    tiles = {p.tile if isinstance(p, TilePlan) else None for p in plans}
+    if len(tiles) != 1 or None in tiles:
+        raise ValueError(f"plans: expected TilePlans with one tile size, got {sorted(map(str, tiles))}")
+    devices = {im.device if isinstance(im, torch.Tensor) else None for im in images}
+    if len(devices) != 1 or None in devices:
+        raise ValueError(f"images: expected tensors on one device, got {devices}")
+    T = plans[0].tile
+    out = torch.empty(sum(p.n_tiles for p in plans), 3, T, T, dtype=out_dtype, device=images[0].device)
+    t0 = 0
+    for im, p in zip(images, plans, strict=True):
+        multiscale_tile(im, p, mean, std, out_dtype, exact=exact, out=out[t0 : t0 + p.n_tiles], backend=backend)
+        t0 += p.n_tiles
+    return out, [p.block_size for p in plans]
 
 
 # ---- FP8 -------------------------------------------------------------------------

@@ -100,6 +100,60 @@ def merge_compress(
     return y.reshape(rows * Ho * cols * Wo, D)
 
 
+def _resample_axis(x: torch.Tensor, in_size: int, out_size: int, axis: int, exact: bool) -> torch.Tensor:
+    """One Pillow bicubic pass along `axis` of an (H, W, 3) int64 (exact) or float64 image."""
+    from .resample import PRECISION_BITS, coeffs
+
+    bounds, weights = (torch.from_numpy(a.astype("int64")).to(x.device) for a in coeffs(in_size, out_size))
+    acc = torch.zeros((), dtype=torch.int64 if exact else torch.float64)
+    shape = [1, 1, 1]
+    shape[axis] = out_size
+    for k in range(weights.shape[1]):
+        idx = (bounds[:, 0] + k).clamp(max=in_size - 1)  # taps past a row's count have weight 0
+        w = weights[:, k].reshape(shape)
+        acc = acc + x.index_select(axis, idx) * (w if exact else w.double() / (1 << PRECISION_BITS))
+    if not exact:
+        return acc
+    return ((acc + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS).clamp(0, 255)
+
+
+def multiscale_tile(
+    image: torch.Tensor,
+    plan,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    out_dtype: torch.dtype = torch.float32,
+    exact: bool = True,
+) -> torch.Tensor:
+    """NVILA's Dynamic-S2 preprocessing (NVILA.md section 2): every tile of every scale.
+
+    image: (H, W, 3) uint8. Per scale of `plan` the whole image is resized to
+    (scale.height, scale.width) with Pillow's bicubic (nvila_kernels.resample:
+    fixed-point weights, uint8 rounding and clipping after each pass, Pillow's pass
+    order); exact=False keeps both passes in float64 without rounding and clips the
+    result to [0, 255]. Tiles are cut row-major, scales in order, and normalized:
+    (v / 255 - mean) / std per channel. Returns (n_tiles, 3, tile, tile) in out_dtype.
+    """
+    from .resample import vertical_first
+
+    H, W, _ = image.shape
+    T = plan.tile
+    x = image.to(torch.int64 if exact else torch.float64)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=image.device).reshape(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=image.device).reshape(3, 1, 1)
+    tiles = []
+    for s in plan.scales:
+        if vertical_first(W, H, s.width, s.height):
+            r = _resample_axis(_resample_axis(x, H, s.height, 0, exact), W, s.width, 1, exact)
+        else:
+            r = _resample_axis(_resample_axis(x, W, s.width, 1, exact), H, s.height, 0, exact)
+        v = r.clamp(0, 255).to(torch.float32).permute(2, 0, 1)  # (3, height, width)
+        v = (v / 255.0 - mean_t) / std_t
+        v = v.reshape(3, s.rows, T, s.cols, T).permute(1, 3, 0, 2, 4).reshape(s.n_tiles, 3, T, T)
+        tiles.append(v)
+    return torch.cat(tiles).to(out_dtype)
+
+
 # ---- FP8 -------------------------------------------------------------------------
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)

@@ -15,11 +15,12 @@ import torch
 from nvila_kernels import backends
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("spatial_compress", "temporal_pool", "merge_compress", "fp8_gemm", "fp8_quantize", "model")
+OPS = ("spatial_compress", "temporal_pool", "merge_compress", "multiscale_tile", "fp8_gemm", "fp8_quantize", "model")
 PEERS = {  # peers every op must show on the CPU (the reference too)
     "spatial_compress": {"eager", "compile"},
     "temporal_pool": {"eager", "compile"},
     "merge_compress": {"eager", "compile"},
+    "multiscale_tile": {"eager", "torch-interp"},
     "fp8_gemm": {"eager", "matmul-bf16", "scaled_mm", "compile"},
     "fp8_quantize": {"eager", "compile"},
     "model": set(),  # the end-to-end model: our backends against the reference, fp32 and fp8

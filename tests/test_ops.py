@@ -12,7 +12,8 @@ from conftest import KERNEL_BACKENDS, backend_device
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import nvila_kernels as nk
-from nvila_kernels import _ops, backends, reference
+from nvila_kernels import _ops, backends, reference, resample
+from nvila_kernels.tiling import plan_tiles
 
 
 def _op(name, backend):
@@ -43,6 +44,17 @@ def _sample_args(name, device):
         return [
             (x, [1, 2, 3], [1, 2, 4], 2, 2, 2, w, b, 1e-5, torch.empty(12, 36, device=device)),
             (x[:14].half(), [1, 2, 3], [1, 2, 3], 2, 2, 3, None, None, 1e-5, torch.empty(9, 81, device=device).half()),
+        ]
+    if name == "multiscale_tile":
+        img = torch.randint(0, 256, (7, 13, 3), dtype=torch.uint8, device=device)
+        coeffs = [t.to(device) for t in resample.plan_coeff_tensors(13, 7, (4, 8, 12), (4, 8, 12))]
+        out = torch.empty(14, 3, 4, 4, device=device)  # plan_tiles(13, 7, scales=(4, 8, 12), tile=4)
+        tall = torch.randint(0, 256, (30, 6, 3), dtype=torch.uint8, device=device)  # vertical-first scale
+        tall_coeffs = [t.to(device) for t in resample.plan_coeff_tensors(6, 30, (4,), (4,))]
+        return [
+            (img, [1, 2, 3], [1, 2, 3], [False] * 3, *coeffs, [0.5] * 3, [0.5] * 3, True, out),
+            (img, [1, 2, 3], [1, 2, 3], [False] * 3, *coeffs, [0.1, 0.2, 0.3], [0.3] * 3, False, out.bfloat16()),
+            (tall, [1], [1], [True], *tall_coeffs, [0.5] * 3, [0.5] * 3, True, torch.empty(1, 3, 4, 4, device=device)),
         ]
     if name == "fp8_quantize":
         x = torch.randn(5, 7, device=device)
@@ -92,6 +104,9 @@ def test_fake_tensor_shapes(backend):
         assert y.shape == (3, 11, 11, 9 * 1152) and y.dtype == torch.bfloat16
         v = torch.empty(256, 16, 16, 3584, dtype=torch.bfloat16, device=x.device)
         assert nk.temporal_pool(v, 8, backend=backend).shape == (32, 16, 16, 3584)
+        img = torch.empty(1080, 1920, 3, dtype=torch.uint8, device=x.device)
+        tiles = nk.multiscale_tile(img, plan_tiles(1920, 1080), out_dtype=torch.bfloat16, backend=backend)
+        assert tiles.shape == (17, 3, 448, 448) and tiles.dtype == torch.bfloat16
 
 
 def test_meta_tensors_use_reference():
@@ -113,6 +128,19 @@ def test_torch_compile_fullgraph(backend):
     y, p = compiled(x, w, b, frames)
     torch.testing.assert_close(y, reference.spatial_compress(x, 2, w, b) * 2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(p, reference.temporal_pool(frames, 4))
+
+
+@pytest.mark.parametrize("backend", [b for b in KERNEL_BACKENDS if backend_device(b).type == "cpu"] + [None])
+def test_torch_compile_multiscale_tile(backend):
+    """Preprocessing inside a compiled function: the coefficients are graph constants."""
+    plan = plan_tiles(13, 7, scales=(4, 8, 12), tile=4)
+
+    def preprocess(img):
+        return nk.multiscale_tile(img, plan, backend=backend).sum((1, 2, 3))
+
+    img = torch.randint(0, 256, (7, 13, 3), dtype=torch.uint8)
+    compiled = torch.compile(preprocess, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(img), reference.multiscale_tile(img, plan).sum((1, 2, 3)))
 
 
 def test_torch_compile_inductor_cpu():

@@ -8,6 +8,7 @@
 #include "nvila/fp8_ops.h"
 #include "nvila/merge_compress.h"
 #include "nvila/multiscale_merge.h"
+#include "nvila/multiscale_tile.h"
 #include "nvila/spatial_compress.h"
 #include "nvila/temporal_pool.h"
 
@@ -17,6 +18,7 @@
   int temporal_pool(const TemporalPoolArgs& a, void* stream);       \
   int multiscale_merge(const MultiscaleMergeArgs& a, void* stream); \
   int merge_compress(const MergeCompressArgs& a, void* stream);     \
+  int multiscale_tile(const MultiscaleTileArgs& a, void* stream);   \
   int fp8_quantize(const Fp8QuantizeArgs& a, void* stream);         \
   int fp8_gemm(const Fp8GemmArgs& a, void* stream);                 \
   const char* error_string(int code);                               \

@@ -36,6 +36,15 @@ void merge_compress_cpu(const at::Tensor& features, at::IntArrayRef scale_rows, 
   cpu::merge_compress(merge_compress_args(features, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, eps, out));
 }
 
+void multiscale_tile_cpu(const at::Tensor& image, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols,
+                         const c10::List<bool>& vertical_first, const at::Tensor& xbounds, const at::Tensor& xweights,
+                         const at::Tensor& ybounds, const at::Tensor& yweights, at::ArrayRef<double> mean,
+                         at::ArrayRef<double> std, bool exact, at::Tensor& out) {
+  check_cpu(image);
+  cpu::multiscale_tile(multiscale_tile_args(image, scale_rows, scale_cols, vertical_first, xbounds, xweights, ybounds,
+                                            yweights, mean, std, exact, out));
+}
+
 void check_emu(int code) { TORCH_CHECK(code == 0, "CUDA emulator launch failed: ", emu::error_string(code)); }
 
 void spatial_compress_emu(const at::Tensor& x, int64_t k, const std::optional<at::Tensor>& ln_weight,
@@ -61,6 +70,16 @@ void merge_compress_emu(const at::Tensor& features, at::IntArrayRef scale_rows, 
   check_cpu(features);
   check_emu(emu::merge_compress(
       merge_compress_args(features, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, eps, out), nullptr));
+}
+
+void multiscale_tile_emu(const at::Tensor& image, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols,
+                         const c10::List<bool>& vertical_first, const at::Tensor& xbounds, const at::Tensor& xweights,
+                         const at::Tensor& ybounds, const at::Tensor& yweights, at::ArrayRef<double> mean,
+                         at::ArrayRef<double> std, bool exact, at::Tensor& out) {
+  check_cpu(image);
+  check_emu(emu::multiscale_tile(multiscale_tile_args(image, scale_rows, scale_cols, vertical_first, xbounds, xweights,
+                                                      ybounds, yweights, mean, std, exact, out),
+                                 nullptr));
 }
 
 void fp8_quantize_cpu(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
@@ -103,6 +122,8 @@ TORCH_LIBRARY_IMPL(nvila, CPU, m) {
   m.impl("multiscale_merge_emu", &multiscale_merge_emu);
   m.impl("merge_compress_cpu", &merge_compress_cpu);
   m.impl("merge_compress_emu", &merge_compress_emu);
+  m.impl("multiscale_tile_cpu", &multiscale_tile_cpu);
+  m.impl("multiscale_tile_emu", &multiscale_tile_emu);
 }
 
 }  // namespace nvila::binding

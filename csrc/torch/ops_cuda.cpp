@@ -47,6 +47,17 @@ void merge_compress_cuda(const at::Tensor& features, at::IntArrayRef scale_rows,
       merge_compress_args(features, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, eps, out), stream));
 }
 
+void multiscale_tile_cuda(const at::Tensor& image, at::IntArrayRef scale_rows, at::IntArrayRef scale_cols,
+                          const c10::List<bool>& vertical_first, const at::Tensor& xbounds, const at::Tensor& xweights,
+                          const at::Tensor& ybounds, const at::Tensor& yweights, at::ArrayRef<double> mean,
+                          at::ArrayRef<double> std, bool exact, at::Tensor& out) {
+  const c10::cuda::CUDAGuard guard(image.device());
+  void* stream = stream_of(image);
+  check(cuda::multiscale_tile(multiscale_tile_args(image, scale_rows, scale_cols, vertical_first, xbounds, xweights,
+                                                   ybounds, yweights, mean, std, exact, out),
+                              stream));
+}
+
 void fp8_quantize_cuda(const at::Tensor& x, const std::optional<at::Tensor>& scale, at::Tensor& q,
                        at::Tensor& scale_out) {
   const c10::cuda::CUDAGuard guard(x.device());
@@ -71,6 +82,7 @@ TORCH_LIBRARY_IMPL(nvila, CUDA, m) {
   m.impl("temporal_pool_cuda", &temporal_pool_cuda);
   m.impl("multiscale_merge_cuda", &multiscale_merge_cuda);
   m.impl("merge_compress_cuda", &merge_compress_cuda);
+  m.impl("multiscale_tile_cuda", &multiscale_tile_cuda);
 }
 
 }  // namespace nvila::binding

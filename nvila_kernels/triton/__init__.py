@@ -8,4 +8,4 @@ bfloat16 values in the fp32-subnormal range (|x| < 1.2e-38) are not converted
 exactly (a limit of the interpreter's bf16 emulation, see tests/test_temporal_pool.py).
 """
 
-from . import fp8, merge_compress, multiscale_merge, spatial_compress, temporal_pool  # noqa: F401  (registers the ops)
+from . import fp8, merge_compress, multiscale_merge, multiscale_tile, spatial_compress, temporal_pool  # noqa: F401  (registers the ops)
