@@ -12,7 +12,7 @@ TEST_ENV := TRITON_INTERPRET=1
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q $(TORCH) numpy ninja pytest pytest-xdist hypothesis ruff clang-format pillow matplotlib pytest-benchmark safetensors tokenizers av build cuda-python
+	$(PY) -m pip install -q $(TORCH) numpy ninja pytest pytest-xdist hypothesis ruff clang-format pillow matplotlib pytest-benchmark safetensors tokenizers av build transformers cuda-python
 	touch $@
 
 # The extension is rebuilt whenever a C++/CUDA source or setup.py changes.

@@ -14,12 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import nvila_kernels  # noqa: E402
-from nvila_kernels import backends, layers, tiling  # noqa: E402
+from nvila_kernels import backends, layers, processor, tiling  # noqa: E402
 
 # (section title, module, names), in the order a user meets them
 SECTIONS = [
     ("Ops (`nvila_kernels`)", nvila_kernels, None),
     ("Layers (`nvila_kernels.layers`)", layers, ["Fp8Linear", "quantize_linears", "SpatialCompress", "TemporalPool"]),
+    ("Preprocessing (`nvila_kernels.processor`)", processor, ["DynamicS2Preprocessor", "NVILAImageProcessor"]),
     (
         "Tile plans (`nvila_kernels.tiling`)",
         tiling,

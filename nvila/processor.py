@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import nvila_kernels as nk
 from nvila_kernels.tiling import TilePlan
 
 IMAGE_TOKEN = "<image>"
@@ -104,20 +105,10 @@ def tile_image(
     backend: str | None = None,
 ) -> torch.Tensor:
     """Every tile of `plan` as normalized pixels (n_tiles, 3, tile, tile): per scale, the
-    whole image resized (PIL bicubic) to the scale's size, cut row-major, x/255, then
-    (x - mean) / std."""
-    # TODO(lead): switch to F.multiscale_tile when merged (backend is for that op)
-    t = plan.tile
-    tiles = []
-    for s in plan.scales:
-        resized = np.asarray(image.resize((s.width, s.height), Image.BICUBIC), dtype=np.float32)  # (h, w, 3)
-        for r in range(s.rows):
-            for c in range(s.cols):
-                tiles.append(resized[r * t : (r + 1) * t, c * t : (c + 1) * t])
-    x = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2) / 255.0  # (n, 3, t, t)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    d = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - m) / d).to(out_dtype).contiguous()
+    whole image resized (Pillow's bicubic, bit-exact) to the scale's size, cut
+    row-major, x/255, then (x - mean) / std; one nvila_kernels.multiscale_tile call."""
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())  # (H, W, 3)
+    return nk.multiscale_tile(pixels, plan, tuple(mean), tuple(std), out_dtype, backend=backend)
 
 
 # ---- video -------------------------------------------------------------------------

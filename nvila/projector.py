@@ -32,21 +32,13 @@ def merge_compress(
     """features (n_tiles, h*w, C) of a Dynamic-S2 (or single-tile) plan -> LayerNorm-ed
     projector input (n_tokens, k*k*S*C) in NVILA's order: the merged multi-scale map is
     cut into rows x cols blocks of h x w, each block is compressed on its own, the
-    blocks' outputs are put back into one grid and flattened row-major."""
-    # TODO(lead): switch to F.merge_compress when merged
+    blocks' outputs are put back into one grid and flattened row-major (one fused
+    nvila_kernels.merge_compress call)."""
     n, hw, C = features.shape
     h = w = int(round(hw**0.5))
     if h * w != hw:
         raise ValueError(f"features: expected a square token grid per tile, got {hw} tokens")
-    rows, cols = plan.scales[-1].rows, plan.scales[-1].cols
-    merged = nk.multiscale_merge(features, plan, h, w, backend=backend)  # (S*C, rows*h, cols*w)
-    SC = merged.shape[0]
-    blocks = merged.permute(1, 2, 0).reshape(rows, h, cols, w, SC).permute(0, 2, 1, 3, 4)  # (rows, cols, h, w, SC)
-    blocks = blocks.reshape(rows * cols, h, w, SC)
-    y = nk.spatial_compress(blocks, k, ln_weight, ln_bias, eps, backend=backend)  # (rows*cols, h', w', D)
-    _, hk, wk, D = y.shape
-    y = y.view(rows, cols, hk, wk, D).permute(0, 2, 1, 3, 4)  # (rows, h', cols, w', D)
-    return y.reshape(rows * hk * cols * wk, D)
+    return nk.merge_compress(features, plan, k, ln_weight, ln_bias, eps, h=h, w=w, backend=backend)
 
 
 class Projector(nn.Module):

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import nvila_kernels as nk
 from nvila_kernels import reference
-from nvila_kernels.tiling import plan_single, plan_tiles
+from nvila_kernels.tiling import plan_lite, plan_single, plan_tiles
 
 EXAMPLES = int(os.environ.get("NVILA_FUZZ_EXAMPLES", "25"))
 RANDOM = os.environ.get("NVILA_FUZZ_RANDOM") == "1"
@@ -279,5 +279,56 @@ def test_fuzz_merge_compress(backend):
             else float(wt.float().abs().max() + b.float().abs().max())
         )
         _close(got, expected, f.dtype, max(scale, 1e-30) if wt is None else max(scale, 1.0))
+
+    check()
+
+
+# ---- multiscale_tile -------------------------------------------------------------------------------
+
+
+@st.composite
+def tile_cases(draw, slow: bool):
+    W, H = draw(st.integers(1, 40 if slow else 300)), draw(st.integers(1, 40 if slow else 300))
+    tile = draw(st.sampled_from([4, 7] if slow else [4, 7, 28]))
+    kind = draw(st.sampled_from(["tiles", "single", "lite"]))
+    if kind == "tiles":
+        plan = plan_tiles(W, H, (tile, 2 * tile, 3 * tile), tile, 12)
+    elif kind == "single":
+        plan = plan_single(W, H, tile)
+    else:
+        plan = plan_lite(W, H, tile, draw(st.integers(1, 12)))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    if draw(st.booleans()):  # noise
+        image = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=g)
+    else:  # a smooth gradient with flat areas and saturated ends
+        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+        image = torch.stack([xx * 300 // max(W, 1), yy * 300 // max(H, 1), (xx + yy) % 256], -1).clamp(0, 255)
+        image = image.to(torch.uint8)
+    channels_first = draw(st.booleans())
+    mean = tuple(draw(st.sampled_from([(0.5, 0.5, 0.5), (0.48145466, 0.4578275, 0.40821073)])))
+    std = (0.5, 0.5, 0.5) if mean[0] == 0.5 else (0.26862954, 0.26130258, 0.27577711)
+    out_dtype = draw(st.sampled_from(DTYPES))
+    exact = draw(st.booleans())
+    return image, channels_first, plan, mean, std, out_dtype, exact
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fuzz_multiscale_tile(backend):
+    device = backend_device(backend)
+
+    @fuzz(backend)
+    @given(tile_cases(slow=backend in SLOW_BACKENDS))
+    def check(case):
+        image, channels_first, plan, mean, std, out_dtype, exact = case
+        arg = image.permute(2, 0, 1).contiguous() if channels_first else image
+        got = nk.multiscale_tile(arg.to(device), plan, mean, std, out_dtype, exact=exact, backend=backend)
+        expected = reference.multiscale_tile(image, plan, mean, std, out_dtype, exact=exact)
+        assert got.shape == (plan.n_tiles, 3, plan.tile, plan.tile) and got.dtype == out_dtype
+        if exact:  # integer passes: the same uint8 values, so equal up to the normalize's rounding
+            atol = 2 * float(torch.finfo(out_dtype).eps) * 4
+        else:
+            atol = 1e-4 if out_dtype == torch.float32 else 4 * float(torch.finfo(out_dtype).eps) * 4
+        torch.testing.assert_close(got.float().cpu(), expected.float(), atol=atol, rtol=0)
 
     check()
