@@ -80,6 +80,16 @@ class MergeCompressArgs(ctypes.Structure):
 
 
 MERGE_PIECE_BYTES = 44  # sizeof(MergePieceSrc): 11 int32
+TILE_MAX_SCALES = 8  # kTileMaxScales
+
+
+class MultiscaleTileArgs(ctypes.Structure):
+    _fields_ = [("image", _p), ("out", _p), ("H", _i64), ("W", _i64), ("T", _i64), ("S", _i64)]
+    _fields_ += [(n, _i64 * TILE_MAX_SCALES) for n in ("rows", "cols", "tile0", "xoff", "yoff")]
+    _fields_ += [("vfirst", ctypes.c_bool * TILE_MAX_SCALES)]
+    _fields_ += [(n, _p) for n in ("xbounds", "xweights", "ybounds", "yweights")]
+    _fields_ += [("KX", _i64), ("KY", _i64), ("mean", _f32 * 3), ("std", _f32 * 3), ("exact", ctypes.c_bool)]
+    _fields_ += [("dtype", _i32)]
 
 
 class Fp8QuantizeArgs(ctypes.Structure):
@@ -184,6 +194,12 @@ def merge_compress_config(a: MergeCompressArgs, t: LaunchTarget) -> LaunchConfig
     if table > t.max_dynamic_smem or n_tiles > (1 << 31) // (m.h * m.w):
         return _config(1 << 31, 1, block, 0, (vec, variant))  # not launchable
     return _config(min(tokens, 1 << 30), 1, block, smem, (vec, variant))
+
+
+def multiscale_tile_config(a: MultiscaleTileArgs, t: LaunchTarget) -> LaunchConfig:
+    exact = 1 if a.exact else 0
+    total = (a.tile0[a.S - 1] + a.rows[a.S - 1] * a.cols[a.S - 1]) * a.T * a.T
+    return _config(min(_cdiv(total, 256), 65536 * 8), 1, 256, 0, (exact,)) if total else _config(variant=(exact,))
 
 
 def fp8_quantize_config(a: Fp8QuantizeArgs, t: LaunchTarget) -> LaunchConfig:
@@ -304,6 +320,62 @@ def merge_compress_args(x, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, 
     )  # fmt: skip
 
 
+def _tile_coeffs(bounds, weights, n: int, ref, bname: str, wname: str) -> int:
+    """K of one direction's coefficients (csrc/torch/args.h tile_coeffs; bounds values are checked on the CPU only)."""
+    _check(
+        bounds.dtype == torch.int32 and tuple(bounds.shape) == (n, 2) and bounds.is_contiguous()
+        and bounds.device == ref.device,
+        f"{bname}: expected a contiguous int32 tensor of shape ({n}, 2) on {ref.device}, got {bounds.dtype} "
+        f"{tuple(bounds.shape)} on {bounds.device}",
+    )  # fmt: skip
+    _check(
+        weights.dtype == torch.int32 and weights.dim() == 2 and weights.size(0) == n and weights.size(1) >= 1
+        and weights.is_contiguous() and weights.device == ref.device,
+        f"{wname}: expected a contiguous int32 tensor of shape ({n}, K) on {ref.device}, got {weights.dtype} "
+        f"{tuple(weights.shape)} on {weights.device}",
+    )  # fmt: skip
+    return weights.size(1)
+
+
+def multiscale_tile_args(
+    image, scale_rows, scale_cols, vertical_first, xbounds, xweights, ybounds, yweights, mean, std, exact, out
+):
+    _check(
+        image.dtype == torch.uint8 and image.dim() == 3 and image.size(2) == 3 and image.numel() > 0
+        and image.is_contiguous(),
+        f"image: expected a contiguous non-empty uint8 tensor of shape (H, W, 3), got {image.dtype} "
+        f"{tuple(image.shape)}",
+    )  # fmt: skip
+    S = len(scale_rows)
+    _check(1 <= S <= TILE_MAX_SCALES, f"scale_rows: expected 1 to {TILE_MAX_SCALES} scales, got {S}")
+    _check(len(scale_cols) == S and len(vertical_first) == S, f"scale_cols, vertical_first: expected {S} scales")
+    _check(min(scale_rows) >= 1 and min(scale_cols) >= 1, "scale_rows, scale_cols: expected ints >= 1")
+    _check(len(mean) == 3 and len(std) == 3, "mean, std: expected 3 values each")
+    _check(all(v != 0 for v in std), f"std: expected non-zero values, got {list(std)}")
+    _check(
+        out.dim() == 4 and out.size(1) == 3 and out.size(2) == out.size(3) >= 1,
+        f"out: expected shape (n_tiles, 3, T, T), got {tuple(out.shape)}",
+    )
+    T = out.size(3)
+    tiles = [r * c for r, c in zip(scale_rows, scale_cols, strict=True)]
+    tile0 = [sum(tiles[:s]) for s in range(S)]
+    xoff = [sum(scale_cols[:s]) * T for s in range(S)]
+    yoff = [sum(scale_rows[:s]) * T for s in range(S)]
+    dtype = _dtype(out, "out")
+    _out(out, (sum(tiles), 3, T, T), out.dtype, image.device)
+    KX = _tile_coeffs(xbounds, xweights, sum(scale_cols) * T, image, "xbounds", "xweights")
+    KY = _tile_coeffs(ybounds, yweights, sum(scale_rows) * T, image, "ybounds", "yweights")
+    pad = [0] * (TILE_MAX_SCALES - S)
+    arr = _i64 * TILE_MAX_SCALES
+    return MultiscaleTileArgs(
+        image.data_ptr(), out.data_ptr(), image.size(0), image.size(1), T, S, arr(*scale_rows, *pad),
+        arr(*scale_cols, *pad), arr(*tile0, *pad), arr(*xoff, *pad), arr(*yoff, *pad),
+        (ctypes.c_bool * TILE_MAX_SCALES)(*vertical_first, *[False] * len(pad)), xbounds.data_ptr(),
+        xweights.data_ptr(), ybounds.data_ptr(), yweights.data_ptr(), KX, KY, (_f32 * 3)(*mean), (_f32 * 3)(*std),
+        exact, dtype,
+    )  # fmt: skip
+
+
 def _scale(s: torch.Tensor, ref: torch.Tensor, name: str) -> int:
     _check(s.dtype == torch.float32 and s.numel() == 1, f"{name}: expected a float32 tensor with one element")
     return _ptr(s, ref, name)
@@ -369,6 +441,10 @@ def _mc_kernel(t: int, vec: int, variant: int) -> str:
     return f"{NS}merge_compress_kernel<{CTYPE_NAMES[t]}, {vec}, {_bool(variant)}, {_bool(variant == 1)}>"
 
 
+def _tile_kernel(exact: int, t: int) -> str:
+    return f"{NS}multiscale_tile_kernel<{_bool(exact)}, {CTYPE_NAMES[t]}>"
+
+
 def _q_kernels(t: int, fmt: int, dynamic: int) -> list[str]:
     amax = [f"{NS}fp8_amax_kernel<{CTYPE_NAMES[t]}>"] if dynamic else []
     return amax + [f"{NS}fp8_quantize_kernel<{CTYPE_NAMES[t]}, {FP8_FORMAT_NAMES[fmt]}>"]
@@ -406,6 +482,12 @@ OPS: dict[str, Op] = {
         lambda a, c: [_mc_kernel(a.m.dtype, c.variant[0], c.variant[1])],
         tuple(_mc_kernel(t, v, var) for t in _T for v in _vecs(t) for var in range(3)),
         merge_compress_args,
+    ),
+    "multiscale_tile": Op(
+        "multiscale_tile.cu", MultiscaleTileArgs, multiscale_tile_config,
+        lambda a, c: [_tile_kernel(c.variant[0], a.dtype)],
+        tuple(_tile_kernel(e, t) for e in (0, 1) for t in _T),
+        multiscale_tile_args,
     ),
     "fp8_quantize": Op(
         "fp8_quantize.cu", Fp8QuantizeArgs, fp8_quantize_config,

@@ -23,7 +23,7 @@ import torch
 from test_cuda_build import assert_fp8_gemm_qgmma, assert_fp8_gemm_qmma, sass, sass_functions
 
 import nvila_kernels as nk
-from nvila_kernels import _nvrtc, _ops, backends, reference
+from nvila_kernels import _nvrtc, _ops, backends, reference, resample
 from nvila_kernels.tiling import plan_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,6 +176,16 @@ def _random_args(op, rng):
         m.C = rng.choice([1, 3, 8, 1152, 3456])
         k = rng.choice([1, 2, 3])
         return S.MergeCompressArgs(m, _ptr(rng), rng.choice([None, 64]), rng.choice([None, 96]), k, 1e-5)
+    if op == "multiscale_tile":
+        n = rng.randint(1, 8)
+        arr = ctypes.c_int64 * 8
+        rows = [rng.randint(1, 6) for _ in range(n)] + [0] * (8 - n)
+        cols = [rng.randint(1, 6) for _ in range(n)] + [0] * (8 - n)
+        tile0 = [sum(rows[i] * cols[i] for i in range(s)) for s in range(8)]
+        a = S.MultiscaleTileArgs(_ptr(rng), _ptr(rng), _size(rng, True), _size(rng, True), _size(rng), n)
+        a.rows, a.cols, a.tile0 = arr(*rows), arr(*cols), arr(*tile0)
+        a.exact, a.dtype = rng.random() < 0.5, rng.randrange(3)
+        return a
     if op == "fp8_quantize":
         return S.Fp8QuantizeArgs(_ptr(rng), rng.randrange(3), _size(rng), _ptr(rng), 64, 128, 256, rng.randrange(2))
     if op == "fp8_gemm":
@@ -198,6 +208,47 @@ def test_launch_plans_match_cpp(op):
             assert tuple(got) == want, f"{op} {t}: Python {got} != C++ {want} for {args_repr(args)}"
             variants.add(got.variant)
     assert len(variants) > 1 or op == "multiscale_merge", f"only {variants} exercised"
+
+
+def _tile_call(image, plan, out_dtype, exact):
+    """The schema arguments of nvila::multiscale_tile for `plan`, as nvila_kernels.functional passes them."""
+    H, W, _ = image.shape
+    widths, heights = tuple(s.width for s in plan.scales), tuple(s.height for s in plan.scales)
+    coeffs = [t.to(image.device) for t in resample.plan_coeff_tensors(W, H, widths, heights)]
+    vfirst = [resample.vertical_first(W, H, s.width, s.height) for s in plan.scales]
+    out = torch.empty(plan.n_tiles, 3, plan.tile, plan.tile, dtype=out_dtype, device=image.device)
+    rows, cols = [s.rows for s in plan.scales], [s.cols for s in plan.scales]
+    return (image, rows, cols, vfirst, *coeffs, [0.5, 0.25, 0.75], [0.5, 2.0, 0.25], exact, out)
+
+
+def test_multiscale_tile_args_builder():
+    """The Python args builder: offsets of every scale's tiles and coefficient rows, and its errors."""
+    plan = plan_tiles(97, 70, scales=(28, 56, 84), tile=28)
+    call = _tile_call(torch.zeros(70, 97, 3, dtype=torch.uint8), plan, torch.float16, True)
+    a = _nvrtc.multiscale_tile_args(*call)
+    S, T = len(plan.scales), plan.tile
+    assert (a.H, a.W, a.T, a.S, a.dtype, a.exact) == (70, 97, 28, S, 1, True)
+    n = 0
+    for s, sc in enumerate(plan.scales):
+        assert (a.rows[s], a.cols[s], a.tile0[s]) == (sc.rows, sc.cols, n)
+        assert (a.xoff[s], a.yoff[s]) == (sum(p.width for p in plan.scales[:s]), sum(p.height for p in plan.scales[:s]))
+        assert a.vfirst[s] == call[3][s]
+        n += sc.rows * sc.cols
+    assert (a.KX, a.KY) == (call[5].size(1), call[7].size(1))
+    assert list(a.std) == [0.5, 2.0, 0.25]
+    assert _nvrtc.multiscale_tile_config(a, TARGETS[0]) == (_cdiv(n * T * T, 256), 1, 256, 0, (1, 0, 0))
+    bad = list(call)
+    bad[-1] = call[-1][1:]
+    with pytest.raises(RuntimeError, match="out: expected a contiguous"):
+        _nvrtc.multiscale_tile_args(*bad)
+    bad = list(call)
+    bad[4] = call[4][1:]
+    with pytest.raises(RuntimeError, match="xbounds: expected a contiguous int32 tensor"):
+        _nvrtc.multiscale_tile_args(*bad)
+
+
+def _cdiv(a, b):
+    return -(-a // b)
 
 
 def args_repr(args) -> str:
@@ -312,6 +363,21 @@ def test_gpu_temporal_pool_and_multiscale_merge(run, dtype):
     out = torch.empty(len(plan.scales) * C, last.rows * h, last.cols * h, device="cuda", dtype=dtype)
     run["multiscale_merge"](x, [s.rows for s in plan.scales], [s.cols for s in plan.scales], h, h, out)
     torch.testing.assert_close(out, reference.multiscale_merge(x, plan, h, h), atol=atol, rtol=rtol)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_gpu_multiscale_tile(run, dtype):
+    atol, rtol = TOL[dtype]
+    g = torch.Generator().manual_seed(0)
+    for W, H in [(97, 41), (30, 70)]:  # with tile 28: both pass orders
+        image = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=g)
+        plan = plan_tiles(W, H, scales=(28, 56, 84), tile=28)
+        for exact in (True, False):
+            call = _tile_call(image.cuda(), plan, dtype, exact)
+            run["multiscale_tile"](*call)
+            want = reference.multiscale_tile(image, plan, call[-4], call[-3], dtype, exact)
+            torch.testing.assert_close(call[-1].cpu(), want, atol=atol, rtol=rtol)
 
 
 @gpu

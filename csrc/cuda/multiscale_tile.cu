@@ -7,8 +7,6 @@
 // channel instead of taps_x + taps_y (a shared-memory version would share the first
 // pass between the threads of a block). Coefficients come from global memory
 // (small, cached). Grid-stride loop.
-#include <type_traits>
-
 #include "common.cuh"
 #include "launchers.h"
 #include "nvila/multiscale_tile.h"
@@ -16,9 +14,19 @@
 namespace nvila::NVILA_CUDA_NS {
 namespace {
 
+// accumulator type: Pillow's fixed point (exact) or fp32 (no <type_traits> under NVRTC)
+template <bool kExact>
+struct AccType {
+  using T = float;
+};
+template <>
+struct AccType<true> {
+  using T = int32_t;
+};
+
 template <bool kExact>
 struct Acc3 {
-  using T = std::conditional_t<kExact, int32_t, float>;
+  using T = typename AccType<kExact>::T;
   T v[3];
   NVILA_DEVICE void init() {
     const T i = kExact ? T(1 << (kResamplePrecisionBits - 1)) : T(0);
@@ -40,7 +48,7 @@ struct Acc3 {
 };
 
 template <bool kExact, typename Out>
-__global__ void __launch_bounds__(256) multiscale_tile_kernel(MultiscaleTileArgs a) {
+__global__ void __launch_bounds__(kMultiscaleTileThreads) multiscale_tile_kernel(MultiscaleTileArgs a) {
   Out* __restrict__ out = static_cast<Out*>(a.out);
   const uint8_t* __restrict__ img = a.image;
   const int64_t T = a.T, W = a.W;
@@ -88,25 +96,18 @@ __global__ void __launch_bounds__(256) multiscale_tile_kernel(MultiscaleTileArgs
   }
 }
 
-template <bool kExact, typename Out>
-int launch(const MultiscaleTileArgs& a, void* stream) {
-  const int64_t total = a.n_tiles() * a.T * a.T;
-  if (total == 0) return 0;
-  constexpr int threads = 256;
-  const int64_t blocks = (total + threads - 1) / threads;
-  const unsigned grid = unsigned(blocks < 65536 * 8 ? blocks : 65536 * 8);
-  auto kernel = multiscale_tile_kernel<kExact, Out>;
-  NVILA_LAUNCH(kernel, dim3(grid), dim3(threads), 0, stream)(a);
-  return int(cudaGetLastError());
-}
-
+#ifndef __CUDACC_RTC__
 template <typename Out>
 int launch_mode(const MultiscaleTileArgs& a, void* stream) {
-  return a.exact ? launch<true, Out>(a, stream) : launch<false, Out>(a, stream);
+  const LaunchConfig c = multiscale_tile_launch_config(a, launch_target());
+  return launch_planned(c.variant[0] ? multiscale_tile_kernel<true, Out> : multiscale_tile_kernel<false, Out>, c, a,
+                        stream);
 }
+#endif
 
 }  // namespace
 
+#ifndef __CUDACC_RTC__
 int multiscale_tile(const MultiscaleTileArgs& a, void* stream) {
   switch (a.dtype) {
     case DType::F32: return launch_mode<float>(a, stream);
@@ -115,5 +116,6 @@ int multiscale_tile(const MultiscaleTileArgs& a, void* stream) {
   }
   return int(cudaErrorInvalidValue);
 }
+#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

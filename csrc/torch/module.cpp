@@ -115,6 +115,17 @@ const OpHooks kOps[] = {
        return layout<S>({NVILA_FIELD(S, m), NVILA_FIELD(S, out), NVILA_FIELD(S, ln_weight), NVILA_FIELD(S, ln_bias),
                          NVILA_FIELD(S, k), NVILA_FIELD(S, eps)});
      }},
+    {"multiscale_tile", plan<MultiscaleTileArgs, multiscale_tile_launch_config>,
+     [] {
+       using S = MultiscaleTileArgs;
+       return layout<S>(
+           {NVILA_FIELD(S, image),   NVILA_FIELD(S, out),      NVILA_FIELD(S, H),       NVILA_FIELD(S, W),
+            NVILA_FIELD(S, T),       NVILA_FIELD(S, S),        NVILA_FIELD(S, rows),    NVILA_FIELD(S, cols),
+            NVILA_FIELD(S, tile0),   NVILA_FIELD(S, xoff),     NVILA_FIELD(S, yoff),    NVILA_FIELD(S, vfirst),
+            NVILA_FIELD(S, xbounds), NVILA_FIELD(S, xweights), NVILA_FIELD(S, ybounds), NVILA_FIELD(S, yweights),
+            NVILA_FIELD(S, KX),      NVILA_FIELD(S, KY),       NVILA_FIELD(S, mean),    NVILA_FIELD(S, std),
+            NVILA_FIELD(S, exact),   NVILA_FIELD(S, dtype)});
+     }},
     {"fp8_quantize", plan<Fp8QuantizeArgs, fp8_quantize_launch_config>,
      [] {
        using S = Fp8QuantizeArgs;

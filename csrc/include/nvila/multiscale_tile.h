@@ -15,8 +15,6 @@
 // is (v / 255 - mean[c]) / std[c] in fp32, converted to the output dtype.
 #pragma once
 
-#include <cstdint>
-
 #include "nvila/common.h"
 
 namespace nvila {
@@ -49,6 +47,20 @@ struct MultiscaleTileArgs {
     return s;
   }
 };
+
+constexpr int kMultiscaleTileThreads = 256;
+
+// One thread per output pixel, grid-stride (64-bit indices). variant[0]: 1 for the
+// exact (Pillow fixed-point) kernel, 0 for the fp32 one.
+inline LaunchConfig multiscale_tile_launch_config(const MultiscaleTileArgs& a, const LaunchTarget&) {
+  LaunchConfig c;
+  c.variant[0] = a.exact ? 1 : 0;
+  const int64_t total = a.n_tiles() * a.T * a.T;
+  if (total == 0) return c;
+  c.block = kMultiscaleTileThreads;
+  c.grid_x = min64(ceil_div(total, kMultiscaleTileThreads), 65536 * 8);
+  return c;
+}
 
 // Pillow's rounding and clipping of a fixed-point accumulator (which already holds
 // the 2^21 rounding term) to a uint8 level.
