@@ -89,6 +89,7 @@ def bench_gemm(
     timing: common.Timing,
     warnings: list[str],
     sweep: str = "",
+    with_compile: bool = True,
 ) -> list[common.Row]:
     device = builder.device
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -120,9 +121,10 @@ def bench_gemm(
     providers.append(("matmul-bf16", fns[0], _rotating(fns), 2 * (N * K + M * K) + out_bytes, timing))
     fns = [lambda w=w: torch._scaled_mm(a8, w.t(), sa, sb, out_dtype=torch.bfloat16) for w in w8s]
     providers.append(("scaled_mm", fns[0], _rotating(fns), N * K + M * K + out_bytes, None))
-    compiled = common.compiled(reference.fp8_gemm)
-    fns = [lambda w=w: compiled(a8, w, sa, sb, None, torch.bfloat16) for w in w8s]
-    providers.append(("compile", fns[0], _rotating(fns), N * K + M * K + out_bytes, None))
+    if with_compile:
+        compiled = common.compiled(reference.fp8_gemm)
+        fns = [lambda w=w: compiled(a8, w, sa, sb, None, torch.bfloat16) for w in w8s]
+        providers.append(("compile", fns[0], _rotating(fns), N * K + M * K + out_bytes, None))
 
     rows = []
     for provider, fn, timed_fn, nbytes, prov_timing in providers:
@@ -263,12 +265,15 @@ def run(args) -> list[common.Row]:
     warnings: list[str] = common.skipped_backends(device)
     tiny = mode == "tiny"
     if common.wants(args, "fp8_gemm"):
-        for note, M, N, K in TINY_GEMM_CASES if tiny else GEMM_CASES:
-            rows += bench_gemm(builder, note, M, N, K, timing, warnings)
+        for i, (note, M, N, K) in enumerate(TINY_GEMM_CASES if tiny else GEMM_CASES):
+            # --quick: torch.compile (10-20 s to compile per shape here) on the first shape only
+            rows += bench_gemm(builder, note, M, N, K, timing, warnings, with_compile=mode != "quick" or i == 0)
         n = 128 if tiny else SWEEP_N
         for M in SWEEP_M[mode]:
             sweep = f"fp8_gemm M at {n}x{n}"
-            rows += bench_gemm(builder, f"M sweep, {n}x{n}", M, n, n, timing, warnings, sweep=sweep)
+            rows += bench_gemm(
+                builder, f"M sweep, {n}x{n}", M, n, n, timing, warnings, sweep=sweep, with_compile=mode != "quick"
+            )
     if common.wants(args, "fp8_quantize"):
         for note, shape, dtype in TINY_QUANT_CASES if tiny else QUANT_CASES:
             rows += bench_quantize(builder, note, shape, dtype, timing, warnings)

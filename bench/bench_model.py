@@ -34,8 +34,13 @@ TEXT_TOKENS = 32
 
 
 def bench_config(mode: str) -> nvila.NVILAConfig:
+    """Real Dynamic-S2 geometry; widths and depths by mode (quick: a few seconds per stage)."""
     if mode == "tiny":
         return nvila.preset("tiny")
+    if mode == "quick":
+        vision = nvila.VisionConfig(hidden=96, layers=2, heads=2, mlp=384, patch=14, image=448)
+        llm = nvila.LLMConfig(hidden=256, layers=2, heads=4, kv_heads=2, ffn=704, vocab=8000, rope_theta=1e6)
+        return nvila.NVILAConfig(vision, llm, scales=(448, 896, 1344))
     deep = mode == "full"
     vision = nvila.VisionConfig(hidden=192, layers=6 if deep else 3, heads=3, mlp=768, patch=14, image=448)
     llm = nvila.LLMConfig(
