@@ -4,8 +4,8 @@ how often the backends give the same answer as the reference.
 
     python -m nvila.eval_tiny --images 500 --videos 250 --backend reference cpu --fp8
 
-Answers are generated greedily with nvila.generate_batch (the same path as the CLI)
-and compared with the generator's answer after stripping whitespace.
+Answers are generated greedily as nvila.generate_batch does (the CLI's path, with each
+scene encoded once for all its questions) and compared with the generator's answer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from . import shapes
-from .generate import generate_batch
+from .generate import generate_ids
 
 GROUPS = {"image": shapes.IMAGE_TYPES, "video": shapes.VIDEO_TYPES}
 
@@ -28,15 +28,30 @@ def questions(split: str, n_images: int, n_videos: int) -> list[tuple[shapes.Sce
     return [(sc, qa) for sc in shapes.scenes(split, n_images, n_videos) for qa in sc.questions]
 
 
-def answer_all(model, items: Sequence[tuple[shapes.Scene, shapes.QA]], batch: int = 16, progress: bool = False):
-    """Greedy answers to every (scene, question)."""
-    out = []
+@torch.inference_mode()
+def answer_all(model, items: Sequence[tuple[shapes.Scene, shapes.QA]], batch: int = 32, progress: bool = False):
+    """Greedy answers to every (scene, question), as nvila.generate_batch computes them
+    (the model's prompt, left-padded batches, stop at <|im_end|>), with each scene's
+    media encoded once for all its questions (train_tiny.encode_scenes)."""
+    from .train_tiny import cached_media, encode_scenes, prompt_text
+
+    tok, out = model.tokenizer, []
     for i in range(0, len(items), batch):
-        reqs = [
-            (qa.question, [], sc.frames) if sc.is_video else (qa.question, [sc.image], None)
-            for sc, qa in items[i : i + batch]
-        ]
-        out += [a.strip() for a in generate_batch(model, reqs, max_new_tokens=4)]
+        chunk = items[i : i + batch]
+        scenes = list({id(sc): sc for sc, _ in chunk}.values())
+        with cached_media(model, encode_scenes(model, scenes)):
+            embeds = [
+                model.embed_prompt(prompt_text(qa, sc.is_video), *(([], sc) if sc.is_video else ([sc], None)))[0]
+                for sc, qa in chunk
+            ]
+        ids: list[list[int]] = [[] for _ in chunk]
+        done = [False] * len(chunk)
+        for t, alive in generate_ids(model, embeds, max_new_tokens=4, stop_id=tok.im_end_id):
+            for b in range(len(chunk)):
+                if not done[b] and alive[b]:
+                    ids[b].append(int(t[b]))
+                done[b] = done[b] or not bool(alive[b])
+        out += [tok.decode(x).strip() for x in ids]
         if progress:
             sys.stderr.write(f"\r  {len(out)}/{len(items)}")
             sys.stderr.flush()

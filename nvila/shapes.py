@@ -181,7 +181,7 @@ def image_scene(split: str, index: int) -> Scene:
     rng = _rng(split, index, video=False)
     width, height = _image_size(rng)
     n = int(rng.integers(1, 5))
-    shapes = _shapes(rng, width, height, n, (0.2, 0.32))
+    shapes = _shapes(rng, width, height, n, (0.26, 0.38))
     _, bg = _background(rng, width, height)
     image = render(width, height, shapes, bg)
     target = shapes[int(rng.integers(len(shapes)))]

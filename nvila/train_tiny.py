@@ -81,7 +81,8 @@ def init_model(tokenizer: Tokenizer, seed: int = 0) -> NVILA:
 
 def encode_scenes(model: NVILA, scenes: Sequence[shapes.Scene]) -> dict[int, list[torch.Tensor]]:
     """The visual blocks of every scene, keyed by id(scene), as model.encode_image /
-    model.encode_video compute them, with all tiles and frames in one vision batch."""
+    model.encode_video compute them, with all tiles and frames in one vision batch
+    (and a video's tokens before temporal pooling under ("frames", id(scene)))."""
     v, cfg = model.cfg.vision, model.cfg
     pixels, plans = [], []
     for sc in scenes:
@@ -100,6 +101,7 @@ def encode_scenes(model: NVILA, scenes: Sequence[shapes.Scene]) -> dict[int, lis
             t0 += len(sc.frames)
             f = f.repeat(1, 1, len(cfg.scales)) if len(cfg.scales) > 1 else f
             tokens = model.projector.compress_tiles(f, model.backend)
+            blocks[("frames", id(sc))] = tokens  # (frames, n, H) before pooling, for aux_loss
             if cfg.temporal_pool > 1:
                 tokens = nk.temporal_pool(tokens.contiguous(), cfg.temporal_pool, backend=model.backend)
             blocks[id(sc)] = list(tokens.unbind(0))
@@ -163,11 +165,11 @@ def answer_targets(tok: Tokenizer, ids: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def make_batch(model: NVILA, scenes: Sequence[shapes.Scene], pack: bool = False):
+def make_batch(model: NVILA, scenes: Sequence[shapes.Scene], pack: bool = False, blocks=None):
     """Every question of every scene -> (embeds (B, T, H) right-padded, targets (B, T)
     with -100 except at the positions that predict an answer and its <|im_end|>, and
-    the question types of each row)."""
-    blocks = encode_scenes(model, scenes)
+    the question types of each row). blocks: encode_scenes(model, scenes) if known."""
+    blocks = encode_scenes(model, scenes) if blocks is None else blocks
     seqs, tgts, qtypes = [], [], []
     with cached_media(model, blocks):
         for sc in scenes:
@@ -184,6 +186,52 @@ def make_batch(model: NVILA, scenes: Sequence[shapes.Scene], pack: bool = False)
         x[b, : len(s)] = s
         y[b, : len(t)] = t
     return x, y, qtypes
+
+
+def token_labels(size: tuple[int, int], visible: Sequence[shapes.Shape], gh: int, gw: int):
+    """Auxiliary grounding labels of a gh x gw grid of visual tokens over an image of
+    `size` (row-major): the colour and the kind of the shape covering most of each
+    token's area (at least a third of it), 0 for background."""
+    W, H = size
+    colour = torch.zeros(gh, gw, dtype=torch.long)
+    kind = torch.zeros(gh, gw, dtype=torch.long)
+    for r in range(gh):
+        y0, y1 = r * H / gh, (r + 1) * H / gh
+        for c in range(gw):
+            x0, x1 = c * W / gw, (c + 1) * W / gw
+            best, area = None, (y1 - y0) * (x1 - x0) / 3
+            for s in visible:
+                l, t, rr, b = s.box
+                a = max(0.0, min(x1, rr) - max(x0, l)) * max(0.0, min(y1, b) - max(y0, t))
+                if a >= area:
+                    best, area = s, a
+            if best is not None:
+                colour[r, c] = 1 + list(shapes.COLOURS).index(best.colour)
+                kind[r, c] = 1 + shapes.KINDS.index(best.kind)
+    return colour.flatten(), kind.flatten()
+
+
+def aux_loss(model: NVILA, head: torch.nn.Linear, scenes, blocks) -> torch.Tensor:
+    """Cross-entropy of a linear probe (discarded after training) predicting every image
+    token's colour and kind from the projector output."""
+    feats, colours, kinds = [], [], []
+    side = -(-model.cfg.vision.grid // model.cfg.k)
+    for sc in scenes:
+        if sc.is_video:  # every frame before temporal pooling: one tile
+            frames = [(f.size, [s for s, v in zip(sc.shapes, sc.visible, strict=True) if v[i]], side, side)
+                      for i, f in enumerate(sc.frames)]  # fmt: skip
+            feats.append(blocks[("frames", id(sc))].flatten(0, 1))
+        else:
+            rows, cols = model.plan(*sc.image.size).block_size
+            frames = [(sc.image.size, sc.shapes, rows * side, cols * side)]
+            feats.append(blocks[id(sc)][0])
+        for labels in frames:
+            c, k = token_labels(*labels)
+            colours.append(c)
+            kinds.append(k)
+    out = head(torch.cat(feats))
+    nc = len(shapes.COLOURS) + 1
+    return F.cross_entropy(out[:, :nc], torch.cat(colours)) + F.cross_entropy(out[:, nc:], torch.cat(kinds))
 
 
 def logits_of(model: NVILA, x: torch.Tensor) -> torch.Tensor:
@@ -237,6 +285,8 @@ def train(args: argparse.Namespace) -> NVILA:
     no_decay = {n for n, p in model.named_parameters() if p.dim() < 2 or n.endswith(("embed.weight", "pos.weight"))}
     decay = [p for n, p in model.named_parameters() if n not in no_decay]
     other = [p for n, p in model.named_parameters() if n in no_decay]
+    probe = torch.nn.Linear(model.cfg.llm.hidden, len(shapes.COLOURS) + len(shapes.KINDS) + 2)
+    other += list(probe.parameters())
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": other, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98))  # fmt: skip
     n_params = sum(p.numel() for p in model.parameters())
@@ -250,9 +300,12 @@ def train(args: argparse.Namespace) -> NVILA:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         batch = shapes.scenes("train", args.images, 0, start=step * args.images)
         batch += [shapes.video_scene("train", step * args.videos + i) for i in range(args.videos)]
-        x, y, _ = make_batch(model, batch, pack=args.pack)
+        blocks = encode_scenes(model, batch)
+        x, y, _ = make_batch(model, batch, pack=args.pack, blocks=blocks)
         logits = logits_of(model, x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
+        if args.aux > 0:
+            loss = loss + args.aux * aux_loss(model, probe, batch, blocks)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -277,6 +330,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=16, help="image scenes per step (all their questions)")
     p.add_argument("--videos", type=int, default=8, help="video scenes per step")
     p.add_argument("--pack", action="store_true", help="all questions of a scene in one multi-turn chat")
+    p.add_argument("--aux", type=float, default=0.0, help="weight of the grounding probe loss (see aux_loss)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--wd", type=float, default=0.01)
     p.add_argument("--warmup", type=int, default=50)
