@@ -1,17 +1,17 @@
 """A procedural visual question answering task for the tiny NVILA (no downloads).
 
-Images: a few coloured shapes on a noisy dark background, at varied sizes and aspect
+Images: a few coloured shapes (filled square, ring, plus, diagonal cross) on a noisy dark background, at varied sizes and aspect
 ratios (so Dynamic-S2 picks different tile grids). Every shape in an image has its own
 colour and its own kind, so "the circle" and "the red shape" name one object.
 Videos: a few frames with shapes that appear and disappear.
 
 Questions (answers are one word, or a list for colours and shapes):
-    colour    What colour is the circle?                      red
-    shape     What shape is the red object?                   circle
+    colour    What colour is the ring?                        red
+    shape     What shape is the red object?                   ring
     count     How many shapes are there?                      3
-    relation  Is the red circle left of the blue square?     yes / no
+    relation  Is the red ring left of the blue square?       yes / no
     colours   Which colours do you see?                       red blue
-    shapes    Which shapes do you see?                        circle square
+    shapes    Which shapes do you see?                        square ring
     first     Which colour appears first in the video?        green
     frames    How many frames show the red circle?            5
 
@@ -34,7 +34,10 @@ COLOURS = {
     "yellow": (235, 215, 40),
     "white": (240, 240, 240),
 }
-KINDS = ("circle", "square", "triangle", "cross")
+# Kinds that differ in every part, not only in outline: Dynamic-S2 cuts a shape across
+# tiles and the vision tower sees each tile alone, so a filled circle and a filled
+# square would look the same in most of their tokens.
+KINDS = ("square", "ring", "plus", "cross")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 IMAGE_TYPES = ("colour", "shape", "count", "relation", "colours", "shapes")
 VIDEO_TYPES = ("first", "frames")
@@ -96,16 +99,23 @@ def _background(rng: np.random.Generator, width: int, height: int) -> tuple[np.n
 def draw_shape(draw: ImageDraw.ImageDraw, s: Shape) -> None:
     l, t, r, b = s.box
     fill = COLOURS[s.colour]
-    if s.kind == "circle":
-        draw.ellipse((l, t, r - 1, b - 1), fill=fill)
-    elif s.kind == "square":
+    stroke = stroke_width(r - l)
+    if s.kind == "square":  # filled
         draw.rectangle((l, t, r - 1, b - 1), fill=fill)
-    elif s.kind == "triangle":
-        draw.polygon([((l + r - 1) / 2, t), (r - 1, b - 1), (l, b - 1)], fill=fill)
-    else:  # cross: two bars of a third of the size
-        w, h = r - l, b - t
-        draw.rectangle((l + w // 3, t, r - 1 - w // 3, b - 1), fill=fill)
-        draw.rectangle((l, t + h // 3, r - 1, b - 1 - h // 3), fill=fill)
+    elif s.kind == "ring":  # a circle's outline
+        draw.ellipse((l, t, r - 1, b - 1), outline=fill, width=stroke)
+    elif s.kind == "plus":  # a horizontal and a vertical bar
+        m = (r - l - stroke) // 2
+        draw.rectangle((l + m, t, l + m + stroke - 1, b - 1), fill=fill)
+        draw.rectangle((l, t + m, r - 1, t + m + stroke - 1), fill=fill)
+    else:  # cross: the two diagonals
+        draw.line((l, t, r - 1, b - 1), fill=fill, width=stroke)
+        draw.line((l, b - 1, r - 1, t), fill=fill, width=stroke)
+
+
+def stroke_width(size: int) -> int:
+    """Line width of rings, pluses and crosses of a size x size box."""
+    return max(3, size // 4)
 
 
 def render(width: int, height: int, shapes: list[Shape], background: np.ndarray) -> Image.Image:
