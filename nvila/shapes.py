@@ -1,8 +1,9 @@
 """A procedural visual question answering task for the tiny NVILA (no downloads).
 
-Images: a few coloured shapes (filled square, ring, plus, diagonal cross) on a noisy dark background, at varied sizes and aspect
-ratios (so Dynamic-S2 picks different tile grids). Every shape in an image has its own
-colour and its own kind, so "the circle" and "the red shape" name one object.
+Images: a few coloured shapes (filled square, ring, plus, diagonal cross) on a noisy
+dark background, at varied sizes and aspect ratios (so Dynamic-S2 picks different tile
+grids). Every shape in an image has its own colour and its own kind, so "the ring" and
+"the red object" name one shape.
 Videos: a few frames with shapes that appear and disappear.
 
 Questions (answers are one word, or a list for colours and shapes):
