@@ -67,10 +67,12 @@ def build_tokenizer(vocab_size: int = 400) -> Tokenizer:
     return Tokenizer(tok)
 
 
-def init_model(tokenizer: Tokenizer, seed: int = 0) -> NVILA:
-    """A freshly initialised tiny-shapes model (reference backend) with `tokenizer`."""
+def init_model(tokenizer: Tokenizer, seed: int = 0, projector_type: str = "mlp_downsample") -> NVILA:
+    """A freshly initialised tiny-shapes model (reference backend) with `tokenizer`;
+    projector_type "mlp_downsample_3x3_fix" for the 3x3 projector."""
     base = preset(PRESET)
-    cfg = preset(PRESET, llm=type(base.llm)(**{**base.llm.__dict__, "vocab": len(tokenizer)}))
+    llm = type(base.llm)(**{**base.llm.__dict__, "vocab": len(tokenizer)})
+    cfg = preset(PRESET, llm=llm, projector_type=projector_type)
     torch.manual_seed(seed)
     model = NVILA(cfg, backend="reference")
     with torch.no_grad():
@@ -286,7 +288,7 @@ def _bar(step: int, steps: int, t0: float, msg: str) -> None:
 def train(args: argparse.Namespace) -> NVILA:
     torch.set_num_threads(args.threads)
     tok = build_tokenizer()
-    model = init_model(tok, args.seed).train()
+    model = init_model(tok, args.seed, args.projector).train()
     if args.init:  # continue from a checkpoint (new optimizer state and schedule)
         from .weights import load
 
@@ -350,6 +352,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--val-images", type=int, default=96)
     p.add_argument("--val-videos", type=int, default=48)
+    p.add_argument("--projector", default="mlp_downsample", choices=["mlp_downsample", "mlp_downsample_3x3_fix"],
+                   help="2x2 (the shipped model) or 3x3 spatial-to-channel projector")  # fmt: skip
     p.add_argument("--init", default=None, help="start from this checkpoint instead of random weights")
     p.add_argument("--first-step", type=int, default=0, help="data offset: step s trains on the scenes of step s")
     p.add_argument("--out", default=None, help="checkpoint directory (default: print only, save nothing)")

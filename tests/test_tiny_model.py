@@ -148,6 +148,10 @@ def test_training_is_reproducible_from_its_seed(tmp_path):
     assert all(torch.equal(sa[n], sb[n]) for n in sa)
     assert not all(torch.equal(sa[n], sc[n]) for n in sa)  # another seed, other weights
     assert not all(torch.equal(sa[n], s0[n]) for n in sa)  # it trained
+    # the 3x3 projector variant trains and round-trips too
+    d = train_tiny.train(train_tiny.parse_args([*args, "--projector", "mlp_downsample_3x3_fix"]))
+    nvila.save(d, str(tmp_path / "ck3"))
+    assert nvila.load(str(tmp_path / "ck3"), dtype="fp32").cfg.k == 3
     nvila.save(a, str(tmp_path / "ck"))
     back = nvila.load(str(tmp_path / "ck"), dtype="fp32")
     for p, q in zip(a.state_dict().values(), back.state_dict().values(), strict=True):
