@@ -7,7 +7,7 @@ export CUDA_HOME ?= /usr/local/cuda
 # Tests that use the Triton interpreter on CPU tensors need it set before import.
 TEST_ENV := TRITON_INTERPRET=1
 
-.PHONY: demo test build lint format bench install-check clean
+.PHONY: demo test build lint format bench install-check clean eval-tiny
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ build: $(VENV)/.built
 
 demo: build
 	$(PY) -m nvila.demo
+
+# held-out accuracy of the shipped tiny model, per backend and in FP8 mode
+eval-tiny: build
+	$(PY) -m nvila.eval_tiny --fp8
 
 test: build
 	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadgroup tests

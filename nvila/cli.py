@@ -1,5 +1,6 @@
 """`nvila` / `python -m nvila`: answer a prompt about images or a video with a local
-NVILA checkpoint, streaming the answer."""
+NVILA checkpoint (by default the tiny model shipped in the package, which knows
+coloured shapes: see nvila.shapes), streaming the answer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="nvila", description=__doc__)
-    p.add_argument("--model", required=True, help="NVILA checkpoint directory (HF layout)")
+    p.add_argument("--model", default=None, help="checkpoint directory (HF layout); default: the shipped tiny model")
     p.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     p.add_argument("--video", help="video file")
     p.add_argument("--prompt", required=True, help="the user message")
@@ -29,11 +30,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from . import generate, load, quantize_fp8
+    from . import TINY_MODEL, generate, load, quantize_fp8
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bf16" if torch.device(device).type == "cuda" else "fp32")
-    model = load(args.model, dtype=dtype, device=device, backend=args.backend)
+    model = load(args.model or TINY_MODEL, dtype=dtype, device=device, backend=args.backend)
     if args.fp8:
         quantize_fp8(model)
     for piece in generate(

@@ -216,6 +216,16 @@ PRESETS: dict[str, NVILAConfig] = {
         image_mode="lite",
         scales=(32,),
     ),
+    # The shipped model (nvila/assets/tiny, trained by nvila.train_tiny on nvila.shapes):
+    # 28-pixel tiles of 7-pixel patches (4x4 tokens), Dynamic-S2 scales 28/56/84, 2x2
+    # projector, 8 video frames averaged in pairs. vocab is the tokenizer's size.
+    "tiny-shapes": NVILAConfig(
+        VisionConfig(hidden=48, layers=4, heads=3, mlp=128, patch=7, image=28),
+        LLMConfig(hidden=64, layers=3, heads=4, kv_heads=2, ffn=192, vocab=400, rope_theta=1e4, max_seq_len=512),
+        scales=(28, 56, 84),
+        num_video_frames=8,
+        temporal_pool=2,
+    ),
 }
 
 

@@ -1,0 +1,380 @@
+"""`python -m nvila.train_tiny`: train the tiny NVILA (preset "tiny-shapes") on the
+procedural task of nvila.shapes, on the CPU, with PyTorch autograd through the
+reference backend of every nvila_kernels op, and save it in the HF layout.
+
+Every step draws fresh scenes of the train split (scene indices step*n .. step*n+n-1,
+so a run is reproducible from --seed, which only seeds the weights), runs all their
+tiles and video frames through the vision tower as one batch, and asks every question
+of every scene in one multi-turn chat per scene (--no-pack: one chat per question):
+teacher-forced cross-entropy on the answers and the <|im_end|> after each. Plus a
+grounding loss (--aux): a linear probe, discarded after training, predicts each visual
+token's shape colour and kind from the projector output (image tokens and video frames
+before temporal pooling); without it the LLM and the vision tower stay at chance for
+hundreds of steps. AdamW with warm-up and a cosine schedule; the validation accuracy
+(single-turn, every answer token and <|im_end|> right, teacher forced) is logged per
+question type.
+
+The shipped model (nvila/assets/tiny): 2000 steps from seed 0, then 1200 more on new
+scenes with a second warm-up and cosine schedule:
+
+    python -m nvila.train_tiny --out /tmp/tiny-2000
+    python -m nvila.train_tiny --init /tmp/tiny-2000 --first-step 2000 --steps 1200 --lr 2e-3 \
+        --warmup 20 --out nvila/assets/tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+import nvila_kernels as nk
+from nvila_kernels.tiling import plan_single
+
+from . import shapes
+from .config import preset
+from .model import NVILA
+from .processor import IM_END, Tokenizer, chat_template, tile_image, user_content
+from .weights import save
+
+ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny")
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<vila/video>"]
+PRESET = "tiny-shapes"
+
+
+def build_tokenizer(vocab_size: int = 400) -> Tokenizer:
+    """A byte-level BPE trained on the task's text and the chat template; every answer
+    word is a single token."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    text = shapes.corpus()
+    text += [chat_template([{"role": "user", "content": "<image>" + t}]) for t in text]
+    answers = list(shapes.COLOURS) + list(shapes.KINDS) + [str(i) for i in range(10)] + ["yes", "no"]
+    tok.train_from_iterator(text * 4 + answers * 40, trainer)
+    return Tokenizer(tok)
+
+
+def init_model(tokenizer: Tokenizer, seed: int = 0, projector_type: str = "mlp_downsample") -> NVILA:
+    """A freshly initialised tiny-shapes model (reference backend) with `tokenizer`;
+    projector_type "mlp_downsample_3x3_fix" for the 3x3 projector."""
+    base = preset(PRESET)
+    llm = type(base.llm)(**{**base.llm.__dict__, "vocab": len(tokenizer)})
+    cfg = preset(PRESET, llm=llm, projector_type=projector_type)
+    torch.manual_seed(seed)
+    model = NVILA(cfg, backend="reference")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("embed.weight", "pos.weight")):
+                p.normal_(0.0, 0.02)
+    model.tokenizer = tokenizer
+    return model
+
+
+# ---- batches ----------------------------------------------------------------------
+
+
+def encode_scenes(model: NVILA, scenes: Sequence[shapes.Scene]) -> dict[int, list[torch.Tensor]]:
+    """The visual blocks of every scene, keyed by id(scene), as model.encode_image /
+    model.encode_video compute them, with all tiles and frames in one vision batch
+    (and a video's tokens before temporal pooling under ("frames", id(scene)))."""
+    v, cfg = model.cfg.vision, model.cfg
+    pixels, plans = [], []
+    for sc in scenes:
+        if sc.is_video:
+            plans.append(None)
+            pixels += [tile_image(f, plan_single(*f.size, v.image), v.image_mean, v.image_std) for f in sc.frames]
+        else:
+            plan = model.plan(*sc.image.size)
+            plans.append(plan)
+            pixels.append(tile_image(sc.image, plan, v.image_mean, v.image_std))
+    feats = model.vision(torch.cat(pixels).to(model.dtype))
+    blocks, t0 = {}, 0
+    for sc, plan in zip(scenes, plans, strict=True):
+        if plan is None:
+            f = feats[t0 : t0 + len(sc.frames)]
+            t0 += len(sc.frames)
+            f = f.repeat(1, 1, len(cfg.scales)) if len(cfg.scales) > 1 else f
+            tokens = model.projector.compress_tiles(f, model.backend)
+            blocks[("frames", id(sc))] = tokens  # (frames, n, H) before pooling, for aux_loss
+            if cfg.temporal_pool > 1:
+                tokens = nk.temporal_pool(tokens.contiguous(), cfg.temporal_pool, backend=model.backend)
+            blocks[id(sc)] = list(tokens.unbind(0))
+        else:
+            f = feats[t0 : t0 + plan.n_tiles]
+            t0 += plan.n_tiles
+            blocks[id(sc)] = [model.projector(f, plan, model.backend)]
+    return blocks
+
+
+@contextmanager
+def cached_media(model: NVILA, blocks: dict[int, list[torch.Tensor]]):
+    """model.embed_prompt with scenes as media: their blocks come from `blocks`, so the
+    prompt is assembled by the model's own code."""
+    model.encode_image = lambda scene, tiled=True: blocks[id(scene)]
+    model.encode_video = lambda scene: blocks[id(scene)]
+    try:
+        yield
+    finally:
+        del model.encode_image, model.encode_video
+
+
+def prompt_text(qa: shapes.QA, video: bool) -> str:
+    """The chat prompt for a question, as nvila.generate builds it."""
+    return chat_template([{"role": "user", "content": user_content(qa.question, 0 if video else 1, video)}])
+
+
+def conversation(model: NVILA, scene: shapes.Scene, pack: bool) -> list[tuple[str, list[shapes.QA]]]:
+    """The training texts of a scene: one single-turn chat per question, or (pack) one
+    multi-turn chat asking every question in a shuffled order (seeded by the scene)."""
+    qas = list(scene.questions)
+    if not pack:
+        return [(prompt_text(qa, scene.is_video) + qa.answer + IM_END, [qa]) for qa in qas]
+    order = torch.randperm(len(qas), generator=torch.Generator().manual_seed(scene.index)).tolist()
+    qas = [qas[i] for i in order]
+    messages = []
+    for i, qa in enumerate(qas):
+        content = user_content(qa.question, 0 if scene.is_video else 1, scene.is_video) if i == 0 else qa.question
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": qa.answer}]
+    return [(chat_template(messages, add_generation_prompt=False).removesuffix("\n"), qas)]
+
+
+def answer_targets(tok: Tokenizer, ids: torch.Tensor) -> torch.Tensor:
+    """(T,) next-token targets: the tokens of every assistant turn (its answer and
+    <|im_end|>) at the positions that predict them, -100 elsewhere."""
+    header = tok.encode(chat_template([], add_generation_prompt=True).split(IM_END + "\n")[-1])
+    start, end = len(header), tok.im_end_id
+    ids_l = ids.tolist()
+    t = torch.full((len(ids_l),), -100, dtype=torch.long)
+    i = 0
+    while i <= len(ids_l) - start:
+        if ids_l[i : i + start] == header:
+            j = i + start
+            while j < len(ids_l):
+                t[j - 1] = ids_l[j]
+                if ids_l[j] == end:
+                    break
+                j += 1
+            i = j
+        i += 1
+    return t
+
+
+def make_batch(model: NVILA, scenes: Sequence[shapes.Scene], pack: bool = False, blocks=None):
+    """Every question of every scene -> (embeds (B, T, H) right-padded, targets (B, T)
+    with -100 except at the positions that predict an answer and its <|im_end|>, and
+    the question types of each row). blocks: encode_scenes(model, scenes) if known."""
+    blocks = encode_scenes(model, scenes) if blocks is None else blocks
+    seqs, tgts, qtypes = [], [], []
+    with cached_media(model, blocks):
+        for sc in scenes:
+            for text, qas in conversation(model, sc, pack):
+                media = ([], sc) if sc.is_video else ([sc], None)
+                embeds, ids = model.embed_prompt(text, *media)
+                seqs.append(embeds)
+                tgts.append(answer_targets(model.tokenizer, ids))
+                qtypes.append([qa.qtype for qa in qas])
+    T = max(len(s) for s in seqs)
+    x = torch.zeros(len(seqs), T, seqs[0].shape[-1], dtype=seqs[0].dtype)
+    y = torch.full((len(seqs), T), -100, dtype=torch.long)
+    for b, (s, t) in enumerate(zip(seqs, tgts, strict=True)):
+        x[b, : len(s)] = s
+        y[b, : len(t)] = t
+    return x, y, qtypes
+
+
+def token_labels(size: tuple[int, int], visible: Sequence[shapes.Shape], gh: int, gw: int):
+    """Auxiliary grounding labels of a gh x gw grid of visual tokens over an image of
+    `size` (row-major): the colour and the kind of the shape covering most of each
+    token's area (at least a third of it), 0 for background."""
+    W, H = size
+    colour = torch.zeros(gh, gw, dtype=torch.long)
+    kind = torch.zeros(gh, gw, dtype=torch.long)
+    for r in range(gh):
+        y0, y1 = r * H / gh, (r + 1) * H / gh
+        for c in range(gw):
+            x0, x1 = c * W / gw, (c + 1) * W / gw
+            best, area = None, (y1 - y0) * (x1 - x0) / 3
+            for s in visible:
+                l, t, rr, b = s.box
+                a = max(0.0, min(x1, rr) - max(x0, l)) * max(0.0, min(y1, b) - max(y0, t))
+                if a >= area:
+                    best, area = s, a
+            if best is not None:
+                colour[r, c] = 1 + list(shapes.COLOURS).index(best.colour)
+                kind[r, c] = 1 + shapes.KINDS.index(best.kind)
+    return colour.flatten(), kind.flatten()
+
+
+def aux_loss(model: NVILA, head: torch.nn.Linear, scenes, blocks) -> torch.Tensor:
+    """Cross-entropy of a linear probe (discarded after training) predicting every image
+    token's colour and kind from the projector output."""
+    feats, colours, kinds = [], [], []
+    side = -(-model.cfg.vision.grid // model.cfg.k)
+    for sc in scenes:
+        if sc.is_video:  # every frame before temporal pooling: one tile
+            frames = [(f.size, [s for s, v in zip(sc.shapes, sc.visible, strict=True) if v[i]], side, side)
+                      for i, f in enumerate(sc.frames)]  # fmt: skip
+            feats.append(blocks[("frames", id(sc))].flatten(0, 1))
+        else:
+            rows, cols = model.plan(*sc.image.size).block_size
+            frames = [(sc.image.size, sc.shapes, rows * side, cols * side)]
+            feats.append(blocks[id(sc)][0])
+        for labels in frames:
+            c, k = token_labels(*labels)
+            colours.append(c)
+            kinds.append(k)
+    out = head(torch.cat(feats))
+    nc = len(shapes.COLOURS) + 1
+    return F.cross_entropy(out[:, :nc], torch.cat(colours)) + F.cross_entropy(out[:, nc:], torch.cat(kinds))
+
+
+def logits_of(model: NVILA, x: torch.Tensor) -> torch.Tensor:
+    """Causal LM logits (B, T, vocab) of right-padded embeddings (no KV cache reuse)."""
+    B, T, _ = x.shape
+    model.llm.setup_caches(B, T, x.dtype, x.device)
+    pos = torch.arange(T)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()[None, None]
+    return model.llm(x, pos, pos[None].expand(B, T), mask)
+
+
+def correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: every target position predicted right by argmax."""
+    hit = (logits.argmax(-1) == y) | (y == -100)
+    return hit.all(dim=1)
+
+
+@torch.no_grad()
+def validate(model: NVILA, scenes: Sequence[shapes.Scene], batch: int = 32) -> dict[str, float]:
+    """Teacher-forced exact-match accuracy per question type (and "image", "video")."""
+    hits, counts = defaultdict(int), defaultdict(int)
+    for i in range(0, len(scenes), batch):
+        x, y, qtypes = make_batch(model, scenes[i : i + batch])
+        ok = correct(logits_of(model, x), y)
+        for (q,), o in zip(qtypes, ok.tolist(), strict=True):
+            group = "video" if q in shapes.VIDEO_TYPES else "image"
+            for key in (q, group):
+                hits[key] += o
+                counts[key] += 1
+    return {k: hits[k] / counts[k] for k in counts}
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _bar(step: int, steps: int, t0: float, msg: str) -> None:
+    done = (step + 1) / steps
+    eta = (time.time() - t0) / done * (1 - done)
+    bar = "#" * int(30 * done)
+    sys.stderr.write(f"\r[{bar:<30}] {step + 1}/{steps} {msg} eta {eta:4.0f}s")
+    sys.stderr.flush()
+
+
+def train(args: argparse.Namespace) -> NVILA:
+    torch.set_num_threads(args.threads)
+    tok = build_tokenizer()
+    model = init_model(tok, args.seed, args.projector).train()
+    if args.init:  # continue from a checkpoint (new optimizer state and schedule)
+        from .weights import load
+
+        model.load_state_dict(load(args.init, dtype="fp32").state_dict())
+    no_decay = {n for n, p in model.named_parameters() if p.dim() < 2 or n.endswith(("embed.weight", "pos.weight"))}
+    decay = [p for n, p in model.named_parameters() if n not in no_decay]
+    other = [p for n, p in model.named_parameters() if n in no_decay]
+    probe = torch.nn.Linear(model.cfg.llm.hidden, len(shapes.COLOURS) + len(shapes.KINDS) + 2)
+    other += list(probe.parameters())
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": other, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98))  # fmt: skip
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"tiny-shapes: {n_params / 1e3:.0f}k parameters, {args.steps} steps of {args.images} images + "
+          f"{args.videos} videos, seed {args.seed}", flush=True)  # fmt: skip
+    val = shapes.scenes("val", args.val_images, args.val_videos)
+    t0 = time.time()
+    ema = None
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        s = args.first_step + step
+        batch = shapes.scenes("train", args.images, 0, start=s * args.images)
+        batch += [shapes.video_scene("train", s * args.videos + i) for i in range(args.videos)]
+        blocks = encode_scenes(model, batch)
+        x, y, _ = make_batch(model, batch, pack=args.pack, blocks=blocks)
+        logits = logits_of(model, x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
+        if args.aux > 0:
+            loss = loss + args.aux * aux_loss(model, probe, batch, blocks)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        _bar(step, args.steps, t0, f"loss {ema:.3f}")
+        if (step + 1) % args.val_every == 0 or step + 1 == args.steps:
+            model.eval()
+            acc = validate(model, val)
+            model.train()
+            sys.stderr.write("\n")
+            print(f"step {step + 1} loss {ema:.3f} {time.time() - t0:.0f}s val " +
+                  " ".join(f"{k} {v:.3f}" for k, v in sorted(acc.items())), flush=True)  # fmt: skip
+    model.eval().requires_grad_(False)
+    model.llm.setup_caches(1, 1)  # drop the training-size caches
+    return model
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m nvila.train_tiny", description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--images", type=int, default=16, help="image scenes per step (all their questions)")
+    p.add_argument("--videos", type=int, default=8, help="video scenes per step")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True,
+                   help="all questions of a scene in one multi-turn chat (else one chat per question)")  # fmt: skip
+    p.add_argument("--aux", type=float, default=1.0, help="weight of the grounding probe loss (see aux_loss)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--wd", type=float, default=0.01)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--val-images", type=int, default=96)
+    p.add_argument("--val-videos", type=int, default=48)
+    p.add_argument("--projector", default="mlp_downsample", choices=["mlp_downsample", "mlp_downsample_3x3_fix"],
+                   help="2x2 (the shipped model) or 3x3 spatial-to-channel projector")  # fmt: skip
+    p.add_argument("--init", default=None, help="start from this checkpoint instead of random weights")
+    p.add_argument("--first-step", type=int, default=0, help="data offset: step s trains on the scenes of step s")
+    p.add_argument("--out", default=None, help="checkpoint directory (default: print only, save nothing)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    model = train(args)
+    print(f"trained in {time.time() - t0:.0f}s", flush=True)
+    if args.out:
+        save(model, args.out)
+        print(f"saved to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
