@@ -119,7 +119,7 @@ def _decode(source, what: str) -> Image.Image:
     ImageFile.LOAD_TRUNCATED_IMAGES says, then rotated by its EXIF orientation."""
     with _PIL_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our cap is lower
-        truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+        load_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
             if not isinstance(source, str):
@@ -131,10 +131,11 @@ def _decode(source, what: str) -> Image.Image:
         except Image.DecompressionBombError as e:
             raise MediaError(f"{what}: too large ({e})") from e
         except Exception as e:  # anything Pillow raises on these bytes: UnidentifiedImageError, OSError, ...
-            problem = "truncated" if "truncated" in str(e).lower() else "corrupt or not an image"
+            cut = "truncated" in str(e).replace(str(source), "").lower()  # not a "truncated" in the path
+            problem = "truncated" if cut else "corrupt or not an image"
             raise MediaError(f"{what}: {problem} ({type(e).__name__}: {e})") from e
         finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = truncated
+            ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
 
 
 def _load_checked(im: Image.Image, what: str) -> Image.Image:
