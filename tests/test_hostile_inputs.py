@@ -502,3 +502,15 @@ def test_size_caps_are_consistent_with_the_kernels():
 
     assert MAX_IMAGE_SIDE == TILE_MAX_SIDE == 16384
     assert MAX_IMAGE_PIXELS == 2**26 < Image.MAX_IMAGE_PIXELS
+
+
+def test_cli_reports_bad_media_in_one_line(tmp_path, capsys):
+    """`nvila --image bad.png`: exit status 2 and one line naming the file, no traceback."""
+    from nvila.cli import main
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert main(["--image", str(bad), "--prompt", "What is it?", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    why = f"corrupt or not an image (UnidentifiedImageError: cannot identify image file '{bad}')"
+    assert err == f"nvila: error: image: {bad}: {why}\n"
