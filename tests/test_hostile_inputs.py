@@ -114,6 +114,7 @@ def _palette(transparency):
         (lambda: _palette(bytes([0, 128, 255])), [RED, GREEN, BLUE]),  # per-index alpha
         (lambda: Image.new("RGBA", (3, 1), (10, 20, 30, 0)), [(10, 20, 30)] * 3),
         (lambda: Image.new("CMYK", (3, 1), (0, 255, 0, 0)), [(255, 0, 255)] * 3),  # magenta
+        (lambda: Image.new("CMYK", (3, 1), (100, 0, 0, 100)), [(94, 155, 155)] * 3),  # (255-C)(255-K)/255
     ],
 )
 def test_modes_saved_as_png_become_rgb(tmp_path, make, want):
@@ -392,6 +393,8 @@ def _last(header) -> dict:
                      id="offset-past-end"),
         pytest.param(dict(edit=lambda h: _last(h).update(data_offsets=[0, _last(h)["data_offsets"][1]])),
                      id="overlapping"),
+        pytest.param(dict(edit=lambda h: _last(h).update(data_offsets=_last(h)["data_offsets"][::-1])),
+                     id="reversed-offsets"),
         pytest.param(dict(edit=lambda h: _first(h).update(shape=[s + 1 for s in _first(h)["shape"]])),
                      id="shape-vs-bytes"),
         pytest.param(dict(edit=lambda h: _first(h).update(dtype="F64")), id="dtype-vs-bytes"),
