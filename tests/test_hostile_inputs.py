@@ -131,6 +131,17 @@ def test_modes_saved_as_png_become_rgb(tmp_path, make, want):
             assert [out.getpixel((x, 0)) for x in range(3)] == want
 
 
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "TIFF"])  # GIF, APNG, multi-page TIFF
+def test_multi_frame_image_uses_the_first_frame(tmp_path, fmt):
+    frames = [Image.new("RGB", (4, 3), c) for c in (RED, BLUE)]
+    f = tmp_path / f"anim.{fmt.lower()}"
+    frames[0].save(f, fmt, save_all=True, append_images=frames[1:])
+    with Image.open(f) as im:
+        assert im.n_frames == 2
+    out = load_image(str(f))
+    assert out.mode == "RGB" and out.size == (4, 3) and out.getpixel((1, 1)) == RED
+
+
 def test_16bit_gray_is_scaled_not_clipped(tmp_path):
     """I;16 PNG: v -> round(v * 255 / 65535); Pillow's own convert("RGB") would give 255
     for every v >= 255."""
@@ -138,7 +149,8 @@ def test_16bit_gray_is_scaled_not_clipped(tmp_path):
     want = [0, 0, 1, 4, 128, 255]  # by hand: 128/257 = 0.498, 1000/257 = 3.89, 32896/257 = 128
     row = b"\0" + b"".join(struct.pack(">H", v) for v in values)
     f = _png(tmp_path / "gray16.png", len(values), 1, row, bit_depth=16, colour_type=0)
-    assert Image.open(f).mode.startswith("I;16")
+    with Image.open(f) as im:
+        assert im.mode.startswith("I;16")
     out = np.asarray(load_image(str(f)))
     assert out.shape == (1, len(values), 3)
     assert out[0, :, 0].tolist() == want and (out[..., 0] == out[..., 2]).all()
