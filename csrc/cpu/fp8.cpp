@@ -31,7 +31,6 @@
 #include "kernels.h"
 #include "nvila/dtype.h"
 
-
 namespace nvila::cpu {
 namespace {
 

@@ -1,5 +1,6 @@
-// CPU kernel of merge_compress. One job per output token (OpenMP, static chunks:
-// neighbouring tokens read neighbouring source pixels). The token's k*k*S pieces
+// CPU kernel of merge_compress. One job per output token (OpenMP, dynamic chunks of
+// kChunk tokens: neighbouring tokens read neighbouring source pixels, and a thread
+// held up by another process does not hold up the whole call). The token's k*k*S pieces
 // (C channels each) are gathered straight from the tile features: a piece is one
 // source token (integer upsampling) or the fp32 area average of its window, rounded
 // to the feature dtype as the merged map would be. The row is staged once as fp32
@@ -82,35 +83,39 @@ NVILA_AVX2 NVILA_INLINE __m256 round8(__m256 v) {
     const __m256i u = _mm256_castps_si256(v);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
     const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
-    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
-                                           _mm256_set1_epi32(0x7f800000));
+    const __m256i nan =
+        _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
     const __m256i q = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), nan);
     return _mm256_castsi256_ps(_mm256_and_si256(q, _mm256_set1_epi32(int32_t(0xffff0000u))));
   }
 }
 
-// Stores 8 values as T (16-byte aligned dst when streaming: 32-byte for fp32).
+// Stores 16 values (lo, hi) as T; dst 32-byte aligned when streaming.
 template <typename T>
-NVILA_AVX2 NVILA_INLINE void store8(T* dst, __m256 v, bool stream) {
+NVILA_AVX2 NVILA_INLINE void store16(T* dst, __m256 lo, __m256 hi, bool stream) {
   if constexpr (std::is_same_v<T, float>) {
-    if (stream)
-      _mm256_stream_ps(dst, v);
-    else
-      _mm256_storeu_ps(dst, v);
-    return;
-  } else {
-    __m128i h;
-    if constexpr (std::is_same_v<T, half_t>) {
-      h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (stream) {
+      _mm256_stream_ps(dst, lo);
+      _mm256_stream_ps(dst + 8, hi);
     } else {
-      const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(round8<T>(v)), 16);
-      h = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+      _mm256_storeu_ps(dst, lo);
+      _mm256_storeu_ps(dst + 8, hi);
     }
-    auto* d = reinterpret_cast<__m128i*>(dst);
+  } else {
+    __m256i h;
+    if constexpr (std::is_same_v<T, half_t>) {
+      constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+      h = _mm256_set_m128i(_mm256_cvtps_ph(hi, kRound), _mm256_cvtps_ph(lo, kRound));
+    } else {  // bf16 bits in the low halves, packed per 128-bit lane, then the lanes put in order
+      const __m256i l = _mm256_srli_epi32(_mm256_castps_si256(round8<T>(lo)), 16);
+      const __m256i u = _mm256_srli_epi32(_mm256_castps_si256(round8<T>(hi)), 16);
+      h = _mm256_permute4x64_epi64(_mm256_packus_epi32(l, u), _MM_SHUFFLE(3, 1, 2, 0));
+    }
+    auto* d = reinterpret_cast<__m256i*>(dst);
     if (stream)
-      _mm_stream_si128(d, h);
+      _mm256_stream_si256(d, h);
     else
-      _mm_storeu_si128(d, h);
+      _mm256_storeu_si256(d, h);
   }
 }
 
@@ -167,27 +172,31 @@ NVILA_AVX2 double stage_piece_avx2(float* dst, const T* x, const MultiscaleMerge
   return total;
 }
 
+// ((v - shift) - mean) * rstd * w (+ b) of 8 values
+NVILA_AVX2 NVILA_INLINE __m256 norm8(const float* v, __m256 shift, __m256 mean, __m256 rstd, const float* w,
+                                     const float* b) {
+  const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(v), shift), mean), rstd),
+                                 _mm256_loadu_ps(w));
+  return b ? _mm256_add_ps(y, _mm256_loadu_ps(b)) : y;
+}
+
 // Writes the staged row v as T, normalized with st when given (weight w, bias b or
 // nullptr); streaming stores for the aligned middle when `stream`.
 template <typename T>
 NVILA_AVX2 void write_row_avx2(T* dst, const float* v, int64_t n, const RowStats* st, const float* w, const float* b,
                                bool stream) {
-  constexpr uintptr_t kAlign = std::is_same_v<T, float> ? 32 : 16;
   const auto value = [&](int64_t i) { return st ? layernorm_apply(v[i], *st, w, b, i) : v[i]; };
   int64_t i = 0;
   if (reinterpret_cast<uintptr_t>(dst) % sizeof(T) != 0) stream = false;  // never aligns
   if (stream)
-    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % kAlign != 0; ++i) dst[i] = from_f32<T>(value(i));
+    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) dst[i] = from_f32<T>(value(i));
   if (st) {
     const __m256 shift = _mm256_set1_ps(st->shift), mean = _mm256_set1_ps(st->mean), rstd = _mm256_set1_ps(st->rstd);
-    for (; i + 8 <= n; i += 8) {
-      __m256 y = _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(v + i), shift), mean), rstd);
-      y = _mm256_mul_ps(y, _mm256_loadu_ps(w + i));
-      if (b) y = _mm256_add_ps(y, _mm256_loadu_ps(b + i));
-      store8(dst + i, y, stream);
-    }
+    for (; i + 16 <= n; i += 16)
+      store16(dst + i, norm8(v + i, shift, mean, rstd, w + i, b ? b + i : nullptr),
+              norm8(v + i + 8, shift, mean, rstd, w + i + 8, b ? b + i + 8 : nullptr), stream);
   } else {
-    for (; i + 8 <= n; i += 8) store8(dst + i, _mm256_loadu_ps(v + i), stream);
+    for (; i + 16 <= n; i += 16) store16(dst + i, _mm256_loadu_ps(v + i), _mm256_loadu_ps(v + i + 8), stream);
   }
   for (; i < n; ++i) dst[i] = from_f32<T>(value(i));
 }
@@ -204,8 +213,7 @@ double stage(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, in
 
 // The portable write of the staged row: normalize in place, then convert and copy.
 template <typename T>
-void write_row(T* dst, float* v, int64_t n, const RowStats* st, const float* w, const float* b, bool stream,
-               T* tmp) {
+void write_row(T* dst, float* v, int64_t n, const RowStats* st, const float* w, const float* b, bool stream, T* tmp) {
   if (st) normalize_inplace(v, n, *st, w, b);
   if constexpr (std::is_same_v<T, float>) {
     if (stream)
@@ -220,6 +228,8 @@ void write_row(T* dst, float* v, int64_t n, const RowStats* st, const float* w, 
   }
 }
 
+constexpr int kChunk = 16;
+
 template <typename T>
 void run(const MergeCompressArgs& a) {
   const T* x = static_cast<const T*>(a.m.x);
@@ -228,12 +238,13 @@ void run(const MergeCompressArgs& a) {
   const int64_t S = m.S, C = m.C, SC = a.SC(), D = a.D(), kk = a.k * a.k, tokens = a.tokens();
   const bool ln = a.ln_weight != nullptr, avx2 = use_avx2();
   const bool stream = tokens * D * int64_t(sizeof(T)) >= kStreamBytes;
+  if (stream) advise_huge_pages(out, tokens * D * sizeof(T));
 #pragma omp parallel
   {
     std::vector<float> buf_storage(D);
     std::vector<T> tmp((std::is_same_v<T, float> || avx2) ? 0 : D);  // 16-bit row before it is streamed
     float* buf = buf_storage.data();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, kChunk)
     for (int64_t t = 0; t < tokens; ++t) {
       // stage the row as fp32 and sum (x - shift), shift = the row's first value
       // (slot 0 of scale 0 is never padding); padding pieces are zeros
