@@ -27,35 +27,12 @@
 #include <memory>
 #include <vector>
 
+#include "avx2.h"
 #include "kernels.h"
 #include "nvila/dtype.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define NVILA_HAVE_AVX2_PATH 1
-#define NVILA_AVX2 __attribute__((target("avx2,fma,f16c")))
-#else
-#define NVILA_HAVE_AVX2_PATH 0
-#endif
-
-#define NVILA_INLINE inline __attribute__((always_inline))
-
 namespace nvila::cpu {
 namespace {
-
-bool use_avx2() {
-#if NVILA_HAVE_AVX2_PATH
-  static const bool ok = [] {
-    const char* isa = std::getenv("NVILA_KERNELS_CPU_ISA");
-    if (isa && std::strcmp(isa, "generic") == 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
 
 // ============================== fp8_quantize ==============================
 
@@ -129,15 +106,6 @@ void quantize_generic(const T* x, uint8_t* q, int64_t n, float scale) {
 }
 
 #if NVILA_HAVE_AVX2_PATH
-NVILA_AVX2 NVILA_INLINE __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-NVILA_AVX2 NVILA_INLINE __m256 load8(const bf16_t* p) {
-  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-NVILA_AVX2 NVILA_INLINE __m256 load8(const half_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
 // fp8_saturate + fp8_encode of 8 lanes (same arithmetic, selects for the branches);
 // the codes come back in the low byte of each 32-bit lane.
 template <Fp8Format F>
@@ -274,13 +242,6 @@ void dot_rows_generic(const uint8_t* w, const float* af, int64_t lda, int64_t K,
 }
 
 #if NVILA_HAVE_AVX2_PATH
-NVILA_AVX2 NVILA_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // As dot_rows_generic for MB rows of af and NB weight rows (stride ldw) at once:
 // res[j * ldr + m] = sum_k af[m, k] * w_j[k]. Several weight rows share each load of
 // af, and MB * NB * NA independent accumulators keep enough FMA chains in flight.
