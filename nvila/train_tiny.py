@@ -6,20 +6,24 @@ Every step draws fresh scenes of the train split (scene indices step*n .. step*n
 so a run is reproducible from --seed, which only seeds the weights), runs all their
 tiles and video frames through the vision tower as one batch, and asks every question
 of every scene in one multi-turn chat per scene (--no-pack: one chat per question):
-teacher-forced cross-entropy on the answers and the <|im_end|> after each. Plus a
-grounding loss (--aux): a linear probe, discarded after training, predicts each visual
-token's shape colour and kind from the projector output (image tokens and video frames
-before temporal pooling); without it the LLM and the vision tower stay at chance for
-hundreds of steps. AdamW with warm-up and a cosine schedule; the validation accuracy
-(single-turn, every answer token and <|im_end|> right, teacher forced) is logged per
-question type.
+teacher-forced cross-entropy on the answers and the <|im_end|> after each. --dense:
+each image is asked shapes.dense_questions instead (training only: the colour of every
+shape by kind, the kind of every shape by colour, up to three relations, the count and
+lists), one packed chat per group, so that no question gives away another's answer.
+Plus a grounding loss (--aux): a linear probe, discarded after training, predicts each
+visual token's shape colour and kind from the projector output (image tokens and video
+frames before temporal pooling), and with --aux-position the token's place in the
+image; without it the LLM and the vision tower stay at chance for hundreds of steps.
+AdamW with warm-up and a cosine schedule; the validation accuracy (single-turn, every
+answer token and <|im_end|> right, teacher forced) is logged per question type.
 
 The shipped model (nvila/assets/tiny): 2000 steps from seed 0, then 1200 more on new
-scenes with a second warm-up and cosine schedule:
+scenes with a second warm-up and cosine schedule, then STAGE3
 
     python -m nvila.train_tiny --out /tmp/tiny-2000
     python -m nvila.train_tiny --init /tmp/tiny-2000 --first-step 2000 --steps 1200 --lr 2e-3 \
-        --warmup 20 --out nvila/assets/tiny
+        --warmup 20 --out /tmp/tiny-3200
+STAGE3CMD
 """
 
 from __future__ import annotations
@@ -324,7 +328,8 @@ def train(args: argparse.Namespace) -> NVILA:
     no_decay = {n for n, p in model.named_parameters() if p.dim() < 2 or n.endswith(("embed.weight", "pos.weight"))}
     decay = [p for n, p in model.named_parameters() if n not in no_decay]
     other = [p for n, p in model.named_parameters() if n in no_decay]
-    probe = torch.nn.Linear(model.cfg.llm.hidden, len(shapes.COLOURS) + len(shapes.KINDS) + 4)
+    n_out = len(shapes.COLOURS) + len(shapes.KINDS) + 2 + (2 if args.aux_position > 0 else 0)
+    probe = torch.nn.Linear(model.cfg.llm.hidden, n_out)
     other += list(probe.parameters())
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": other, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98))  # fmt: skip
@@ -371,7 +376,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--videos", type=int, default=8, help="video scenes per step")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True,
                    help="all questions of a scene in one multi-turn chat (else one chat per question)")  # fmt: skip
-    p.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--dense", action=argparse.BooleanOptionalAction, default=False,
                    help="train on shapes.dense_questions of every image (else on its held-out questions)")  # fmt: skip
     p.add_argument("--aux", type=float, default=1.0, help="weight of the grounding probe loss (see aux_loss)")
     p.add_argument("--aux-position", type=float, default=0.0,

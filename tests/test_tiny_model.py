@@ -188,6 +188,9 @@ def test_training_is_reproducible_from_its_seed(tmp_path):
     assert all(torch.equal(sa[n], sb[n]) for n in sa)
     assert not all(torch.equal(sa[n], sc[n]) for n in sa)  # another seed, other weights
     assert not all(torch.equal(sa[n], s0[n]) for n in sa)  # it trained
+    # dense questions with the position probe train too, and to other weights
+    e = train_tiny.train(train_tiny.parse_args([*args, "--dense", "--aux-position", "1"]))
+    assert not all(torch.equal(sa[n], t) for n, t in e.state_dict().items())
     # the 3x3 projector variant trains and round-trips too
     d = train_tiny.train(train_tiny.parse_args([*args, "--projector", "mlp_downsample_3x3_fix"]))
     nvila.save(d, str(tmp_path / "ck3"))
