@@ -177,6 +177,12 @@ def test_training_batch_is_the_prompt_the_model_builds():
             assert sorted(got) == sorted(qa.answer for qa in g)
 
 
+def test_position_targets_are_token_centres_row_major():
+    pos = train_tiny.token_positions(2, 3)
+    want = [[(c + 0.5) / 3, (r + 0.5) / 2] for r in range(2) for c in range(3)]
+    torch.testing.assert_close(pos, torch.tensor(want))
+
+
 def test_training_is_reproducible_from_its_seed(tmp_path):
     args = ["--steps", "2", "--images", "2", "--videos", "1", "--val-every", "2", "--val-images", "2",
             "--val-videos", "1", "--pack"]  # fmt: skip
