@@ -13,17 +13,22 @@ lists), one packed chat per group, so that no question gives away another's answ
 Plus a grounding loss (--aux): a linear probe, discarded after training, predicts each
 visual token's shape colour and kind from the projector output (image tokens and video
 frames before temporal pooling), and with --aux-position the token's place in the
-image; without it the LLM and the vision tower stay at chance for hundreds of steps.
+image; without the probe the LLM and the vision tower stay at chance for hundreds of steps.
 AdamW with warm-up and a cosine schedule; the validation accuracy (single-turn, every
 answer token and <|im_end|> right, teacher forced) is logged per question type.
 
 The shipped model (nvila/assets/tiny): 2000 steps from seed 0, then 1200 more on new
-scenes with a second warm-up and cosine schedule, then STAGE3
+scenes with a second warm-up and cosine schedule, then 350 and 600 more with the dense
+questions and the position probe (4150 steps in all; the last 950 continued from the
+earlier shipped model, which is /tmp/tiny-3200):
 
     python -m nvila.train_tiny --out /tmp/tiny-2000
     python -m nvila.train_tiny --init /tmp/tiny-2000 --first-step 2000 --steps 1200 --lr 2e-3 \
         --warmup 20 --out /tmp/tiny-3200
-STAGE3CMD
+    python -m nvila.train_tiny --init /tmp/tiny-3200 --first-step 3200 --steps 350 --lr 2e-3 \
+        --warmup 20 --dense --aux-position 1 --out /tmp/tiny-3550
+    python -m nvila.train_tiny --init /tmp/tiny-3550 --first-step 3550 --steps 600 --lr 1.5e-3 \
+        --warmup 20 --dense --aux-position 1 --out nvila/assets/tiny
 """
 
 from __future__ import annotations
