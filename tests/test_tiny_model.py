@@ -234,9 +234,12 @@ def test_shipped_model_answers_held_out_questions(shipped, small_eval):
     answers = eval_tiny.answer_all(shipped, small_eval)
     acc = eval_tiny.accuracy(small_eval, answers)
     # what the model has learnt well (python -m nvila.eval_tiny has the full picture);
-    # chance: count 1/4, colour lists ~1/30, first colour ~1/5, all image questions ~1/5
-    assert acc["count"] >= 0.9 and acc["colours"] >= 0.9 and acc["first"] >= 0.6, acc
-    assert acc["image"] >= 0.55, acc
+    # chance: count 1/4, colour lists ~1/30, first colour ~1/5, all image questions ~1/5;
+    # the colour of a named kind and the kind of a named colour ~1/2.5 by guessing among
+    # the colours / kinds present
+    assert acc["count"] >= 0.9 and acc["colours"] >= 0.9 and acc["first"] >= 0.9, acc
+    assert acc["colour"] >= 0.8 and acc["shape"] >= 0.6, acc
+    assert acc["image"] >= 0.8, acc
 
 
 def test_shipped_model_answers_the_samples(shipped):
@@ -258,7 +261,7 @@ def test_shipped_model_answers_the_samples(shipped):
 def test_kernel_backend_and_fp8_agree_with_the_reference(shipped, small_eval, fp8):
     ref = eval_tiny.answer_all(shipped, small_eval)
     other = eval_tiny.answer_all(eval_tiny.load_model(None, "cpu", fp8=fp8), small_eval)
-    assert eval_tiny.agreement(ref, other) >= (0.9 if fp8 else 0.97)
+    assert eval_tiny.agreement(ref, other) >= (0.95 if fp8 else 0.97)
 
 
 def test_samples_are_the_held_out_scenes_they_name():
