@@ -163,9 +163,9 @@ def _shapes(rng: np.random.Generator, width: int, height: int, n: int, size_frac
     return [Shape(str(c), str(k), b) for c, k, b in zip(colours, kinds, boxes, strict=True)]
 
 
-def _relation(rng: np.random.Generator, shapes: list[Shape]) -> QA | None:
-    """A yes/no question about two shapes that are clearly apart on one axis (their boxes
-    do not overlap on it); half the time the opposite relation is asked."""
+def _relation_options(shapes: list[Shape]) -> list[tuple[Shape, str, Shape]]:
+    """Every (a, "left of" / "above", b) of two shapes clearly apart on that axis (their
+    boxes do not overlap on it)."""
     options = []
     for a in shapes:
         for b in shapes:
@@ -175,15 +175,26 @@ def _relation(rng: np.random.Generator, shapes: list[Shape]) -> QA | None:
                 options.append((a, "left of", b))
             if a.box[3] <= b.box[1]:
                 options.append((a, "above", b))
-    if not options:
-        return None
-    a, rel, b = options[int(rng.integers(len(options)))]
+    return options
+
+
+def _ask_relation(rng: np.random.Generator, a: Shape, rel: str, b: Shape) -> QA:
+    """The yes/no question of a true relation: half the time asked from b's side, and
+    half the time with the opposite relation (answer no)."""
     if rng.random() < 0.5:  # ask it from b's side
         a, rel, b = b, RELATIONS[rel], a
     answer = "yes"
     if rng.random() < 0.5:
         rel, answer = RELATIONS[rel], "no"
     return QA("relation", f"Is the {a.name} {rel} the {b.name}?", answer)
+
+
+def _relation(rng: np.random.Generator, shapes: list[Shape]) -> QA | None:
+    """A yes/no question about two shapes that are clearly apart on one axis."""
+    options = _relation_options(shapes)
+    if not options:
+        return None
+    return _ask_relation(rng, *options[int(rng.integers(len(options)))])
 
 
 def image_scene(split: str, index: int) -> Scene:
@@ -209,6 +220,29 @@ def image_scene(split: str, index: int) -> Scene:
     qs.append(QA("colours", "Which colours do you see?", " ".join(c for c in COLOURS if c in present)))
     qs.append(QA("shapes", "Which shapes do you see?", " ".join(k for k in KINDS if k in present)))
     return Scene(split, index, image, shapes, qs)
+
+
+def dense_questions(scene: Scene, max_relations: int = 3) -> list[list[QA]]:
+    """Training-only supervision of an image scene (the held-out questions stay those
+    of image_scene): groups of questions whose texts and answers give away nothing about
+    the others' answers, each meant for one chat of its own: the colour of every shape
+    by kind; the kind of every shape by colour; the count and up to max_relations
+    relation questions about different pairs of shapes; the colour and kind lists.
+    Drawn from a stream of its own, seeded by the scene's split and index."""
+    if scene.is_video:
+        raise ValueError(f"scene: expected an image scene, got video scene {scene.index} of {scene.split!r}")
+    rng = np.random.default_rng([SPLITS[scene.split], 0, scene.index, 1])
+    by_type = {qa.qtype: qa for qa in scene.questions}
+    colour = [QA("colour", f"What colour is the {s.kind}?", s.colour) for s in scene.shapes]
+    kind = [QA("shape", f"What shape is the {s.colour} object?", s.kind) for s in scene.shapes]
+    pairs: dict[frozenset, list[tuple[Shape, str, Shape]]] = {}
+    for a, rel, b in _relation_options(scene.shapes):
+        pairs.setdefault(frozenset((a.name, b.name)), []).append((a, rel, b))
+    relations = []
+    for i in rng.permutation(len(pairs))[:max_relations]:
+        options = list(pairs.values())[int(i)]
+        relations.append(_ask_relation(rng, *options[int(rng.integers(len(options)))]))
+    return [colour, kind, [by_type["count"], *relations], [by_type["colours"], by_type["shapes"]]]
 
 
 def video_scene(split: str, index: int, n_frames: int = VIDEO_FRAMES) -> Scene:

@@ -6,20 +6,29 @@ Every step draws fresh scenes of the train split (scene indices step*n .. step*n
 so a run is reproducible from --seed, which only seeds the weights), runs all their
 tiles and video frames through the vision tower as one batch, and asks every question
 of every scene in one multi-turn chat per scene (--no-pack: one chat per question):
-teacher-forced cross-entropy on the answers and the <|im_end|> after each. Plus a
-grounding loss (--aux): a linear probe, discarded after training, predicts each visual
-token's shape colour and kind from the projector output (image tokens and video frames
-before temporal pooling); without it the LLM and the vision tower stay at chance for
-hundreds of steps. AdamW with warm-up and a cosine schedule; the validation accuracy
-(single-turn, every answer token and <|im_end|> right, teacher forced) is logged per
-question type.
+teacher-forced cross-entropy on the answers and the <|im_end|> after each. --dense:
+each image is asked shapes.dense_questions instead (training only: the colour of every
+shape by kind, the kind of every shape by colour, up to three relations, the count and
+lists), one packed chat per group, so that no question gives away another's answer.
+Plus a grounding loss (--aux): a linear probe, discarded after training, predicts each
+visual token's shape colour and kind from the projector output (image tokens and video
+frames before temporal pooling), and with --aux-position the token's place in the
+image; without the probe the LLM and the vision tower stay at chance for hundreds of steps.
+AdamW with warm-up and a cosine schedule; the validation accuracy (single-turn, every
+answer token and <|im_end|> right, teacher forced) is logged per question type.
 
 The shipped model (nvila/assets/tiny): 2000 steps from seed 0, then 1200 more on new
-scenes with a second warm-up and cosine schedule:
+scenes with a second warm-up and cosine schedule, then 350 and 600 more with the dense
+questions and the position probe (4150 steps in all; the last 950 continued from the
+earlier shipped model, which is /tmp/tiny-3200):
 
     python -m nvila.train_tiny --out /tmp/tiny-2000
     python -m nvila.train_tiny --init /tmp/tiny-2000 --first-step 2000 --steps 1200 --lr 2e-3 \
-        --warmup 20 --out nvila/assets/tiny
+        --warmup 20 --out /tmp/tiny-3200
+    python -m nvila.train_tiny --init /tmp/tiny-3200 --first-step 3200 --steps 350 --lr 2e-3 \
+        --warmup 20 --dense --aux-position 1 --out /tmp/tiny-3550
+    python -m nvila.train_tiny --init /tmp/tiny-3550 --first-step 3550 --steps 600 --lr 1.5e-3 \
+        --warmup 20 --dense --aux-position 1 --out nvila/assets/tiny
 """
 
 from __future__ import annotations
@@ -141,19 +150,28 @@ def prompt_text(qa: shapes.QA, video: bool) -> str:
     return chat_template([{"role": "user", "content": user_content(qa.question, 0 if video else 1, video)}])
 
 
-def conversation(model: NVILA, scene: shapes.Scene, pack: bool) -> list[tuple[str, list[shapes.QA]]]:
+def conversation(
+    model: NVILA, scene: shapes.Scene, pack: bool, dense: bool = False
+) -> list[tuple[str, list[shapes.QA]]]:
     """The training texts of a scene: one single-turn chat per question, or (pack) one
-    multi-turn chat asking every question in a shuffled order (seeded by the scene)."""
-    qas = list(scene.questions)
+    multi-turn chat asking every question in a shuffled order (seeded by the scene).
+    dense: an image scene's questions are those of shapes.dense_questions instead, one
+    packed chat per group."""
+    video = scene.is_video
+    groups = shapes.dense_questions(scene) if dense and not video else [list(scene.questions)]
     if not pack:
-        return [(prompt_text(qa, scene.is_video) + qa.answer + IM_END, [qa]) for qa in qas]
-    order = torch.randperm(len(qas), generator=torch.Generator().manual_seed(scene.index)).tolist()
-    qas = [qas[i] for i in order]
-    messages = []
-    for i, qa in enumerate(qas):
-        content = user_content(qa.question, 0 if scene.is_video else 1, scene.is_video) if i == 0 else qa.question
-        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": qa.answer}]
-    return [(chat_template(messages, add_generation_prompt=False).removesuffix("\n"), qas)]
+        return [(prompt_text(qa, video) + qa.answer + IM_END, [qa]) for qas in groups for qa in qas]
+    chats = []
+    for g, qas in enumerate(groups):
+        seed = scene.index if len(groups) == 1 else scene.index * len(groups) + g
+        order = torch.randperm(len(qas), generator=torch.Generator().manual_seed(seed)).tolist()
+        qas = [qas[i] for i in order]
+        messages = []
+        for i, qa in enumerate(qas):
+            content = user_content(qa.question, 0 if video else 1, video) if i == 0 else qa.question
+            messages += [{"role": "user", "content": content}, {"role": "assistant", "content": qa.answer}]
+        chats.append((chat_template(messages, add_generation_prompt=False).removesuffix("\n"), qas))
+    return chats
 
 
 def answer_targets(tok: Tokenizer, ids: torch.Tensor) -> torch.Tensor:
@@ -177,15 +195,16 @@ def answer_targets(tok: Tokenizer, ids: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def make_batch(model: NVILA, scenes: Sequence[shapes.Scene], pack: bool = False, blocks=None):
+def make_batch(model: NVILA, scenes: Sequence[shapes.Scene], pack: bool = False, blocks=None, dense: bool = False):
     """Every question of every scene -> (embeds (B, T, H) right-padded, targets (B, T)
     with -100 except at the positions that predict an answer and its <|im_end|>, and
-    the question types of each row). blocks: encode_scenes(model, scenes) if known."""
+    the question types of each row). blocks: encode_scenes(model, scenes) if known;
+    dense: see conversation."""
     blocks = encode_scenes(model, scenes) if blocks is None else blocks
     seqs, tgts, qtypes = [], [], []
     with cached_media(model, blocks):
         for sc in scenes:
-            for text, qas in conversation(model, sc, pack):
+            for text, qas in conversation(model, sc, pack, dense):
                 media = ([], sc) if sc.is_video else ([sc], None)
                 embeds, ids = model.embed_prompt(text, *media)
                 seqs.append(embeds)
@@ -223,10 +242,19 @@ def token_labels(size: tuple[int, int], visible: Sequence[shapes.Shape], gh: int
     return colour.flatten(), kind.flatten()
 
 
-def aux_loss(model: NVILA, head: torch.nn.Linear, scenes, blocks) -> torch.Tensor:
+def token_positions(gh: int, gw: int) -> torch.Tensor:
+    """(gh * gw, 2) centre (x, y) of every token of a gh x gw grid (row-major), in 0..1."""
+    y = (torch.arange(gh, dtype=torch.float32) + 0.5) / gh
+    x = (torch.arange(gw, dtype=torch.float32) + 0.5) / gw
+    return torch.stack(torch.meshgrid(x, y, indexing="xy"), -1).reshape(-1, 2)
+
+
+def aux_loss(model: NVILA, head: torch.nn.Linear, scenes, blocks, position: float = 0.0) -> torch.Tensor:
     """Cross-entropy of a linear probe (discarded after training) predicting every image
-    token's colour and kind from the projector output."""
-    feats, colours, kinds = [], [], []
+    token's colour and kind from the projector output; position > 0: plus that weight
+    times the squared error of its prediction of the token's place in the image (x, y
+    in 0..1), for the relation questions."""
+    feats, colours, kinds, places = [], [], [], []
     side = -(-model.cfg.vision.grid // model.cfg.k)
     for sc in scenes:
         if sc.is_video:  # every frame before temporal pooling: one tile
@@ -241,9 +269,13 @@ def aux_loss(model: NVILA, head: torch.nn.Linear, scenes, blocks) -> torch.Tenso
             c, k = token_labels(*labels)
             colours.append(c)
             kinds.append(k)
+            places.append(token_positions(*labels[2:]))
     out = head(torch.cat(feats))
-    nc = len(shapes.COLOURS) + 1
-    return F.cross_entropy(out[:, :nc], torch.cat(colours)) + F.cross_entropy(out[:, nc:], torch.cat(kinds))
+    nc, nk = len(shapes.COLOURS) + 1, len(shapes.KINDS) + 1
+    loss = F.cross_entropy(out[:, :nc], torch.cat(colours)) + F.cross_entropy(out[:, nc : nc + nk], torch.cat(kinds))
+    if position > 0:
+        loss = loss + position * F.mse_loss(out[:, nc + nk :], torch.cat(places))
+    return loss
 
 
 def logits_of(model: NVILA, x: torch.Tensor) -> torch.Tensor:
@@ -301,7 +333,8 @@ def train(args: argparse.Namespace) -> NVILA:
     no_decay = {n for n, p in model.named_parameters() if p.dim() < 2 or n.endswith(("embed.weight", "pos.weight"))}
     decay = [p for n, p in model.named_parameters() if n not in no_decay]
     other = [p for n, p in model.named_parameters() if n in no_decay]
-    probe = torch.nn.Linear(model.cfg.llm.hidden, len(shapes.COLOURS) + len(shapes.KINDS) + 2)
+    n_out = len(shapes.COLOURS) + len(shapes.KINDS) + 2 + (2 if args.aux_position > 0 else 0)
+    probe = torch.nn.Linear(model.cfg.llm.hidden, n_out)
     other += list(probe.parameters())
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": other, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98))  # fmt: skip
@@ -318,11 +351,11 @@ def train(args: argparse.Namespace) -> NVILA:
         batch = shapes.scenes("train", args.images, 0, start=s * args.images)
         batch += [shapes.video_scene("train", s * args.videos + i) for i in range(args.videos)]
         blocks = encode_scenes(model, batch)
-        x, y, _ = make_batch(model, batch, pack=args.pack, blocks=blocks)
+        x, y, _ = make_batch(model, batch, pack=args.pack, blocks=blocks, dense=args.dense)
         logits = logits_of(model, x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
         if args.aux > 0:
-            loss = loss + args.aux * aux_loss(model, probe, batch, blocks)
+            loss = loss + args.aux * aux_loss(model, probe, batch, blocks, args.aux_position)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -348,7 +381,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--videos", type=int, default=8, help="video scenes per step")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True,
                    help="all questions of a scene in one multi-turn chat (else one chat per question)")  # fmt: skip
+    p.add_argument("--dense", action=argparse.BooleanOptionalAction, default=False,
+                   help="train on shapes.dense_questions of every image (else on its held-out questions)")  # fmt: skip
     p.add_argument("--aux", type=float, default=1.0, help="weight of the grounding probe loss (see aux_loss)")
+    p.add_argument("--aux-position", type=float, default=0.0,
+                   help="weight (within --aux) of the probe's token position loss (see aux_loss)")  # fmt: skip
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--wd", type=float, default=0.01)
     p.add_argument("--warmup", type=int, default=50)

@@ -59,7 +59,7 @@ def test_answers_agree_with_the_pixels():
         assert 1 <= len(sc.shapes) <= 4
         for s in sc.shapes:
             assert _colour_at(sc.image, s) == s.colour
-        for qa in sc.questions:
+        for qa in sc.questions + [qa for group in shapes.dense_questions(sc) for qa in group]:
             if qa.qtype == "colour":
                 kind = re.fullmatch(r"What colour is the (\w+)\?", qa.question).group(1)
                 assert qa.answer == next(s.colour for s in sc.shapes if s.kind == kind)
@@ -88,6 +88,38 @@ def test_answers_agree_with_the_pixels():
         assert first_q.answer == sc.shapes[int(np.argmin(first))].colour
         name = re.fullmatch(r"How many frames show the (\w+ \w+)\?", frames_q.question).group(1)
         assert frames_q.answer == str(sum(seen[[s.name for s in sc.shapes].index(name)]))
+
+
+def test_dense_training_questions():
+    """shapes.dense_questions: every shape's colour and kind, relations of different
+    pairs, the held-out questions' count and lists; no question of a group names an
+    answer of another question of its group (the groups are packed into chats)."""
+    relations = 0
+    for i in range(60):
+        sc = shapes.image_scene("train", i)
+        groups = shapes.dense_questions(sc)
+        qas = [qa for g in groups for qa in g]
+        assert len(qas) == len({qa.question for qa in qas})  # no question twice
+        for qtype, key in (("colour", "colour"), ("shape", "kind")):
+            asked = [qa for qa in qas if qa.qtype == qtype]
+            assert sorted(qa.answer for qa in asked) == sorted(getattr(s, key) for s in sc.shapes)
+        for qtype in ("count", "colours", "shapes"):
+            assert [qa for qa in qas if qa.qtype == qtype] == [qa for qa in sc.questions if qa.qtype == qtype]
+        rel = [re.fullmatch(r"Is the (\w+ \w+) .+ the (\w+ \w+)\?", qa.question).groups() for qa in qas
+               if qa.qtype == "relation"]  # fmt: skip
+        assert len(rel) <= 3 and len({frozenset(r) for r in rel}) == len(rel)  # different pairs
+        assert bool(rel) == any(qa.qtype == "relation" for qa in sc.questions)
+        relations += len(rel)
+        for g in groups:
+            words = {w for qa in g for w in qa.answer.split()} - {"yes", "no"}
+            for qa in g:
+                others = " ".join(o.question for o in g if o is not qa)
+                assert not any(w in others.split(" ") or w + "?" in others.split(" ") for w in qa.answer.split()
+                               if w in words), (qa, g)  # fmt: skip
+        assert shapes.dense_questions(sc) == groups  # seeded by the scene
+    assert relations > 60  # more than one per scene on average
+    with pytest.raises(ValueError, match="scene"):
+        shapes.dense_questions(shapes.video_scene("train", 0))
 
 
 def test_images_give_varied_dynamic_s2_grids():
@@ -135,6 +167,20 @@ def test_training_batch_is_the_prompt_the_model_builds():
             answers = {qa.qtype: qa.answer for qa in sc.questions}
             expected = "".join(answers[q] + "<|im_end|>" for q in qp[b])
             assert model.tokenizer.decode(yp[b][yp[b] != -100].tolist()) == expected
+        # dense: a packed chat per group of shapes.dense_questions for images
+        _, yd, qd = train_tiny.make_batch(model, scenes, pack=True, dense=True)
+        groups = shapes.dense_questions(scenes[0]) + [scenes[1].questions] + shapes.dense_questions(scenes[2])
+        assert len(yd) == len(groups)
+        for b, g in enumerate(groups):
+            assert sorted(qd[b]) == sorted(qa.qtype for qa in g)
+            got = model.tokenizer.decode(yd[b][yd[b] != -100].tolist()).split("<|im_end|>")[:-1]
+            assert sorted(got) == sorted(qa.answer for qa in g)
+
+
+def test_position_targets_are_token_centres_row_major():
+    pos = train_tiny.token_positions(2, 3)
+    want = [[(c + 0.5) / 3, (r + 0.5) / 2] for r in range(2) for c in range(3)]
+    torch.testing.assert_close(pos, torch.tensor(want))
 
 
 def test_training_is_reproducible_from_its_seed(tmp_path):
@@ -148,6 +194,9 @@ def test_training_is_reproducible_from_its_seed(tmp_path):
     assert all(torch.equal(sa[n], sb[n]) for n in sa)
     assert not all(torch.equal(sa[n], sc[n]) for n in sa)  # another seed, other weights
     assert not all(torch.equal(sa[n], s0[n]) for n in sa)  # it trained
+    # dense questions with the position probe train too, and to other weights
+    e = train_tiny.train(train_tiny.parse_args([*args, "--dense", "--aux-position", "1"]))
+    assert not all(torch.equal(sa[n], t) for n, t in e.state_dict().items())
     # the 3x3 projector variant trains and round-trips too
     d = train_tiny.train(train_tiny.parse_args([*args, "--projector", "mlp_downsample_3x3_fix"]))
     nvila.save(d, str(tmp_path / "ck3"))
@@ -185,9 +234,12 @@ def test_shipped_model_answers_held_out_questions(shipped, small_eval):
     answers = eval_tiny.answer_all(shipped, small_eval)
     acc = eval_tiny.accuracy(small_eval, answers)
     # what the model has learnt well (python -m nvila.eval_tiny has the full picture);
-    # chance: count 1/4, colour lists ~1/30, first colour ~1/5, all image questions ~1/5
-    assert acc["count"] >= 0.9 and acc["colours"] >= 0.9 and acc["first"] >= 0.6, acc
-    assert acc["image"] >= 0.55, acc
+    # chance: count 1/4, colour lists ~1/30, first colour ~1/5, all image questions ~1/5;
+    # the colour of a named kind and the kind of a named colour ~1/2.5 by guessing among
+    # the colours / kinds present
+    assert acc["count"] >= 0.9 and acc["colours"] >= 0.9 and acc["first"] >= 0.9, acc
+    assert acc["colour"] >= 0.8 and acc["shape"] >= 0.6, acc
+    assert acc["image"] >= 0.8, acc
 
 
 def test_shipped_model_answers_the_samples(shipped):
@@ -209,7 +261,7 @@ def test_shipped_model_answers_the_samples(shipped):
 def test_kernel_backend_and_fp8_agree_with_the_reference(shipped, small_eval, fp8):
     ref = eval_tiny.answer_all(shipped, small_eval)
     other = eval_tiny.answer_all(eval_tiny.load_model(None, "cpu", fp8=fp8), small_eval)
-    assert eval_tiny.agreement(ref, other) >= (0.9 if fp8 else 0.97)
+    assert eval_tiny.agreement(ref, other) >= (0.95 if fp8 else 0.97)
 
 
 def test_samples_are_the_held_out_scenes_they_name():
