@@ -393,7 +393,7 @@ def multiscale_tile(
     _check_tile_plan(plan, W, H)
     mean, std = _check_mean_std(mean, std)
     if out_dtype not in FLOAT_DTYPES:
-        raise TypeError(f"out_dtype: expected float32, float16 or bfloat16, got {out_dtype}")
+        raise TypeError(f"out_dtype: expected float32, float16 or bfloat16, got {out_dtype!r}")
     if not isinstance(exact, bool):
         raise TypeError(f"exact: expected a bool, got {type(exact).__name__}")
     shape = (plan.n_tiles, 3, plan.tile, plan.tile)
@@ -448,7 +448,7 @@ def multiscale_tile_batch(
     if len(devices) != 1:
         raise ValueError(f"images: expected tensors on one device, got {sorted(map(str, devices))}")
     if out_dtype not in FLOAT_DTYPES:
-        raise TypeError(f"out_dtype: expected float32, float16 or bfloat16, got {out_dtype}")
+        raise TypeError(f"out_dtype: expected float32, float16 or bfloat16, got {out_dtype!r}")
     T = plans[0].tile
     out = torch.empty(sum(p.n_tiles for p in plans), 3, T, T, dtype=out_dtype, device=images[0].device)
     t0 = 0
