@@ -16,6 +16,9 @@ MERGE_MAX_SCALES = 8  # kMergeMaxScales in csrc/include/nvila/multiscale_merge.h
 TILE_MAX_SCALES = 8  # kTileMaxScales in csrc/include/nvila/multiscale_tile.h
 TILE_MAX_SIDE = 16384  # image sides and resized sides, in pixels
 TILE_MAX_TILES = 256  # tiles per image
+# output channels per token of spatial_compress / merge_compress: the CUDA and Triton
+# kernels index the channels of one token in 32 bits
+MAX_TOKEN_CHANNELS = 2**31 - 1
 
 
 def _check_float(t: torch.Tensor, name: str) -> None:
@@ -69,6 +72,11 @@ def _check_k_eps(k: int, eps: float) -> None:
         raise ValueError(f"eps: expected a float >= 0 and finite, got {eps!r}")
 
 
+def _check_token_channels(D: int, what: str) -> None:
+    if D > MAX_TOKEN_CHANNELS:
+        raise ValueError(f"k: expected at most 2^31 - 1 output channels per token, got {what} = {D}")
+
+
 def _check_ln(
     ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None, D: int, what: str, x: torch.Tensor, x_name: str = "x"
 ) -> None:
@@ -120,6 +128,7 @@ def spatial_compress(
     _check_k_eps(k, eps)
     B, H, W, C = x.shape
     D = k * k * C
+    _check_token_channels(D, f"k*k*C for k={k}, C={C}")
     _check_ln(ln_weight, ln_bias, D, f"(k*k*C,) for k={k}, C={C}", x)
     shape = (B, -(-H // k), -(-W // k), D)
     if out is not None:
@@ -284,6 +293,7 @@ def merge_compress(
     _check_k_eps(k, eps)
     S = len(plan.scales)
     D = k * k * S * C
+    _check_token_channels(D, f"k*k*S*C for k={k}, S={S}, C={C}")
     _check_ln(ln_weight, ln_bias, D, f"(k*k*S*C,) for k={k}, S={S} scales, C={C}", features, "features")
     last = plan.scales[-1]
     shape = (last.rows * -(-h // k) * last.cols * -(-w // k), D)

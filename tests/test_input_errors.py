@@ -208,6 +208,16 @@ case(
     lambda b, d: sc(sc_x(d), True, backend=b),
 )
 case(
+    "sc-k-token-channels",
+    SC,
+    "k",
+    "k*k*C <= 2^31 - 1 (kernels index a token's channels in 32 bits)",
+    "k = 2, C = 2^29 (meta x)",
+    ValueError,
+    "k: expected at most 2^31 - 1 output channels per token",
+    lambda b, d: sc(torch.empty(1, 1, 1, 2**29, device=OTHER), 2, backend=b),
+)
+case(
     "sc-eps-negative",
     SC,
     "eps",
@@ -721,6 +731,16 @@ case(
     ValueError,
     "k: expected an int >= 1",
     lambda b, d: mc(feats(d), PLAN, 0, **H4, backend=b),
+)
+case(
+    "mc-k-token-channels",
+    MC,
+    "k",
+    "k*k*S*C <= 2^31 - 1",
+    "k = 2, S = 2, C = 2^28 (meta features)",
+    ValueError,
+    "k: expected at most 2^31 - 1 output channels per token",
+    lambda b, d: mc(torch.empty(PLAN.n_tiles, 16, 2**28, device=OTHER), PLAN, 2, **H4, backend=b),
 )
 case(
     "mc-eps-negative",
