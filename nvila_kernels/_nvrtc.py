@@ -214,7 +214,7 @@ def fp8_gemm_config(a: Fp8GemmArgs, t: LaunchTarget) -> LaunchConfig:
         return _config(variant=(aligned, wgmma))
     bm, bn = (64, 128) if wgmma else (64, 64)  # fp8_gemm_tiles
     smem = 3 * (64 + 128) * 64 + 1024 if wgmma else 0
-    return _config(_cdiv(a.N, bn), _cdiv(a.M, bm), 128, smem, (aligned, wgmma))
+    return _config(_cdiv(a.N, bn) * _cdiv(a.M, bm), 1, 128, smem, (aligned, wgmma))  # 1-D, N tiles fastest
 
 
 def grid_ok(c: LaunchConfig) -> bool:

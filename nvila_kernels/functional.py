@@ -3,6 +3,8 @@ output, pick a backend (nvila_kernels.backends) and call its op."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _ops, backends, reference, resample
@@ -14,6 +16,9 @@ MERGE_MAX_SCALES = 8  # kMergeMaxScales in csrc/include/nvila/multiscale_merge.h
 TILE_MAX_SCALES = 8  # kTileMaxScales in csrc/include/nvila/multiscale_tile.h
 TILE_MAX_SIDE = 16384  # image sides and resized sides, in pixels
 TILE_MAX_TILES = 256  # tiles per image
+# output channels per token of spatial_compress / merge_compress: the CUDA and Triton
+# kernels index the channels of one token in 32 bits
+MAX_TOKEN_CHANNELS = 2**31 - 1
 
 
 def _check_float(t: torch.Tensor, name: str) -> None:
@@ -23,19 +28,20 @@ def _check_float(t: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name}: expected dtype float32, float16 or bfloat16, got {t.dtype}")
 
 
-def _check_same_device(t: torch.Tensor, name: str, x: torch.Tensor) -> None:
+def _check_same_device(t: torch.Tensor, name: str, x: torch.Tensor, x_name: str = "x") -> None:
     if t.device != x.device:
-        raise ValueError(f"{name}: expected a tensor on {x.device} (the device of x), got {t.device}")
+        raise ValueError(f"{name}: expected a tensor on {x.device} (the device of {x_name}), got {t.device}")
 
 
-def _check_out(out: torch.Tensor, shape: tuple[int, ...], x: torch.Tensor) -> None:
+def _check_out(out: torch.Tensor, shape: tuple[int, ...], x: torch.Tensor, x_name: str = "x") -> None:
+    """out= of an op whose output has x's dtype and device (x_name: what x is called in the op)."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"out: expected a torch.Tensor, got {type(out).__name__}")
     if tuple(out.shape) != shape:
         raise ValueError(f"out: expected shape {shape}, got {tuple(out.shape)}")
     if out.dtype != x.dtype:
-        raise TypeError(f"out: expected dtype {x.dtype} (the dtype of x), got {out.dtype}")
-    _check_same_device(out, "out", x)
+        raise TypeError(f"out: expected dtype {x.dtype} (the dtype of {x_name}), got {out.dtype}")
+    _check_same_device(out, "out", x, x_name)
     if not out.is_contiguous():
         raise ValueError("out: expected a contiguous tensor")
     if out.numel() and x.numel() and _overlaps(out, x):
@@ -62,11 +68,18 @@ def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
 def _check_k_eps(k: int, eps: float) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k: expected an int >= 1, got {k!r}")
-    if not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"eps: expected a float >= 0, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+        raise ValueError(f"eps: expected a float >= 0 and finite, got {eps!r}")
 
 
-def _check_ln(ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None, D: int, what: str, x: torch.Tensor) -> None:
+def _check_token_channels(D: int, what: str) -> None:
+    if D > MAX_TOKEN_CHANNELS:
+        raise ValueError(f"k: expected at most 2^31 - 1 output channels per token, got {what} = {D}")
+
+
+def _check_ln(
+    ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None, D: int, what: str, x: torch.Tensor, x_name: str = "x"
+) -> None:
     """LayerNorm parameters: both None, or weight (and optionally bias) of shape (D,) on x's device."""
     if ln_bias is not None and ln_weight is None:
         raise ValueError("ln_bias: given without ln_weight (LayerNorm is applied when ln_weight is given)")
@@ -76,7 +89,7 @@ def _check_ln(ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None, D: i
         _check_float(t, name)
         if tuple(t.shape) != (D,):
             raise ValueError(f"{name}: expected shape ({D},) = {what}, got {tuple(t.shape)}")
-        _check_same_device(t, name, x)
+        _check_same_device(t, name, x, x_name)
 
 
 def _run(name: str, backend: str, *args) -> None:
@@ -115,6 +128,7 @@ def spatial_compress(
     _check_k_eps(k, eps)
     B, H, W, C = x.shape
     D = k * k * C
+    _check_token_channels(D, f"k*k*C for k={k}, C={C}")
     _check_ln(ln_weight, ln_bias, D, f"(k*k*C,) for k={k}, C={C}", x)
     shape = (B, -(-H // k), -(-W // k), D)
     if out is not None:
@@ -197,7 +211,7 @@ def multiscale_merge(
     last = plan.scales[-1]
     shape = (len(plan.scales) * C, last.rows * h, last.cols * w)
     if out is not None:
-        _check_out(out, shape, features)
+        _check_out(out, shape, features, "features")
 
     chosen = backends.resolve("multiscale_merge", backend, features.device)
     if chosen == "reference":
@@ -212,6 +226,13 @@ def multiscale_merge(
     return out
 
 
+def _check_scale_grids(plan: TilePlan) -> None:
+    """Every scale of a (possibly hand-made) plan has a grid of ints >= 1 tiles."""
+    for s in plan.scales:
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (s.rows, s.cols)):
+            raise ValueError(f"plan: expected every scale's rows and cols to be ints >= 1, got {s}")
+
+
 def _check_merge_inputs(features: torch.Tensor, plan: TilePlan, h: int, w: int) -> int:
     """Checks the tile features, plan and tile grid of multiscale_merge / merge_compress; returns C."""
     _check_float(features, "features")
@@ -221,6 +242,7 @@ def _check_merge_inputs(features: torch.Tensor, plan: TilePlan, h: int, w: int) 
         raise ValueError("plan: NVILA-Lite plans with a thumbnail are not merged (each tile is its own image)")
     if not 1 <= len(plan.scales) <= MERGE_MAX_SCALES:
         raise ValueError(f"plan: expected 1 to {MERGE_MAX_SCALES} scales, got {len(plan.scales)}")
+    _check_scale_grids(plan)
     for name, v in (("h", h), ("w", w)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
@@ -271,11 +293,12 @@ def merge_compress(
     _check_k_eps(k, eps)
     S = len(plan.scales)
     D = k * k * S * C
-    _check_ln(ln_weight, ln_bias, D, f"(k*k*S*C,) for k={k}, S={S} scales, C={C}", features)
+    _check_token_channels(D, f"k*k*S*C for k={k}, S={S}, C={C}")
+    _check_ln(ln_weight, ln_bias, D, f"(k*k*S*C,) for k={k}, S={S} scales, C={C}", features, "features")
     last = plan.scales[-1]
     shape = (last.rows * -(-h // k) * last.cols * -(-w // k), D)
     if out is not None:
-        _check_out(out, shape, features)
+        _check_out(out, shape, features, "features")
 
     chosen = backends.resolve("merge_compress", backend, features.device)
     if chosen == "reference":
@@ -319,6 +342,9 @@ def _check_tile_plan(plan: TilePlan, W: int, H: int, name: str = "plan") -> None
         )
     if not 1 <= len(plan.scales) <= TILE_MAX_SCALES:
         raise ValueError(f"{name}: expected 1 to {TILE_MAX_SCALES} scales, got {len(plan.scales)}")
+    if isinstance(plan.tile, bool) or not isinstance(plan.tile, int) or plan.tile < 1:
+        raise ValueError(f"{name}: expected a tile size (plan.tile) >= 1, got {plan.tile!r}")
+    _check_scale_grids(plan)
     if plan.n_tiles > TILE_MAX_TILES:
         raise ValueError(f"{name}: expected at most {TILE_MAX_TILES} tiles, got {plan.n_tiles}")
     for s in plan.scales:
@@ -333,10 +359,12 @@ def _check_mean_std(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
     for name, v in (("mean", mean), ("std", std)):
         try:
             vals = tuple(float(x) for x in v)
-        except TypeError:
+        except (TypeError, ValueError):
             raise TypeError(f"{name}: expected 3 floats, got {v!r}") from None
         if len(vals) != 3:
             raise ValueError(f"{name}: expected 3 floats, got {len(vals)}")
+        if not all(math.isfinite(x) for x in vals):
+            raise ValueError(f"{name}: expected finite values, got {vals}")
         out.append(vals)
     if any(s == 0 for s in out[1]):
         raise ValueError(f"std: expected non-zero values, got {out[1]}")
@@ -375,12 +403,14 @@ def multiscale_tile(
     _check_tile_plan(plan, W, H)
     mean, std = _check_mean_std(mean, std)
     if out_dtype not in FLOAT_DTYPES:
-        raise TypeError(f"out_dtype: expected float32, float16 or bfloat16, got {out_dtype}")
+        raise TypeError(f"out_dtype: expected float32, float16 or bfloat16, got {out_dtype!r}")
     if not isinstance(exact, bool):
         raise TypeError(f"exact: expected a bool, got {type(exact).__name__}")
     shape = (plan.n_tiles, 3, plan.tile, plan.tile)
     if out is not None:
-        _check_out(out, shape, torch.empty(0, dtype=out_dtype, device=image.device))
+        if isinstance(out, torch.Tensor) and out.dtype != out_dtype:
+            raise TypeError(f"out: expected dtype {out_dtype} (out_dtype), got {out.dtype}")
+        _check_out(out, shape, torch.empty(0, dtype=out_dtype, device=image.device), "image")
 
     chosen = backends.resolve("multiscale_tile", backend, image.device)
     if chosen == "reference":
@@ -421,9 +451,14 @@ def multiscale_tile_batch(
     tiles = {p.tile if isinstance(p, TilePlan) else None for p in plans}
     if len(tiles) != 1 or None in tiles:
         raise ValueError(f"plans: expected TilePlans with one tile size, got {sorted(map(str, tiles))}")
-    devices = {im.device if isinstance(im, torch.Tensor) else None for im in images}
-    if len(devices) != 1 or None in devices:
-        raise ValueError(f"images: expected tensors on one device, got {devices}")
+    for i, im in enumerate(images):
+        if not isinstance(im, torch.Tensor):
+            raise TypeError(f"images[{i}]: expected a torch.Tensor, got {type(im).__name__}")
+    devices = {im.device for im in images}
+    if len(devices) != 1:
+        raise ValueError(f"images: expected tensors on one device, got {sorted(map(str, devices))}")
+    if out_dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out_dtype: expected float32, float16 or bfloat16, got {out_dtype!r}")
     T = plans[0].tile
     out = torch.empty(sum(p.n_tiles for p in plans), 3, T, T, dtype=out_dtype, device=images[0].device)
     t0 = 0
@@ -439,7 +474,7 @@ FP8_DTYPES = reference.FP8_DTYPES
 OUT_DTYPES = FLOAT_DTYPES
 
 
-def _check_scale(scale: torch.Tensor, name: str, ref: torch.Tensor) -> None:
+def _check_scale(scale: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str = "x") -> None:
     if not isinstance(scale, torch.Tensor):
         raise TypeError(f"{name}: expected a float32 torch.Tensor with one element, got {type(scale).__name__}")
     if scale.dtype != torch.float32 or scale.numel() != 1:
@@ -447,7 +482,7 @@ def _check_scale(scale: torch.Tensor, name: str, ref: torch.Tensor) -> None:
             f"{name}: expected a float32 tensor with one element (per-tensor scale), "
             f"got {scale.dtype} of shape {tuple(scale.shape)}"
         )
-    _check_same_device(scale, name, ref)
+    _check_same_device(scale, name, ref, ref_name)
     # A value check needs the value on the host: free for CPU tensors; on a GPU it
     # would be a device sync per call, so there it is the caller's contract.
     if scale.device.type == "cpu" and not torch.compiler.is_compiling() and not _is_fake(scale):
@@ -518,20 +553,20 @@ def fp8_gemm(
             raise TypeError(f"{name}: expected dtype torch.float8_e4m3fn, got {t.dtype}")
         if t.dim() != 2:
             raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
-    _check_same_device(b, "b", a)
+    _check_same_device(b, "b", a, "a")
     M, K = a.shape
     N = b.shape[0]
     if b.shape[1] != K:
         raise ValueError(f"b: expected shape (N, K) with K = {K} (a is {tuple(a.shape)}), got {tuple(b.shape)}")
     if M == 0 or N == 0 or K == 0:
         raise ValueError(f"a, b: expected non-empty matrices, got a {tuple(a.shape)} and b {tuple(b.shape)}")
-    _check_scale(scale_a, "scale_a", a)
-    _check_scale(scale_b, "scale_b", a)
+    _check_scale(scale_a, "scale_a", a, "a")
+    _check_scale(scale_b, "scale_b", a, "a")
     if bias is not None:
         _check_float(bias, "bias")
         if tuple(bias.shape) != (N,):
             raise ValueError(f"bias: expected shape ({N},), got {tuple(bias.shape)}")
-        _check_same_device(bias, "bias", a)
+        _check_same_device(bias, "bias", a, "a")
     if out_dtype not in OUT_DTYPES:
         raise TypeError(f"out_dtype: expected torch.bfloat16, torch.float16 or torch.float32, got {out_dtype}")
     chosen = backends.resolve("fp8_gemm", backend, a.device)

@@ -76,6 +76,8 @@ class Fp8Linear(nn.Module):
         cls, linear: nn.Linear, activation_scale: str | float = "dynamic", *, backend: str | None = None
     ) -> Fp8Linear:
         """An Fp8Linear computing `linear`: its weight (out, in) quantized per tensor, its bias kept."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
         w = linear.weight.detach()
         layer = cls(
             linear.in_features,
@@ -151,6 +153,10 @@ def quantize_linears(
     `name` is the qualified name from module.named_modules() ("layers.0.mlp.up").
     Returns `module`; if `module` is itself a selected nn.Linear, returns its Fp8Linear.
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    if filter is not None and not callable(filter):
+        raise TypeError(f"filter: expected None or a callable (name, linear) -> bool, got {type(filter).__name__}")
     if isinstance(module, nn.Linear):
         if filter is None or filter("", module):
             return Fp8Linear.from_linear(module, activation_scale, backend=backend)

@@ -62,7 +62,8 @@ constexpr int kWgSmem = kWgStages * (kWgBM + kWgBN) * BK + 1024;
 
 // variant[0] = ALIGNED (K and both operands 16-byte aligned: cp.async tile loads),
 // variant[1] = 1: the wgmma kernel (sm_90a code on a compute capability 9.0 device).
-// Grid: (N tiles, M tiles).
+// Grid: 1-D, one block per output tile, N tiles fastest (block b: M tile b / N tiles,
+// N tile b % N tiles), so M is bounded by grid_x < 2^31 tiles, not by grid_y's 65535.
 inline LaunchConfig fp8_gemm_launch_config(const Fp8GemmArgs& p, const LaunchTarget& t) {
   namespace tiles = fp8_gemm_tiles;
   LaunchConfig c;
@@ -70,8 +71,7 @@ inline LaunchConfig fp8_gemm_launch_config(const Fp8GemmArgs& p, const LaunchTar
   c.variant[1] = t.sm90a && t.cc == 90 ? 1 : 0;
   if (p.M == 0 || p.N == 0) return c;
   const int bm = c.variant[1] ? tiles::kWgBM : tiles::BM, bn = c.variant[1] ? tiles::kWgBN : tiles::BN;
-  c.grid_x = ceil_div(p.N, bn);
-  c.grid_y = ceil_div(p.M, bm);
+  c.grid_x = ceil_div(p.N, bn) * ceil_div(p.M, bm);
   c.block = tiles::kThreads;
   c.smem = c.variant[1] ? tiles::kWgSmem : 0;
   return c;
