@@ -92,6 +92,38 @@ def _check_ln(
         _check_same_device(t, name, x, x_name)
 
 
+class _ReferenceGrad(torch.autograd.Function):
+    """Forward by a kernel, backward by autograd through the reference (recomputed from
+    the saved inputs): the kernel backends give the same gradients as the reference."""
+
+    @staticmethod
+    def forward(ctx, fast, ref, *tensors):
+        ctx.ref = ref
+        ctx.save_for_backward(*tensors)
+        return fast(*tensors)
+
+    @staticmethod
+    def backward(ctx, grad):
+        needs = ctx.needs_input_grad[2:]
+        inputs = [
+            t if t is None else t.detach().requires_grad_(n) for t, n in zip(ctx.saved_tensors, needs, strict=True)
+        ]
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
+        with torch.enable_grad():
+            grads = iter(torch.autograd.grad(ctx.ref(*inputs), wanted, grad))
+        return (None, None, *(next(grads) if t is not None and t.requires_grad else None for t in inputs))
+
+
+def _with_reference_grad(fast, ref, tensors: tuple, out: torch.Tensor | None) -> torch.Tensor:
+    """fast(*tensors); when grad mode is on and an input requires grad, through
+    _ReferenceGrad (ref(*tensors) must compute the same function differentiably)."""
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+        return fast(*tensors)
+    if out is not None:
+        raise ValueError("out: not supported when an input requires grad (autograd does not record writes to out)")
+    return _ReferenceGrad.apply(fast, ref, *tensors)
+
+
 def _run(name: str, backend: str, *args) -> None:
     if backend == "triton":
         getattr(torch.ops.nvila, f"{name}_triton")(*args)
@@ -138,14 +170,21 @@ def spatial_compress(
     if chosen == "reference":
         y = reference.spatial_compress(x, k, ln_weight, ln_bias, eps)
         return y if out is None else out.copy_(y)
-    if x.stride(-1) != 1:
-        x = x.contiguous()
-    w = None if ln_weight is None else ln_weight.to(torch.float32).contiguous()
-    b = None if ln_bias is None else ln_bias.to(torch.float32).contiguous()
-    if out is None:
-        out = torch.empty(shape, dtype=x.dtype, device=x.device)
-    _run("spatial_compress", chosen, x, k, w, b, float(eps), out)
-    return out
+
+    def fast(x, ln_weight, ln_bias, out=out):
+        if x.stride(-1) != 1:
+            x = x.contiguous()
+        w = None if ln_weight is None else ln_weight.to(torch.float32).contiguous()
+        b = None if ln_bias is None else ln_bias.to(torch.float32).contiguous()
+        if out is None:
+            out = torch.empty(shape, dtype=x.dtype, device=x.device)
+        _run("spatial_compress", chosen, x, k, w, b, float(eps), out)
+        return out
+
+    def ref(x, ln_weight, ln_bias):
+        return reference.spatial_compress(x, k, ln_weight, ln_bias, eps)
+
+    return _with_reference_grad(fast, ref, (x, ln_weight, ln_bias), out)
 
 
 def temporal_pool(
@@ -179,12 +218,16 @@ def temporal_pool(
     if chosen == "reference":
         y = reference.temporal_pool(x, group)
         return y if out is None else out.copy_(y)
-    if x.dim() > 1 and not x[0].is_contiguous():
-        x = x.contiguous()
-    if out is None:
-        out = torch.empty(shape, dtype=x.dtype, device=x.device)
-    _run("temporal_pool", chosen, x, group, out)
-    return out
+
+    def fast(x, out=out):
+        if x.dim() > 1 and not x[0].is_contiguous():
+            x = x.contiguous()
+        if out is None:
+            out = torch.empty(shape, dtype=x.dtype, device=x.device)
+        _run("temporal_pool", chosen, x, group, out)
+        return out
+
+    return _with_reference_grad(fast, lambda x: reference.temporal_pool(x, group), (x,), out)
 
 
 def multiscale_merge(
@@ -217,13 +260,17 @@ def multiscale_merge(
     if chosen == "reference":
         y = reference.multiscale_merge(features, plan, h, w)
         return y if out is None else out.copy_(y)
-    features = features.contiguous()
-    if out is None:
-        out = torch.empty(shape, dtype=features.dtype, device=features.device)
-    rows = [s.rows for s in plan.scales]
-    cols = [s.cols for s in plan.scales]
-    _run("multiscale_merge", chosen, features, rows, cols, h, w, out)
-    return out
+
+    def fast(features, out=out):
+        features = features.contiguous()
+        if out is None:
+            out = torch.empty(shape, dtype=features.dtype, device=features.device)
+        rows = [s.rows for s in plan.scales]
+        cols = [s.cols for s in plan.scales]
+        _run("multiscale_merge", chosen, features, rows, cols, h, w, out)
+        return out
+
+    return _with_reference_grad(fast, lambda f: reference.multiscale_merge(f, plan, h, w), (features,), out)
 
 
 def _check_scale_grids(plan: TilePlan) -> None:
@@ -304,15 +351,22 @@ def merge_compress(
     if chosen == "reference":
         y = reference.merge_compress(features, plan, k, ln_weight, ln_bias, eps, h, w)
         return y if out is None else out.copy_(y)
-    features = features.contiguous()
-    wt = None if ln_weight is None else ln_weight.to(torch.float32).contiguous()
-    b = None if ln_bias is None else ln_bias.to(torch.float32).contiguous()
-    if out is None:
-        out = torch.empty(shape, dtype=features.dtype, device=features.device)
-    rows = [s.rows for s in plan.scales]
-    cols = [s.cols for s in plan.scales]
-    _run("merge_compress", chosen, features, rows, cols, h, w, k, wt, b, float(eps), out)
-    return out
+
+    def fast(features, ln_weight, ln_bias, out=out):
+        features = features.contiguous()
+        wt = None if ln_weight is None else ln_weight.to(torch.float32).contiguous()
+        b = None if ln_bias is None else ln_bias.to(torch.float32).contiguous()
+        if out is None:
+            out = torch.empty(shape, dtype=features.dtype, device=features.device)
+        rows = [s.rows for s in plan.scales]
+        cols = [s.cols for s in plan.scales]
+        _run("merge_compress", chosen, features, rows, cols, h, w, k, wt, b, float(eps), out)
+        return out
+
+    def ref(features, ln_weight, ln_bias):
+        return reference.merge_compress(features, plan, k, ln_weight, ln_bias, eps, h, w)
+
+    return _with_reference_grad(fast, ref, (features, ln_weight, ln_bias), out)
 
 
 def _tile_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
