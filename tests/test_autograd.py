@@ -25,7 +25,11 @@ def _cases(dev):
     feats = r(PLAN.n_tiles, 16, C)
     D = 4 * len(PLAN.scales) * C
     return [
-        ("spatial_compress", lambda t, be: nk.spatial_compress(t[0], 2, t[1], t[2], backend=be), [r(2, 5, 3, C), r(4 * C), r(4 * C)]),
+        (
+            "spatial_compress",
+            lambda t, be: nk.spatial_compress(t[0], 2, t[1], t[2], backend=be),
+            [r(2, 5, 3, C), r(4 * C), r(4 * C)],
+        ),
         ("spatial_compress_no_ln", lambda t, be: nk.spatial_compress(t[0], 3, backend=be), [r(1, 4, 4, C)]),
         ("temporal_pool", lambda t, be: nk.temporal_pool(t[0], 2, backend=be), [r(6, 3, C)]),
         ("multiscale_merge", lambda t, be: nk.multiscale_merge(t[0], PLAN, 4, 4, backend=be), [feats]),
