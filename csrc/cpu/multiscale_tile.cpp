@@ -1,14 +1,18 @@
 // CPU kernel of multiscale_tile. One job per tile (OpenMP, dynamic schedule). A job
 // runs the first pass over the source lines its tile needs into a per-thread buffer
 // (uint8 levels in exact mode, fp32 otherwise), then the second pass row by row into
-// an interleaved (x, channel) accumulator row, and writes the normalized channels.
+// a planar (channel, x) accumulator row, and writes the normalized channels.
 // Every pass with many MACs is written as "line += weight * line" over contiguous
 // int32 (exact) or fp32 values, which the compiler vectorizes (the job function is
-// also compiled for AVX2, target_clones): the vertical pass reads whole rows, and
-// the horizontal pass of horizontal-first scales reads the image transposed once per
-// call to (W, H, 3), so an output column is a sum of whole source columns; its result
-// is transposed back per tile. Only the horizontal pass after a vertical one
-// (vertical-first scales, on tile rows only) is a per-pixel dot product.
+// also compiled for AVX2, target_clones): the vertical pass reads whole rows of the
+// first pass's result. The horizontal pass of horizontal-first scales reads the
+// source in bands of kBand rows, each transposed (16 x 16 byte SSE2 blocks) to one
+// contiguous column of kBand rows x 3 channels per input pixel, so an output column
+// of the band is a sum of whole input columns; 16 output columns at a time are
+// transposed back (16 x 16 blocks again) into the rows of the first pass's result.
+// Only the horizontal pass after a vertical one (vertical-first scales, on tile rows
+// only) is a per-pixel dot product.
+#include <emmintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -44,12 +48,11 @@ struct Mode {
 // dst[e] = init + sum_i weight(w[i]) * src[i * stride + e] for e < len: the taps of one
 // output line summed over whole input lines. Chunks of kChunk accumulators stay in
 // registers across the taps (vectorized by the compiler).
-template <bool kExact, typename Src>
+template <bool kExact, int64_t kChunk = 32, typename Src>
 inline void weighted_lines(typename Mode<kExact>::Acc* __restrict__ dst, const Src* __restrict__ src, int64_t stride,
                            const int32_t* __restrict__ w, int32_t n, int64_t len) {
   using M = Mode<kExact>;
   using Acc = typename M::Acc;
-  constexpr int64_t kChunk = 32;
   int64_t e0 = 0;
   for (; e0 + kChunk <= len; e0 += kChunk) {
     Acc acc[kChunk];
@@ -91,6 +94,84 @@ inline void horizontal_line(const MultiscaleTileArgs& a, const Src* src, int64_t
   }
 }
 
+// x[c] = column c of the 16 x 16 byte block whose rows are x[0..15] (SSE2: four
+// rounds of unpacks, each interleaving twice as many bytes).
+inline void transpose16x16(__m128i x[16]) {
+  __m128i t[16];
+  for (int k = 0; k < 8; ++k) {  // t[h + k]: columns h..h+7 of rows 2k, 2k+1 (h = 0, 8)
+    t[k] = _mm_unpacklo_epi8(x[2 * k], x[2 * k + 1]);
+    t[k + 8] = _mm_unpackhi_epi8(x[2 * k], x[2 * k + 1]);
+  }
+  for (int h = 0; h < 16; h += 8)  // x[h + 4q + k]: columns h+4q..h+4q+3 of rows 4k..4k+3
+    for (int k = 0; k < 4; ++k) {
+      x[h + k] = _mm_unpacklo_epi16(t[h + 2 * k], t[h + 2 * k + 1]);
+      x[h + k + 4] = _mm_unpackhi_epi16(t[h + 2 * k], t[h + 2 * k + 1]);
+    }
+  for (int g = 0; g < 16; g += 4)  // t[g + 2p + k]: columns g+2p, g+2p+1 of rows 8k..8k+7
+    for (int k = 0; k < 2; ++k) {
+      t[g + k] = _mm_unpacklo_epi32(x[g + 2 * k], x[g + 2 * k + 1]);
+      t[g + k + 2] = _mm_unpackhi_epi32(x[g + 2 * k], x[g + 2 * k + 1]);
+    }
+  for (int c = 0; c < 16; c += 2) {
+    x[c] = _mm_unpacklo_epi64(t[c], t[c + 1]);
+    x[c + 1] = _mm_unpackhi_epi64(t[c], t[c + 1]);
+  }
+}
+
+constexpr int64_t kBand = 16;  // source rows per band of the horizontal pass
+
+// Band of image rows [y0, y0 + n_rows) (n_rows <= kBand), input columns [xs, xe), as
+// band[(p * 3 + c) * kBand + r] = image[y0 + r, xs + p, c]: column p is 3 * kBand
+// contiguous bytes. Rows past n_rows repeat the last row (their results are not kept).
+inline void transpose_band(const uint8_t* image, int64_t W, int64_t y0, int64_t n_rows, int64_t xs, int64_t xe,
+                           uint8_t* band) {
+  const uint8_t* row[kBand];
+  for (int64_t r = 0; r < kBand; ++r) row[r] = image + ((y0 + std::min(r, n_rows - 1)) * W + xs) * 3;
+  const int64_t len = (xe - xs) * 3;  // bytes per row
+  __m128i x[16];
+  for (int64_t j = 0; j < len; j += 16) {
+    const int64_t n = std::min<int64_t>(16, len - j);
+    for (int r = 0; r < 16; ++r)
+      if (n == 16) {
+        x[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[r] + j));
+      } else {  // the last bytes of the rows: a 16-byte load could pass the end of the image
+        alignas(16) uint8_t tail[16] = {};
+        std::memcpy(tail, row[r] + j, n);
+        x[r] = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+      }
+    transpose16x16(x);
+    for (int64_t k = 0; k < n; ++k) _mm_storeu_si128(reinterpret_cast<__m128i*>(band + (j + k) * kBand), x[k]);
+  }
+}
+
+// The horizontal pass's results of up to 16 output columns x0 + k of one band,
+// cols[k][c * kBand + r], into mid (rows, 3, T): mid[((r0 + r) * 3 + c) * T + x0 + k]
+// for r < n_rows, k < n_cols. uint8: 16 x 16 byte transposes; fp32: element by element.
+inline void store_columns(const uint8_t (*cols)[3 * kBand], int64_t n_cols, int64_t n_rows, uint8_t* mid, int64_t T) {
+  for (int c = 0; c < 3; ++c) {
+    __m128i x[16];
+    for (int k = 0; k < 16; ++k)
+      x[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cols[std::min<int64_t>(k, n_cols - 1)] + c * kBand));
+    transpose16x16(x);
+    for (int64_t r = 0; r < n_rows; ++r) {
+      uint8_t* d = mid + (r * 3 + c) * T;
+      if (n_cols == 16) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d), x[r]);
+      } else {
+        alignas(16) uint8_t v[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(v), x[r]);
+        std::memcpy(d, v, n_cols);
+      }
+    }
+  }
+}
+
+inline void store_columns(const float (*cols)[3 * kBand], int64_t n_cols, int64_t n_rows, float* mid, int64_t T) {
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int c = 0; c < 3; ++c)
+      for (int64_t k = 0; k < n_cols; ++k) mid[(r * 3 + c) * T + k] = cols[k][c * kBand + r];
+}
+
 template <typename Out>
 struct Writer {
   const MultiscaleTileArgs& a;
@@ -121,7 +202,7 @@ struct Writer {
 
 template <bool kExact, typename Out>
 __attribute__((target_clones("avx2", "default"))) void tile_job(const MultiscaleTileArgs& a, const Writer<Out>& wr,
-                                                                const uint8_t* imageT, int64_t t,
+                                                                int64_t t, std::vector<uint8_t>& band,
                                                                 std::vector<typename Mode<kExact>::Mid>& mid,
                                                                 std::vector<typename Mode<kExact>::Acc>& acc) {
   using M = Mode<kExact>;
@@ -134,19 +215,29 @@ __attribute__((target_clones("avx2", "default"))) void tile_job(const Multiscale
   const int32_t* yb = a.ybounds;
   acc.resize(3 * T);
   if (!a.vfirst[s]) {
-    // horizontal pass over the source rows [ys, ye) the tile needs, one output column at a
-    // time from the transposed image -> col (rows, 3), stored to mid (rows, 3, T)
+    // horizontal pass over the source rows [ys, ye) and columns [xs, xe) the tile needs,
+    // band by band -> mid (R, 3, T)
     const int64_t ys = yb[2 * oy0], ye = yb[2 * (oy0 + T - 1)] + yb[2 * (oy0 + T - 1) + 1];
+    const int64_t xs = xb[2 * ox0], xe = xb[2 * (ox0 + T - 1)] + xb[2 * (ox0 + T - 1) + 1];
     const int64_t R = ye - ys;
+    constexpr int64_t kCol = 3 * kBand;  // values per column of a band
     mid.resize(R * T * 3);
-    acc.resize(std::max<int64_t>(3 * T, 3 * R));
-    for (int64_t x = 0; x < T; ++x) {
-      const int32_t lo = xb[2 * (ox0 + x)], n = xb[2 * (ox0 + x) + 1];
-      const int32_t* w = a.xweights + (ox0 + x) * a.KX;
-      weighted_lines<kExact>(acc.data(), imageT + (lo * a.H + ys) * 3, a.H * 3, w, n, 3 * R);
-      Mid* m = mid.data() + x;  // mid (R, 3, T)
-      for (int64_t r = 0; r < R; ++r)
-        for (int c = 0; c < 3; ++c) m[(r * 3 + c) * T] = M::finish(acc[3 * r + c]);
+    band.resize((xe - xs) * kCol);
+    for (int64_t r0 = 0; r0 < R; r0 += kBand) {
+      const int64_t n_rows = std::min(kBand, R - r0);
+      transpose_band(a.image, W, ys + r0, n_rows, xs, xe, band.data());
+      for (int64_t x0 = 0; x0 < T; x0 += 16) {
+        const int64_t n_cols = std::min<int64_t>(16, T - x0);
+        typename M::Acc sum[kCol];
+        Mid cols[16][kCol];
+        for (int64_t k = 0; k < n_cols; ++k) {
+          const int32_t lo = xb[2 * (ox0 + x0 + k)], n = xb[2 * (ox0 + x0 + k) + 1];
+          const int32_t* w = a.xweights + (ox0 + x0 + k) * a.KX;
+          weighted_lines<kExact, kCol>(sum, band.data() + (lo - xs) * kCol, kCol, w, n, kCol);
+          for (int64_t e = 0; e < kCol; ++e) cols[k][e] = M::finish(sum[e]);
+        }
+        store_columns(cols, n_cols, n_rows, mid.data() + r0 * 3 * T + x0, T);
+      }
     }
     for (int64_t y = 0; y < T; ++y) {
       const int32_t lo = yb[2 * (oy0 + y)], n = yb[2 * (oy0 + y) + 1];
@@ -175,45 +266,17 @@ __attribute__((target_clones("avx2", "default"))) void tile_job(const Multiscale
   }
 }
 
-// (H, W, 3) -> (W, H, 3), in 32 x 32 pixel blocks. A pixel moves as one 4-byte load and
-// store whose 4th byte is rewritten by the next pixel of the column; the last pixel of
-// a block column (whose 4th byte belongs to another block) and the image's last
-// column (whose 4-byte load would pass the end of the image) move as 3 bytes.
-void transpose_image(const uint8_t* src, int64_t H, int64_t W, uint8_t* dst) {
-  constexpr int64_t B = 32;
-#pragma omp for schedule(static) collapse(2)
-  for (int64_t y0 = 0; y0 < H; y0 += B)
-    for (int64_t x0 = 0; x0 < W; x0 += B) {
-      const int64_t y1 = std::min(H, y0 + B);
-      for (int64_t x = x0; x < std::min(W, x0 + B); ++x) {
-        uint8_t* d = dst + (x * H + y0) * 3;
-        const uint8_t* s = src + (y0 * W + x) * 3;
-        int64_t y = y0;
-        if (x + 1 < W)
-          for (; y + 1 < y1; ++y, d += 3, s += W * 3) {
-            uint32_t v;
-            std::memcpy(&v, s, 4);
-            std::memcpy(d, &v, 4);
-          }
-        for (; y < y1; ++y, d += 3, s += W * 3) std::memcpy(d, s, 3);
-      }
-    }
-}
-
 template <bool kExact, typename Out>
 void run(const MultiscaleTileArgs& a) {
   const Writer<Out> wr(a);
   const int64_t n = a.n_tiles();
-  bool any_hfirst = false;
-  for (int64_t s = 0; s < a.S; ++s) any_hfirst |= !a.vfirst[s];
-  std::vector<uint8_t> imageT(any_hfirst ? a.H * a.W * 3 : 0);
 #pragma omp parallel
   {
-    if (any_hfirst) transpose_image(a.image, a.H, a.W, imageT.data());  // ends with a barrier
+    std::vector<uint8_t> band;
     std::vector<typename Mode<kExact>::Mid> mid;
     std::vector<typename Mode<kExact>::Acc> acc;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < n; ++t) tile_job<kExact, Out>(a, wr, imageT.data(), t, mid, acc);
+    for (int64_t t = 0; t < n; ++t) tile_job<kExact, Out>(a, wr, t, band, mid, acc);
   }
 }
 
