@@ -16,7 +16,7 @@
 //   accumulates into fp32, and the last K-slice applies scale, bias and the cast.
 // Both have an AVX2+FMA+F16C version (function-level target attributes, chosen at
 // run time with __builtin_cpu_supports, so the build stays portable) and a portable
-// fallback. NVILA_KERNELS_CPU_ISA=generic forces the fallback (for its tests).
+// fallback (cpu_isa.h). NVILA_KERNELS_CPU_ISA=generic forces the fallback (for its tests).
 #include "nvila/fp8.h"
 
 #include <omp.h>
@@ -27,35 +27,12 @@
 #include <memory>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "kernels.h"
 #include "nvila/dtype.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define NVILA_HAVE_AVX2_PATH 1
-#define NVILA_AVX2 __attribute__((target("avx2,fma,f16c")))
-#else
-#define NVILA_HAVE_AVX2_PATH 0
-#endif
-
-#define NVILA_INLINE inline __attribute__((always_inline))
-
 namespace nvila::cpu {
 namespace {
-
-bool use_avx2() {
-#if NVILA_HAVE_AVX2_PATH
-  static const bool ok = [] {
-    const char* isa = std::getenv("NVILA_KERNELS_CPU_ISA");
-    if (isa && std::strcmp(isa, "generic") == 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
 
 // ============================== fp8_quantize ==============================
 

@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "kernels.h"
 #include "nvila/dtype.h"
 
@@ -45,14 +46,59 @@ struct Mode {
   }
 };
 
+#if NVILA_HAVE_AVX2_PATH
+NVILA_AVX2 NVILA_INLINE __m256i load8(const uint8_t* p) {  // 8 uint8 -> 8 int32
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+// The exact weighted_lines on uint8 lines: kVec int32 vectors of 8 accumulators in
+// registers across the taps (one widening load, multiply and add per vector and
+// tap), then vectors of 8, then single values.
+template <int kVec>
+NVILA_AVX2 void weighted_lines_avx2(int32_t* dst, const uint8_t* src, int64_t stride, const int32_t* w, int32_t n,
+                                    int64_t len) {
+  const __m256i init = _mm256_set1_epi32(1 << (kResamplePrecisionBits - 1));
+
+  int64_t e0 = 0;
+  for (; e0 + 8 * kVec <= len; e0 += 8 * kVec) {
+    __m256i acc[kVec];
+    for (int v = 0; v < kVec; ++v) acc[v] = init;
+    const uint8_t* p = src + e0;
+    for (int32_t i = 0; i < n; ++i, p += stride) {
+      const __m256i wi = _mm256_set1_epi32(w[i]);
+      for (int v = 0; v < kVec; ++v) acc[v] = _mm256_add_epi32(acc[v], _mm256_mullo_epi32(load8(p + 8 * v), wi));
+    }
+    for (int v = 0; v < kVec; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + e0 + 8 * v), acc[v]);
+  }
+  for (; e0 + 8 <= len; e0 += 8) {
+    __m256i acc = init;
+    const uint8_t* p = src + e0;
+    for (int32_t i = 0; i < n; ++i, p += stride)
+      acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(load8(p), _mm256_set1_epi32(w[i])));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + e0), acc);
+  }
+  for (; e0 < len; ++e0) {
+    int32_t acc = 1 << (kResamplePrecisionBits - 1);
+    for (int32_t i = 0; i < n; ++i) acc += int32_t(src[i * stride + e0]) * w[i];
+    dst[e0] = acc;
+  }
+}
+#endif
+
 // dst[e] = init + sum_i weight(w[i]) * src[i * stride + e] for e < len: the taps of one
 // output line summed over whole input lines. Chunks of kChunk accumulators stay in
-// registers across the taps (vectorized by the compiler).
+// registers across the taps (exact mode on uint8 with AVX2: weighted_lines_avx2;
+// otherwise vectorized by the compiler).
 template <bool kExact, int64_t kChunk = 32, typename Src>
 inline void weighted_lines(typename Mode<kExact>::Acc* __restrict__ dst, const Src* __restrict__ src, int64_t stride,
                            const int32_t* __restrict__ w, int32_t n, int64_t len) {
   using M = Mode<kExact>;
   using Acc = typename M::Acc;
+#if NVILA_HAVE_AVX2_PATH
+  if constexpr (kExact && std::is_same_v<Src, uint8_t> && kChunk % 8 == 0) {
+    if (use_avx2()) return weighted_lines_avx2<kChunk / 8>(dst, src, stride, w, n, len);
+  }
+#endif
   int64_t e0 = 0;
   for (; e0 + kChunk <= len; e0 += kChunk) {
     Acc acc[kChunk];
