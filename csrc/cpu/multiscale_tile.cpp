@@ -83,6 +83,21 @@ NVILA_AVX2 void weighted_lines_avx2(int32_t* dst, const uint8_t* src, int64_t st
     dst[e0] = acc;
   }
 }
+
+// out[e] = clip8(acc[e]) for e < len, 16 at a time
+NVILA_AVX2 void clip8_line_avx2(const int32_t* acc, uint8_t* out, int64_t len) {
+  int64_t e = 0;
+  for (; e + 16 <= len; e += 16) {
+    const __m256i a =
+        _mm256_srai_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + e)), kResamplePrecisionBits);
+    const __m256i b =
+        _mm256_srai_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + e + 8)), kResamplePrecisionBits);
+    const __m256i ab = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // 16 int16 in order
+    const __m128i v = _mm_packus_epi16(_mm256_castsi256_si128(ab), _mm256_extracti128_si256(ab, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + e), v);
+  }
+  for (; e < len; ++e) out[e] = uint8_t(clip8(acc[e]));
+}
 #endif
 
 // dst[e] = init + sum_i weight(w[i]) * src[i * stride + e] for e < len: the taps of one
@@ -140,6 +155,16 @@ inline void horizontal_line(const MultiscaleTileArgs& a, const Src* src, int64_t
   }
 }
 
+// dst[e] = finish(acc[e]) for e < len (exact mode with AVX2: clip8_line_avx2)
+template <bool kExact>
+inline void finish_line(const typename Mode<kExact>::Acc* acc, typename Mode<kExact>::Mid* dst, int64_t len) {
+#if NVILA_HAVE_AVX2_PATH
+  if constexpr (kExact)
+    if (use_avx2()) return clip8_line_avx2(acc, dst, len);
+#endif
+  for (int64_t e = 0; e < len; ++e) dst[e] = Mode<kExact>::finish(acc[e]);
+}
+
 // x[c] = column c of the 16 x 16 byte block whose rows are x[0..15] (SSE2: four
 // rounds of unpacks, each interleaving twice as many bytes).
 inline void transpose16x16(__m128i x[16]) {
@@ -186,7 +211,11 @@ inline void transpose_band(const uint8_t* image, int64_t W, int64_t y0, int64_t 
         x[r] = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
       }
     transpose16x16(x);
-    for (int64_t k = 0; k < n; ++k) _mm_storeu_si128(reinterpret_cast<__m128i*>(band + (j + k) * kBand), x[k]);
+    __m128i* d = reinterpret_cast<__m128i*>(band + j * kBand);
+    if (n == 16)
+      for (int k = 0; k < 16; ++k) _mm_storeu_si128(d + k, x[k]);
+    else
+      for (int64_t k = 0; k < n; ++k) _mm_storeu_si128(d + k, x[k]);
   }
 }
 
@@ -280,7 +309,7 @@ __attribute__((target_clones("avx2", "default"))) void tile_job(const Multiscale
           const int32_t lo = xb[2 * (ox0 + x0 + k)], n = xb[2 * (ox0 + x0 + k) + 1];
           const int32_t* w = a.xweights + (ox0 + x0 + k) * a.KX;
           weighted_lines<kExact, kCol>(sum, band.data() + (lo - xs) * kCol, kCol, w, n, kCol);
-          for (int64_t e = 0; e < kCol; ++e) cols[k][e] = M::finish(sum[e]);
+          finish_line<kExact>(sum, cols[k], kCol);
         }
         store_columns(cols, n_cols, n_rows, mid.data() + r0 * 3 * T + x0, T);
       }
