@@ -12,6 +12,10 @@
 // transposed back (16 x 16 blocks again) into the rows of the first pass's result.
 // Only the horizontal pass after a vertical one (vertical-first scales, on tile rows
 // only) is a per-pixel dot product.
+// Exact mode on a CPU with AVX2 (cpu_isa.h, chosen at run time) runs the uint8 line
+// sums, the clip to levels and the fp32 normalize with AVX2 intrinsics (the same
+// integer and fp32 operations, so the same bits as the portable code); large fp32
+// outputs are written with streaming stores.
 #include <emmintrin.h>
 #include <omp.h>
 
@@ -59,7 +63,6 @@ template <int kVec>
 NVILA_AVX2 void weighted_lines_avx2(int32_t* dst, const uint8_t* src, int64_t stride, const int32_t* w, int32_t n,
                                     int64_t len) {
   const __m256i init = _mm256_set1_epi32(1 << (kResamplePrecisionBits - 1));
-
   int64_t e0 = 0;
   for (; e0 + 8 * kVec <= len; e0 += 8 * kVec) {
     __m256i acc[kVec];
