@@ -7,7 +7,7 @@ export CUDA_HOME ?= /usr/local/cuda
 # Tests that use the Triton interpreter on CPU tensors need it set before import.
 TEST_ENV := TRITON_INTERPRET=1
 
-.PHONY: demo test build lint format bench install-check clean eval-tiny
+.PHONY: demo test build lint format bench install-check clean eval-tiny sanitize
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,21 @@ eval-tiny: build
 
 test: build
 	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+# the CUDA backend's tests under compute-sanitizer (memcheck, racecheck); needs a GPU, not run by
+# `make test`. PyTorch's caching allocator is off so memcheck sees each tensor's real bounds.
+SANITIZER ?= $(shell command -v compute-sanitizer || echo $(CUDA_HOME)/bin/compute-sanitizer)
+SANITIZE_TESTS ?= tests/test_spatial_compress.py tests/test_temporal_pool.py tests/test_fp8.py \
+	tests/test_fp8_linear.py tests/test_multiscale_tile.py tests/test_multiscale_merge.py tests/test_merge_compress.py
+sanitize: build
+	@if ! $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		echo "make sanitize: no CUDA GPU visible to torch on this machine: nothing was checked (skipped)"; exit 0; fi; \
+	if [ ! -x "$(SANITIZER)" ]; then echo "make sanitize: compute-sanitizer not found (PATH, $(CUDA_HOME)/bin)"; exit 1; fi; \
+	for tool in memcheck racecheck; do \
+		echo "== compute-sanitizer --tool $$tool"; \
+		PYTORCH_NO_CUDA_MEMORY_CACHING=1 $(SANITIZER) --tool $$tool --error-exitcode 99 \
+			$(PY) -m pytest -q -x -k cuda $(SANITIZE_TESTS) || exit 1; \
+	done
 
 lint: $(VENV)/.deps
 	$(VENV)/bin/ruff check .

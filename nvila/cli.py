@@ -30,6 +30,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from .processor import MediaError
+    from .weights import CheckpointError
+
+    try:
+        return _run(args)
+    except (MediaError, CheckpointError, FileNotFoundError) as e:  # bad input: one line, no traceback
+        sys.stdout.write("\n")
+        sys.stderr.write(f"nvila: error: {e}\n")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from . import TINY_MODEL, generate, load, quantize_fp8
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -12,6 +12,7 @@ name and shape, and loads with assign=True (the tensors are not allocated twice)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -91,8 +92,14 @@ def _unused(cfg: NVILAConfig, sub: str, name: str) -> bool:
 def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint: {path} not found")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint: {path} is not valid JSON ({e})") from e
+    if not isinstance(d, dict):
+        raise CheckpointError(f"checkpoint: {path} must hold a JSON object, got {type(d).__name__}")
+    return d
 
 
 def _get(d: dict, key: str, path: str):
@@ -273,6 +280,11 @@ def _tensor_files(folder: str) -> dict[str, str]:
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.isfile(index):
         weight_map = _get(_read_json(index), "weight_map", index)
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"checkpoint: {index} weight_map must be an object, got {type(weight_map).__name__}")
+        for f in set(weight_map.values()):  # shards live next to the index: no paths
+            if not isinstance(f, str) or os.path.basename(f) != f or f in ("", ".", ".."):
+                raise CheckpointError(f"checkpoint: {index} lists shard {f!r}, expected a file name in {folder}")
         files = {n: os.path.join(folder, f) for n, f in weight_map.items()}
         for f in sorted(set(files.values())):
             if not os.path.isfile(f):
@@ -281,10 +293,22 @@ def _tensor_files(folder: str) -> dict[str, str]:
     single = os.path.join(folder, "model.safetensors")
     if not os.path.isfile(single):
         raise CheckpointError(f"checkpoint: neither {single} nor {index} found")
-    from safetensors import safe_open
-
-    with safe_open(single, framework="pt") as f:
+    with _safetensors(single) as f:
         return dict.fromkeys(f.keys(), single)
+
+
+@contextlib.contextmanager
+def _safetensors(file: str):
+    """safe_open(file) with the library's errors (a header that lies about sizes,
+    offsets, dtypes or its own length; non-JSON; a truncated file: all checked by
+    safetensors before any tensor is read) as CheckpointError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(file, framework="pt", device="cpu") as f:
+            yield f
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"checkpoint: {file} is not a valid safetensors file ({e})") from e
 
 
 def load(
@@ -294,7 +318,7 @@ def load(
     backend: str | None = None,
 ) -> NVILA:
     """An NVILA model (with .tokenizer) from an HF-format checkpoint directory."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError
 
     if isinstance(dtype, str):
         if dtype not in DTYPES:
@@ -311,7 +335,10 @@ def load(
     tok_path = os.path.join(path, "llm", "tokenizer.json")
     if not os.path.isfile(tok_path):
         raise CheckpointError(f"checkpoint: {tok_path} not found (the tokenizer, `tokenizers` JSON format)")
-    tokenizer = Tokenizer.from_file(tok_path)
+    try:
+        tokenizer = Tokenizer.from_file(tok_path)
+    except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
+        raise CheckpointError(f"checkpoint: {tok_path} is not a usable tokenizer ({e})") from e
     with torch.device("meta"):
         model = NVILA(cfg, backend=backend)
     expected = dict(model.state_dict())
@@ -331,22 +358,25 @@ def load(
             f"unexpected tensors {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}"
         )
 
-    handles: dict[str, object] = {}
     state = {}
-    try:
+    with contextlib.ExitStack() as stack:
+        handles: dict[str, object] = {}
         for ours, (sub, theirs) in names.items():
             file = files[sub][theirs]
             if file not in handles:
-                handles[file] = safe_open(file, framework="pt", device="cpu")
-            t = handles[file].get_tensor(theirs)  # memory-mapped
+                handles[file] = stack.enter_context(_safetensors(file))
+            try:
+                t = handles[file].get_tensor(theirs)  # memory-mapped
+            except SafetensorError as e:  # e.g. a name the index lists that the shard lacks
+                raise CheckpointError(f"checkpoint: {file}: cannot read {theirs} ({e})") from e
             want = tuple(expected[ours].shape)
             if tuple(t.shape) != want:
                 raise CheckpointError(
                     f"checkpoint: {sub}/{theirs} has shape {tuple(t.shape)}, expected {want} (for {ours})"
                 )
+            if not t.dtype.is_floating_point:
+                raise CheckpointError(f"checkpoint: {sub}/{theirs} has dtype {t.dtype}, expected a floating type")
             state[ours] = t.to(device=device, dtype=dtype)
-    finally:
-        handles.clear()
     model.load_state_dict(state, strict=True, assign=True)
     model.tokenizer = tokenizer
     return model.eval().requires_grad_(False)

@@ -2,6 +2,11 @@
 multiscale_merge -> blocks -> spatial_compress -> re-grid), the reference against
 independent formulations of NVILA's token order, and argument errors."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import DTYPES, KERNEL_BACKENDS, SLOW_BACKENDS, TOL, backend_device
@@ -180,6 +185,39 @@ def test_noncontiguous_features_and_weight_only(backend):
     wt = torch.randn(4 * 3 * 4, device=device)
     got = nk.merge_compress(x, plan, 2, wt, h=2, w=2, backend=backend)
     torch.testing.assert_close(got, reference.merge_compress(x, plan, 2, wt, h=2, w=2), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_large_output_at_odd_offset(backend, dtype, ln):
+    """An output over 8 MiB (the CPU kernel streams those) that starts one element past
+    an aligned address, so every row has an unaligned head and tail."""
+    device = backend_device(backend)
+    plan = plan_tiles(1024, 1024)  # 3x3 blocks of 16x16 tokens: 2304 tokens
+    C = 152
+    D = 4 * 3 * C
+    x = _features(plan, 32, 32, C, dtype, device)
+    w, b = _ln(D, dtype, device) if ln else (None, None)
+    out = torch.empty(2304 * D + 1, dtype=dtype, device=device)[1:].view(2304, D)
+    assert out.numel() * out.element_size() > 8 << 20
+    nk.merge_compress(x, plan, 2, w, b, out=out, backend=backend)
+    expected = reference.merge_compress(x, plan, 2, w, b)
+    atol, rtol = TOL[dtype] if ln else (0, 2e-6 if dtype == torch.float32 else 0)
+    torch.testing.assert_close(out, expected, atol=atol, rtol=rtol)
+
+
+@pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="no CPU kernels in this build")
+def test_cpu_portable_path():
+    """The CPU kernel's portable path (NVILA_KERNELS_CPU_ISA=generic, as on a CPU
+    without AVX2), in a fresh process: this file's cpu tests on the 1920x1080 plan
+    (area averages of 2 source rows) and on large, oddly placed outputs."""
+    env = {**os.environ, "NVILA_KERNELS_CPU_ISA": "generic"}
+    select = "cpu and (1920x1080 or nvila_8b or odd_offset) and not portable"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", select]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 PLAN = plan_tiles(1024, 1024)  # 14 tiles, 3x3

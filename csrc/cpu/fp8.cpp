@@ -16,7 +16,7 @@
 //   accumulates into fp32, and the last K-slice applies scale, bias and the cast.
 // Both have an AVX2+FMA+F16C version (function-level target attributes, chosen at
 // run time with __builtin_cpu_supports, so the build stays portable) and a portable
-// fallback (cpu_isa.h). NVILA_KERNELS_CPU_ISA=generic forces the fallback (for its tests).
+// fallback. NVILA_KERNELS_CPU_ISA=generic forces the fallback (for its tests).
 #include "nvila/fp8.h"
 
 #include <omp.h>
@@ -27,7 +27,7 @@
 #include <memory>
 #include <vector>
 
-#include "cpu_isa.h"
+#include "avx2.h"
 #include "kernels.h"
 #include "nvila/dtype.h"
 
@@ -106,15 +106,6 @@ void quantize_generic(const T* x, uint8_t* q, int64_t n, float scale) {
 }
 
 #if NVILA_HAVE_AVX2_PATH
-NVILA_AVX2 NVILA_INLINE __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-NVILA_AVX2 NVILA_INLINE __m256 load8(const bf16_t* p) {
-  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-NVILA_AVX2 NVILA_INLINE __m256 load8(const half_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
 // fp8_saturate + fp8_encode of 8 lanes (same arithmetic, selects for the branches);
 // the codes come back in the low byte of each 32-bit lane.
 template <Fp8Format F>
@@ -251,13 +242,6 @@ void dot_rows_generic(const uint8_t* w, const float* af, int64_t lda, int64_t K,
 }
 
 #if NVILA_HAVE_AVX2_PATH
-NVILA_AVX2 NVILA_INLINE float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // As dot_rows_generic for MB rows of af and NB weight rows (stride ldw) at once:
 // res[j * ldr + m] = sum_k af[m, k] * w_j[k]. Several weight rows share each load of
 // af, and MB * NB * NA independent accumulators keep enough FMA chains in flight.

@@ -1,11 +1,13 @@
-// CPU kernel of merge_compress. One job per output token (OpenMP, static chunks:
-// neighbouring tokens read neighbouring source pixels). The token's k*k*S pieces
+// CPU kernel of merge_compress. One job per output token (OpenMP, dynamic chunks of
+// kChunk tokens: neighbouring tokens read neighbouring source pixels, and a thread
+// held up by another process does not hold up the whole call). The token's k*k*S pieces
 // (C channels each) are gathered straight from the tile features: a piece is one
 // source token (integer upsampling) or the fp32 area average of its window, rounded
 // to the feature dtype as the merged map would be. The row is staged once as fp32
 // (D*4 bytes, L2 resident) with its sum fused into the gather; then the shared
-// LayerNorm passes and a single write of the output row (streaming stores for
-// large outputs).
+// sum-of-squares pass and one pass that normalizes, converts and writes the output
+// row (streaming stores for large outputs: no read-for-ownership of the output).
+// The gather and the last pass have an AVX2 version (avx2.h) and a portable one.
 #include <omp.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "avx2.h"
 #include "kernels.h"
 #include "layernorm_row.h"
 #include "nvila/dtype.h"
@@ -67,20 +70,181 @@ float merged_first_value(const T* x, const MultiscaleMergeArgs& m, int64_t s, in
   return win.count() == 1 ? acc : round_to<T>(acc / float(win.count()));
 }
 
+#if NVILA_HAVE_AVX2_PATH
+// v rounded to T and back, as from_f32<T> then load_f32 (round to nearest even; a
+// NaN stays a quiet NaN)
+template <typename T>
+NVILA_AVX2 NVILA_INLINE __m256 round8(__m256 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, half_t>) {
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  } else {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
+    const __m256i nan =
+        _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+    const __m256i q = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), nan);
+    return _mm256_castsi256_ps(_mm256_and_si256(q, _mm256_set1_epi32(int32_t(0xffff0000u))));
+  }
+}
+
+// Stores 16 values (lo, hi) as T; dst 32-byte aligned when streaming.
+template <typename T>
+NVILA_AVX2 NVILA_INLINE void store16(T* dst, __m256 lo, __m256 hi, bool stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (stream) {
+      _mm256_stream_ps(dst, lo);
+      _mm256_stream_ps(dst + 8, hi);
+    } else {
+      _mm256_storeu_ps(dst, lo);
+      _mm256_storeu_ps(dst + 8, hi);
+    }
+  } else {
+    __m256i h;
+    if constexpr (std::is_same_v<T, half_t>) {
+      constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+      h = _mm256_set_m128i(_mm256_cvtps_ph(hi, kRound), _mm256_cvtps_ph(lo, kRound));
+    } else {  // bf16 bits in the low halves, packed per 128-bit lane, then the lanes put in order
+      const __m256i l = _mm256_srli_epi32(_mm256_castps_si256(round8<T>(lo)), 16);
+      const __m256i u = _mm256_srli_epi32(_mm256_castps_si256(round8<T>(hi)), 16);
+      h = _mm256_permute4x64_epi64(_mm256_packus_epi32(l, u), _MM_SHUFFLE(3, 1, 2, 0));
+    }
+    auto* d = reinterpret_cast<__m256i*>(dst);
+    if (stream)
+      _mm256_stream_si256(d, h);
+    else
+      _mm256_storeu_si256(d, h);
+  }
+}
+
+// stage_piece with 8 channels per vector
+template <typename T>
+NVILA_AVX2 double stage_piece_avx2(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, int64_t Y,
+                                   int64_t X, float shift) {
+  const int64_t C = m.C;
+  const MultiscaleMergeArgs::Window win = m.window(s, Y, X);
+  const bool single = win.count() == 1;
+  const T* src = x + m.src_token(s, win.y0, win.x0) * C;
+  const float count = float(win.count());
+  const __m256 vshift = _mm256_set1_ps(shift), vcount = _mm256_set1_ps(count);
+  double total = 0.0;
+  for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+    const int64_t n = std::min(kBlock, C - c0), n8 = n & ~int64_t(7);
+    float* d = dst + c0;
+    __m256 acc = _mm256_setzero_ps();
+    float sum = 0.f;
+    if (single) {
+      const T* p = src + c0;
+      for (int64_t c = 0; c < n8; c += 8) {
+        const __m256 v = load8(p + c);
+        _mm256_storeu_ps(d + c, v);
+        acc = _mm256_add_ps(acc, _mm256_sub_ps(v, vshift));
+      }
+      for (int64_t c = n8; c < n; ++c) {
+        d[c] = load_f32(p + c);
+        sum += d[c] - shift;
+      }
+    } else {
+      for (int64_t py = win.y0; py < win.y1; ++py)
+        for (int64_t px = win.x0; px < win.x1; ++px) {
+          const T* p = x + m.src_token(s, py, px) * C + c0;
+          const bool first = py == win.y0 && px == win.x0;  // the first pixel initializes the sums
+          for (int64_t c = 0; c < n8; c += 8) {
+            const __m256 v = load8(p + c);
+            _mm256_storeu_ps(d + c, first ? v : _mm256_add_ps(_mm256_loadu_ps(d + c), v));
+          }
+          for (int64_t c = n8; c < n; ++c) d[c] = first ? load_f32(p + c) : d[c] + load_f32(p + c);
+        }
+      for (int64_t c = 0; c < n8; c += 8) {
+        const __m256 v = round8<T>(_mm256_div_ps(_mm256_loadu_ps(d + c), vcount));
+        _mm256_storeu_ps(d + c, v);
+        acc = _mm256_add_ps(acc, _mm256_sub_ps(v, vshift));
+      }
+      for (int64_t c = n8; c < n; ++c) {
+        d[c] = round_to<T>(d[c] / count);
+        sum += d[c] - shift;
+      }
+    }
+    total += double(hsum(acc) + sum);
+  }
+  return total;
+}
+
+// ((v - shift) - mean) * rstd * w (+ b) of 8 values
+NVILA_AVX2 NVILA_INLINE __m256 norm8(const float* v, __m256 shift, __m256 mean, __m256 rstd, const float* w,
+                                     const float* b) {
+  const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(v), shift), mean), rstd),
+                                 _mm256_loadu_ps(w));
+  return b ? _mm256_add_ps(y, _mm256_loadu_ps(b)) : y;
+}
+
+// Writes the staged row v as T, normalized with st when given (weight w, bias b or
+// nullptr); streaming stores for the aligned middle when `stream`.
+template <typename T>
+NVILA_AVX2 void write_row_avx2(T* dst, const float* v, int64_t n, const RowStats* st, const float* w, const float* b,
+                               bool stream) {
+  const auto value = [&](int64_t i) { return st ? layernorm_apply(v[i], *st, w, b, i) : v[i]; };
+  int64_t i = 0;
+  if (reinterpret_cast<uintptr_t>(dst) % sizeof(T) != 0) stream = false;  // never aligns
+  if (stream)
+    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) dst[i] = from_f32<T>(value(i));
+  if (st) {
+    const __m256 shift = _mm256_set1_ps(st->shift), mean = _mm256_set1_ps(st->mean), rstd = _mm256_set1_ps(st->rstd);
+    for (; i + 16 <= n; i += 16)
+      store16(dst + i, norm8(v + i, shift, mean, rstd, w + i, b ? b + i : nullptr),
+              norm8(v + i + 8, shift, mean, rstd, w + i + 8, b ? b + i + 8 : nullptr), stream);
+  } else {
+    for (; i + 16 <= n; i += 16) store16(dst + i, _mm256_loadu_ps(v + i), _mm256_loadu_ps(v + i + 8), stream);
+  }
+  for (; i < n; ++i) dst[i] = from_f32<T>(value(i));
+}
+#endif
+
+template <typename T>
+double stage(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, int64_t Y, int64_t X, float shift,
+             bool avx2) {
+#if NVILA_HAVE_AVX2_PATH
+  if (avx2) return stage_piece_avx2(dst, x, m, s, Y, X, shift);
+#endif
+  return stage_piece(dst, x, m, s, Y, X, shift);
+}
+
+// The portable write of the staged row: normalize in place, then convert and copy.
+template <typename T>
+void write_row(T* dst, float* v, int64_t n, const RowStats* st, const float* w, const float* b, bool stream, T* tmp) {
+  if (st) normalize_inplace(v, n, *st, w, b);
+  if constexpr (std::is_same_v<T, float>) {
+    if (stream)
+      stream_copy(dst, v, n * sizeof(float));
+    else
+      std::memcpy(dst, v, n * sizeof(float));
+  } else {
+    T* o = stream ? tmp : dst;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) o[i] = from_f32<T>(v[i]);
+    if (stream) stream_copy(dst, o, n * sizeof(T));
+  }
+}
+
+constexpr int kChunk = 16;
+
 template <typename T>
 void run(const MergeCompressArgs& a) {
   const T* x = static_cast<const T*>(a.m.x);
   T* out = static_cast<T*>(a.out);
   const MultiscaleMergeArgs& m = a.m;
   const int64_t S = m.S, C = m.C, SC = a.SC(), D = a.D(), kk = a.k * a.k, tokens = a.tokens();
-  const bool ln = a.ln_weight != nullptr;
+  const bool ln = a.ln_weight != nullptr, avx2 = use_avx2();
   const bool stream = tokens * D * int64_t(sizeof(T)) >= kStreamBytes;
+  if (stream) advise_huge_pages(out, tokens * D * sizeof(T));
 #pragma omp parallel
   {
     std::vector<float> buf_storage(D);
-    std::vector<T> out_storage(std::is_same_v<T, float> ? 0 : D);  // 16-bit row before it is written
+    std::vector<T> tmp((std::is_same_v<T, float> || avx2) ? 0 : D);  // 16-bit row before it is streamed
     float* buf = buf_storage.data();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, kChunk)
     for (int64_t t = 0; t < tokens; ++t) {
       // stage the row as fp32 and sum (x - shift), shift = the row's first value
       // (slot 0 of scale 0 is never padding); padding pieces are zeros
@@ -95,25 +259,22 @@ void run(const MergeCompressArgs& a) {
           total -= double(shift) * double(SC);
           continue;
         }
-        for (int64_t s = 0; s < S; ++s) total += stage_piece(dst + s * C, x, m, s, Y, X, shift);
+        for (int64_t s = 0; s < S; ++s) total += stage(dst + s * C, x, m, s, Y, X, shift, avx2);
       }
+      RowStats st{};
       if (ln) {
         const float mean = float(total / double(D));
         const float ssd = float(block_sum_sq_dev(buf, D, shift, mean));
-        normalize_inplace(buf, D, RowStats{shift, mean, layernorm_rstd(ssd, D, a.eps)}, a.ln_weight, a.ln_bias);
+        st = RowStats{shift, mean, layernorm_rstd(ssd, D, a.eps)};
       }
-      T* dst = out + t * D;
-      if constexpr (std::is_same_v<T, float>) {
-        if (stream)
-          stream_copy(dst, buf, D * sizeof(float));
-        else
-          std::memcpy(dst, buf, D * sizeof(float));
-      } else {
-        T* o = stream ? out_storage.data() : dst;
-#pragma omp simd
-        for (int64_t i = 0; i < D; ++i) o[i] = from_f32<T>(buf[i]);
-        if (stream) stream_copy(dst, o, D * sizeof(T));
+      const RowStats* stp = ln ? &st : nullptr;
+#if NVILA_HAVE_AVX2_PATH
+      if (avx2) {
+        write_row_avx2(out + t * D, buf, D, stp, a.ln_weight, a.ln_bias, stream);
+        continue;
       }
+#endif
+      write_row(out + t * D, buf, D, stp, a.ln_weight, a.ln_bias, stream, tmp.data());
     }
     stream_fence();
   }

@@ -12,22 +12,19 @@
 // transposed back (16 x 16 blocks again) into the rows of the first pass's result.
 // Only the horizontal pass after a vertical one (vertical-first scales, on tile rows
 // only) is a per-pixel dot product.
-// Exact mode on a CPU with AVX2 (cpu_isa.h, chosen at run time) runs the uint8 line
+// Exact mode on a CPU with AVX2 (avx2.h, chosen at run time) runs the uint8 line
 // sums, the clip to levels and the fp32 normalize with AVX2 intrinsics (the same
 // integer and fp32 operations, so the same bits as the portable code); large fp32
 // outputs are written with streaming stores, on huge pages where Linux gives them.
 #include <emmintrin.h>
 #include <omp.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
-#include "cpu_isa.h"
+#include "avx2.h"
 #include "kernels.h"
 #include "nvila/dtype.h"
 #include "stream_store.h"
@@ -55,7 +52,7 @@ struct Mode {
 };
 
 #if NVILA_HAVE_AVX2_PATH
-NVILA_AVX2 NVILA_INLINE __m256i load8(const uint8_t* p) {  // 8 uint8 -> 8 int32
+NVILA_AVX2 NVILA_INLINE __m256i widen8(const uint8_t* p) {  // 8 uint8 -> 8 int32
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
 
@@ -73,7 +70,7 @@ NVILA_AVX2 void weighted_lines_avx2(int32_t* dst, const uint8_t* src, int64_t st
     const uint8_t* p = src + e0;
     for (int32_t i = 0; i < n; ++i, p += stride) {
       const __m256i wi = _mm256_set1_epi32(w[i]);
-      for (int v = 0; v < kVec; ++v) acc[v] = _mm256_add_epi32(acc[v], _mm256_mullo_epi32(load8(p + 8 * v), wi));
+      for (int v = 0; v < kVec; ++v) acc[v] = _mm256_add_epi32(acc[v], _mm256_mullo_epi32(widen8(p + 8 * v), wi));
     }
     for (int v = 0; v < kVec; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + e0 + 8 * v), acc[v]);
   }
@@ -81,7 +78,7 @@ NVILA_AVX2 void weighted_lines_avx2(int32_t* dst, const uint8_t* src, int64_t st
     __m256i acc = init;
     const uint8_t* p = src + e0;
     for (int32_t i = 0; i < n; ++i, p += stride)
-      acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(load8(p), _mm256_set1_epi32(w[i])));
+      acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(widen8(p), _mm256_set1_epi32(w[i])));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + e0), acc);
   }
   for (; e0 < len; ++e0) {
@@ -379,25 +376,12 @@ __attribute__((target_clones("avx2", "default"))) void tile_job(const Multiscale
   }
 }
 
-// Asks Linux for transparent huge pages (THP's "madvise" mode) on the 2 MiB-aligned
-// part of a large output. A freshly allocated output is faulted in on its first
-// write, one fault per 4 KiB page: on a 40 MB output that cost more than the rest of
-// the kernel. Advice only (the contents are untouched); a refusal is harmless.
-void advise_huge_pages(void* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const uintptr_t start = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~(kHuge - 1);
-  if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
-#endif
-}
-
 template <bool kExact, typename Out>
 void run(const MultiscaleTileArgs& a) {
   const Writer<Out> wr(a);
   const int64_t n = a.n_tiles();
   const int64_t out_bytes = n * 3 * a.T * a.T * int64_t(sizeof(Out));
-  if (out_bytes >= kStreamBytes) advise_huge_pages(a.out, out_bytes);
+  if (out_bytes >= kStreamBytes) advise_huge_pages(a.out, size_t(out_bytes));  // a fresh output: 2 MiB faults
 #pragma omp parallel
   {
     std::vector<uint8_t> band;
