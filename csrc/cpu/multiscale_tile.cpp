@@ -195,6 +195,48 @@ inline void transpose16x16(__m128i x[16]) {
 
 constexpr int64_t kBand = 16;  // source rows per band of the horizontal pass
 
+#if NVILA_HAVE_AVX2_PATH
+// transpose16x16 on both 128-bit lanes at once (AVX2 unpacks stay within lanes): the
+// rows x[r] hold bytes j..j+15 of row r in lane 0 and bytes j+16..j+31 in lane 1.
+NVILA_AVX2 NVILA_INLINE void transpose16x16x2(__m256i x[16]) {
+  __m256i t[16];
+  for (int k = 0; k < 8; ++k) {
+    t[k] = _mm256_unpacklo_epi8(x[2 * k], x[2 * k + 1]);
+    t[k + 8] = _mm256_unpackhi_epi8(x[2 * k], x[2 * k + 1]);
+  }
+  for (int h = 0; h < 16; h += 8)
+    for (int k = 0; k < 4; ++k) {
+      x[h + k] = _mm256_unpacklo_epi16(t[h + 2 * k], t[h + 2 * k + 1]);
+      x[h + k + 4] = _mm256_unpackhi_epi16(t[h + 2 * k], t[h + 2 * k + 1]);
+    }
+  for (int g = 0; g < 16; g += 4)
+    for (int k = 0; k < 2; ++k) {
+      t[g + k] = _mm256_unpacklo_epi32(x[g + 2 * k], x[g + 2 * k + 1]);
+      t[g + k + 2] = _mm256_unpackhi_epi32(x[g + 2 * k], x[g + 2 * k + 1]);
+    }
+  for (int c = 0; c < 16; c += 2) {
+    x[c] = _mm256_unpacklo_epi64(t[c], t[c + 1]);
+    x[c + 1] = _mm256_unpackhi_epi64(t[c], t[c + 1]);
+  }
+}
+
+// The bytes [0, j) of transpose_band's rows, 32 at a time; returns j (a multiple of 32).
+NVILA_AVX2 int64_t transpose_band_avx2(const uint8_t* const* row, int64_t len, uint8_t* band) {
+  int64_t j = 0;
+  for (; j + 32 <= len; j += 32) {
+    __m256i x[16];
+    for (int r = 0; r < 16; ++r) x[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[r] + j));
+    transpose16x16x2(x);
+    __m128i* d = reinterpret_cast<__m128i*>(band + j * kBand);
+    for (int k = 0; k < 16; ++k) {
+      _mm_storeu_si128(d + k, _mm256_castsi256_si128(x[k]));
+      _mm_storeu_si128(d + 16 + k, _mm256_extracti128_si256(x[k], 1));
+    }
+  }
+  return j;
+}
+#endif
+
 // Band of image rows [y0, y0 + n_rows) (n_rows <= kBand), input columns [xs, xe), as
 // band[(p * 3 + c) * kBand + r] = image[y0 + r, xs + p, c]: column p is 3 * kBand
 // contiguous bytes. Rows past n_rows repeat the last row (their results are not kept).
@@ -203,8 +245,12 @@ inline void transpose_band(const uint8_t* image, int64_t W, int64_t y0, int64_t 
   const uint8_t* row[kBand];
   for (int64_t r = 0; r < kBand; ++r) row[r] = image + ((y0 + std::min(r, n_rows - 1)) * W + xs) * 3;
   const int64_t len = (xe - xs) * 3;  // bytes per row
+  int64_t j0 = 0;
+#if NVILA_HAVE_AVX2_PATH
+  if (use_avx2()) j0 = transpose_band_avx2(row, len, band);
+#endif
   __m128i x[16];
-  for (int64_t j = 0; j < len; j += 16) {
+  for (int64_t j = j0; j < len; j += 16) {
     const int64_t n = std::min<int64_t>(16, len - j);
     for (int r = 0; r < 16; ++r)
       if (n == 16) {
