@@ -17,7 +17,9 @@ Images: 1920x1080 and 4032x3024 RGB uint8 (random content), NVILA-8B's plan (sca
   hf-siglip    transformers' SiglipImageProcessor on each Pillow-cut tile (when installed)
 A sweep over image size (our kernel against torch-interp) shows how the cost grows
 with the pixels. Bytes moved = image + output. The x eager column is the speedup over the official path;
-the target lines print ms per image, tiles/s and the ratios the issue asks for.
+the target lines print ms per image, tiles/s and, per image size, the ratios the issue
+asks for: >= 10x the official path (eager, and hf-siglip when transformers is installed)
+and >= 2x torch-interp.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def bench_case(
             proc = SiglipImageProcessor(size={"height": plan.tile, "width": plan.tile})
             providers.append(("hf-siglip", lambda: hf_siglip_tiles(image_np, plan, proc)))
     providers.append(("torch-interp", lambda: interpolate_tiles(image, plan)))
-    if not sweep:
+    if not sweep and (mode != "quick" or W * H <= SIZES[0][0] * SIZES[0][1]):  # --quick: ~100 s a call at 4032x3024
         providers.append(("reference", lambda: nvila_kernels.reference.multiscale_tile(image, plan)))
     for backend in common.benched_backends(device):
         if sweep:  # the sweep: our exact kernel against the fastest composition
@@ -170,7 +172,7 @@ def targets(rows: list[common.Row]) -> None:
             print(f"{note} {r.provider:>14}: {r.median_ms:8.2f} ms/image, {tiles_per_s:8.1f} tiles/s")
         for ours in [r.provider for r in case if common.is_ours(r.provider)]:
             mine = by[(note, ours)].median_ms
-            for base, goal in (("eager", 10.0), ("torch-interp", 2.0)):
+            for base, goal in (("eager", 10.0), ("hf-siglip", 10.0), ("torch-interp", 2.0)):
                 if (note, base) in by:
                     ratio = by[(note, base)].median_ms / mine
                     verdict = "meets" if ratio >= goal else "below"
@@ -183,7 +185,7 @@ def run(args) -> list[common.Row]:
     builder = common.RowBuilder(device)
     rows: list[common.Row] = []
     warnings: list[str] = common.skipped_backends(device) + peer_skips()
-    for W, H in SWEEP["tiny"][:1] if mode == "tiny" else SIZES[:1] if mode == "quick" else SIZES:
+    for W, H in SWEEP["tiny"][:1] if mode == "tiny" else SIZES:  # both sizes in --quick too: the issue's targets
         rows += bench_case(builder, W, H, timing, warnings, mode=mode)
     for W, H in SWEEP[mode]:
         rows += bench_case(builder, W, H, timing, warnings, mode=mode, sweep=True)

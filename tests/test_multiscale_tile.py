@@ -2,6 +2,10 @@
 BICUBIC, then crop, the path of NVILA's official preprocessing), backends against the
 reference (exact and fp32 modes, output dtypes), the batched variant, and errors."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +97,31 @@ def test_backend_matches_pillow_tiny_tiles(backend, size):
         img = torch.from_numpy(a).to(backend_device(backend))
         got = nk.multiscale_tile(img, plan, (0, 0, 0), (1, 1, 1), backend=backend)
         _assert_like_pillow(_levels(got), _pillow_tiles(a, plan))
+
+
+_PORTABLE_SCRIPT = """
+import torch, nvila_kernels as nk
+from nvila_kernels import reference
+from nvila_kernels.tiling import plan_tiles
+g = torch.Generator().manual_seed(0)
+for W, H, kw in [(97, 41, dict(scales=(28, 56, 84), tile=28)), (30, 70, dict(scales=(28, 56, 84), tile=28)),
+                 (1000, 700, {})]:
+    img = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=g)
+    plan = plan_tiles(W, H, **kw)
+    got = nk.multiscale_tile(img, plan, backend="cpu")
+    assert torch.equal(got, reference.multiscale_tile(img, plan)), (W, H)
+print("ok")
+"""
+
+
+@pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="the CPU kernels are not built")
+def test_cpu_portable_path_is_exact():
+    """The CPU kernel without its AVX2 paths (NVILA_KERNELS_CPU_ISA=generic, read once
+    per process: a subprocess) is bit-identical to the reference too."""
+    env = {**os.environ, "NVILA_KERNELS_CPU_ISA": "generic"}
+    cmd = [sys.executable, "-c", _PORTABLE_SCRIPT]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 def test_both_pass_orders_are_exercised():
