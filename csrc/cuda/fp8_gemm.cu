@@ -56,8 +56,10 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_kernel(Fp8GemmArgs p) {
   __shared__ __align__(16) uint8_t Bs[2][BN][LDS];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int wm = warp / 2, wn = warp % 2;    // this warp's 32 x 32 quarter
-  const int64_t ntiles = ceil_div(p.N, BN);  // 1-D grid, N tiles fastest (fp8_gemm_launch_config)
-  const int64_t m0 = int64_t(blockIdx.x) / ntiles * BM, n0 = int64_t(blockIdx.x) % ntiles * BN;
+  // 1-D grid, N tiles fastest (fp8_gemm_launch_config); 32-bit division (block ids < 2^31;
+  // a 64-bit one is a call that makes the kernel spill)
+  const uint32_t ntiles = uint32_t(ceil_div(p.N, BN));
+  const int64_t m0 = int64_t(blockIdx.x / ntiles) * BM, n0 = int64_t(blockIdx.x % ntiles) * BN;
   const int64_t ktiles = (p.K + BK - 1) / BK;
 
   float acc[2][4][4] = {};
@@ -176,8 +178,10 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_wgmma_kernel(Fp8GemmArgs p)
   uint8_t* smem = raw + (1024 - raw_addr % 1024) % 1024;
   const uint32_t smem_addr = raw_addr + uint32_t(smem - raw);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t ntiles = ceil_div(p.N, BN);  // 1-D grid, N tiles fastest (fp8_gemm_launch_config)
-  const int64_t m0 = int64_t(blockIdx.x) / ntiles * BM, n0 = int64_t(blockIdx.x) % ntiles * BN;
+  // 1-D grid, N tiles fastest (fp8_gemm_launch_config); 32-bit division (block ids < 2^31;
+  // a 64-bit one is a call that makes the kernel spill)
+  const uint32_t ntiles = uint32_t(ceil_div(p.N, BN));
+  const int64_t m0 = int64_t(blockIdx.x / ntiles) * BM, n0 = int64_t(blockIdx.x % ntiles) * BN;
   const int64_t ktiles = (p.K + BK - 1) / BK;
   auto load_stage = [&](int stage, int64_t kt) {
     wg::load_tile<BM, ALIGNED>(smem + stage * kStage, p.a, p.M, p.K, m0, kt * BK);
