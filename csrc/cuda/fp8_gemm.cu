@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_kernel(Fp8GemmArgs p) {
   __shared__ __align__(16) uint8_t As[2][BM][LDS];
   __shared__ __align__(16) uint8_t Bs[2][BN][LDS];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int wm = warp / 2, wn = warp % 2;    // this warp's 32 x 32 quarter
+  const int wm = warp / 2, wn = warp % 2;  // this warp's 32 x 32 quarter
   // 1-D grid, N tiles fastest (fp8_gemm_launch_config); 32-bit division (block ids < 2^31;
   // a 64-bit one is a call that makes the kernel spill)
   const uint32_t ntiles = uint32_t(ceil_div(p.N, BN));
