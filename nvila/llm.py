@@ -131,17 +131,23 @@ class Qwen2(nn.Module):
         x = self.norm(x)
         return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
 
-    def forward(
+    def hidden(
         self, embeds: torch.Tensor, input_pos: torch.Tensor, rope_pos: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """embeds (B, T, D) -> logits (B, T, vocab) in fp32."""
+        """embeds (B, T, D) -> the last layer's output (B, T, D), before the final norm."""
         if self.rope is None:
             raise RuntimeError("call setup_caches(batch, max_seq_len) before running the LLM")
         rope = self.rope[rope_pos]  # (B, T, head_dim // 2, 2)
         x = embeds
         for layer in self.layers:
             x = layer(x, rope, input_pos, mask)
-        return self.logits(x).float()
+        return x
+
+    def forward(
+        self, embeds: torch.Tensor, input_pos: torch.Tensor, rope_pos: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """embeds (B, T, D) -> logits (B, T, vocab) in fp32."""
+        return self.logits(self.hidden(embeds, input_pos, rope_pos, mask)).float()
 
 
 def causal_mask(input_pos: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:

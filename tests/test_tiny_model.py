@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import nvila
 from nvila import eval_tiny, shapes, train_tiny
@@ -177,6 +178,40 @@ def test_training_batch_is_the_prompt_the_model_builds():
             assert sorted(got) == sorted(qa.answer for qa in g)
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_shared_prefix_batch_computes_what_separate_chats_do(dense):
+    """Training runs each scene's chats as branches over one shared prefix (the visual
+    tokens once) and packs scenes into rows: the loss at every answer token must equal
+    what make_batch's one-chat-per-row batch gives, with fewer tokens through the LLM."""
+    torch.manual_seed(0)
+    model = train_tiny.init_model(train_tiny.build_tokenizer(), seed=2).eval()
+    scenes = [shapes.image_scene("train", i) for i in (2, 5, 9)] + [shapes.video_scene("train", i) for i in (0, 3)]
+
+    def losses(x, y, rope_pos=None, mask=None):
+        at = y != -100
+        logits = train_tiny.logits_of(model, x, rope_pos, mask, at)
+        return F.cross_entropy(logits, y[at], reduction="none"), y[at]
+
+    with torch.no_grad():
+        blocks = train_tiny.encode_scenes(model, scenes)
+        want, want_y = losses(*train_tiny.make_batch(model, scenes, pack=True, blocks=blocks, dense=dense)[:2])
+        assert len(want) > 20
+        # one scene at a time: one row, targets in make_batch's order
+        got = [losses(*train_tiny.shared_prefix_batch(model, [sc], blocks=blocks, dense=dense)) for sc in scenes]
+        torch.testing.assert_close(torch.cat([g[0] for g in got]), want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(torch.cat([g[1] for g in got]), want_y)
+        # all scenes packed: the same losses, in row order
+        x, y, rope_pos, mask = train_tiny.shared_prefix_batch(model, scenes, blocks=blocks, dense=dense)
+        got, got_y = losses(x, y, rope_pos, mask)
+        torch.testing.assert_close(got.sort().values, want.sort().values, rtol=1e-5, atol=1e-5)
+        assert torch.equal(got_y.sort().values, want_y.sort().values)
+        assert len(x) < len(scenes)  # the short scenes share rows
+        # (equal losses also show that no branch sees another chat: with random weights
+        # any extra key changes the logits) and fewer positions run through the LLM
+        xb, _, _ = train_tiny.make_batch(model, scenes, pack=True, blocks=blocks, dense=dense)
+        assert x.shape[0] * x.shape[1] < xb.shape[0] * xb.shape[1]
+
+
 def test_position_targets_are_token_centres_row_major():
     pos = train_tiny.token_positions(2, 3)
     want = [[(c + 0.5) / 3, (r + 0.5) / 2] for r in range(2) for c in range(3)]
@@ -185,7 +220,7 @@ def test_position_targets_are_token_centres_row_major():
 
 def test_training_is_reproducible_from_its_seed(tmp_path):
     args = ["--steps", "2", "--images", "2", "--videos", "1", "--val-every", "2", "--val-images", "2",
-            "--val-videos", "1", "--pack"]  # fmt: skip
+            "--val-videos", "1", "--pack", "--no-dense", "--aux-position", "0"]  # fmt: skip
     a = train_tiny.train(train_tiny.parse_args(args))
     b = train_tiny.train(train_tiny.parse_args(args))
     c = train_tiny.train(train_tiny.parse_args([*args, "--seed", "1"]))
@@ -238,8 +273,8 @@ def test_shipped_model_answers_held_out_questions(shipped, small_eval):
     # the colour of a named kind and the kind of a named colour ~1/2.5 by guessing among
     # the colours / kinds present
     assert acc["count"] >= 0.9 and acc["colours"] >= 0.9 and acc["first"] >= 0.9, acc
-    assert acc["colour"] >= 0.8 and acc["shape"] >= 0.6, acc
-    assert acc["image"] >= 0.8, acc
+    assert acc["colour"] >= 0.9 and acc["shape"] >= 0.9 and acc["shapes"] >= 0.9, acc
+    assert acc["image"] >= 0.85, acc
 
 
 def test_shipped_model_answers_the_samples(shipped):
@@ -252,9 +287,9 @@ def test_shipped_model_answers_the_samples(shipped):
         for qtype, question, expected in s["questions"]:
             answer = nvila.generate(shipped, question, max_new_tokens=4, **media)
             right.append(answer == expected)
-            if qtype in ("count", "colours"):
+            if qtype in ("colour", "shape", "count", "colours", "shapes", "first"):
                 assert answer == expected, question
-    assert sum(right) >= 0.5 * len(right)
+    assert sum(right) >= 0.75 * len(right)
 
 
 @pytest.mark.parametrize("fp8", [False, True])

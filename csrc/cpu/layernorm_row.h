@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "nvila/dtype.h"
 #include "nvila/layernorm.h"
+#include "stream_store.h"
 
 namespace nvila::cpu {
 
@@ -39,6 +42,24 @@ double load_token(float* b, const T* p, int64_t C, float shift) {
     total += s;
   }
   return total;
+}
+
+// Stores the normalized fp32 row v (n values) at dst as T, with streaming stores
+// when `stream`. A 16-bit row is converted into tmp (n values) before it is
+// streamed; tmp is unused otherwise.
+template <typename T>
+void store_row(T* dst, const float* v, int64_t n, bool stream, T* tmp) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (stream)
+      stream_copy(dst, v, n * sizeof(float));
+    else
+      std::memcpy(dst, v, n * sizeof(float));
+  } else {
+    T* o = stream ? tmp : dst;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) o[i] = from_f32<T>(v[i]);
+    if (stream) stream_copy(dst, o, n * sizeof(T));
+  }
 }
 
 }  // namespace nvila::cpu

@@ -215,17 +215,7 @@ double stage(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, in
 template <typename T>
 void write_row(T* dst, float* v, int64_t n, const RowStats* st, const float* w, const float* b, bool stream, T* tmp) {
   if (st) normalize_inplace(v, n, *st, w, b);
-  if constexpr (std::is_same_v<T, float>) {
-    if (stream)
-      stream_copy(dst, v, n * sizeof(float));
-    else
-      std::memcpy(dst, v, n * sizeof(float));
-  } else {
-    T* o = stream ? tmp : dst;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) o[i] = from_f32<T>(v[i]);
-    if (stream) stream_copy(dst, o, n * sizeof(T));
-  }
+  store_row(dst, v, n, stream, tmp);
 }
 
 constexpr int kChunk = 16;

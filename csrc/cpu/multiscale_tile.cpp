@@ -198,6 +198,10 @@ constexpr int64_t kBand = 16;  // source rows per band of the horizontal pass
 #if NVILA_HAVE_AVX2_PATH
 // transpose16x16 on both 128-bit lanes at once (AVX2 unpacks stay within lanes): the
 // rows x[r] hold bytes j..j+15 of row r in lane 0 and bytes j+16..j+31 in lane 1.
+// The same network as transpose16x16, written out again on purpose: one template over
+// the vector type does not compile with GCC (its __m256i instance would need the avx2
+// target, and the target attribute cannot differ between instances of one template;
+// marking the whole template avx2 would put VEX code into the portable path).
 NVILA_AVX2 NVILA_INLINE void transpose16x16x2(__m256i x[16]) {
   __m256i t[16];
   for (int k = 0; k < 8; ++k) {

@@ -77,18 +77,7 @@ void layernorm_rows(const SpatialCompressArgs& a) {
       const float ssd = float(block_sum_sq_dev(buf, D, shift, mean));
       const RowStats st{shift, mean, layernorm_rstd(ssd, D, a.eps)};
       normalize_inplace(buf, D, st, w, bias);
-      T* dst = out + row * D;
-      if constexpr (std::is_same_v<T, float>) {
-        if (stream)
-          stream_copy(dst, buf, D * sizeof(float));
-        else
-          std::memcpy(dst, buf, D * sizeof(float));
-      } else {
-        T* o = stream ? out_storage.data() : dst;
-#pragma omp simd
-        for (int64_t i = 0; i < D; ++i) o[i] = from_f32<T>(buf[i]);
-        if (stream) stream_copy(dst, o, D * sizeof(T));
-      }
+      store_row(out + row * D, buf, D, stream, out_storage.data());
     }
     stream_fence();
   }
