@@ -252,9 +252,15 @@ def shared_prefix_batch(model: NVILA, scenes: Sequence[shapes.Scene], pack: bool
             runs.append([torch.cat(p) for p in zip(*parts, strict=True)])
     T = max(len(r[0]) for r in runs)
     rows: list[list[int]] = []  # scene indices per row, first fit by decreasing length
+    used: list[int] = []  # positions taken in each row
     for i in sorted(range(len(runs)), key=lambda i: -len(runs[i][0])):
-        fit = [r for r in rows if sum(len(runs[j][0]) for j in r) + len(runs[i][0]) <= T]
-        fit[0].append(i) if fit else rows.append([i])
+        n = len(runs[i][0])
+        r = next((r for r in range(len(rows)) if used[r] + n <= T), len(rows))
+        if r == len(rows):
+            rows.append([])
+            used.append(0)
+        rows[r].append(i)
+        used[r] += n
     B, H = len(rows), runs[0][0].shape[-1]
     x = torch.zeros(B, T, H, dtype=runs[0][0].dtype)
     y = torch.full((B, T), -100, dtype=torch.long)
@@ -269,9 +275,8 @@ def shared_prefix_batch(model: NVILA, scenes: Sequence[shapes.Scene], pack: bool
             x[b, t0 : t0 + n], y[b, t0 : t0 + n], rope_pos[b, t0 : t0 + n] = e, t, p
             branch[b, t0 : t0 + n], scene[b, t0 : t0 + n] = br, i
             t0 += n
-    q, k = (slice(None), slice(None), None), (slice(None), None, slice(None))
-    sees = torch.ones(T, T, dtype=torch.bool).tril() & (scene[q] == scene[k]) & (scene[q] >= 0)
-    sees &= (branch[q] == branch[k]) | (branch[k] == -1)
+    qs, ks, qb, kb = scene[:, :, None], scene[:, None, :], branch[:, :, None], branch[:, None, :]
+    sees = torch.ones(T, T, dtype=torch.bool).tril() & (qs == ks) & (qs >= 0) & ((qb == kb) | (kb == -1))
     sees |= torch.eye(T, dtype=torch.bool)  # padding queries attend to themselves (no NaN)
     return x, y, rope_pos, sees[:, None]
 

@@ -194,7 +194,8 @@ def test_shared_prefix_batch_computes_what_separate_chats_do(dense):
 
     with torch.no_grad():
         blocks = train_tiny.encode_scenes(model, scenes)
-        want, want_y = losses(*train_tiny.make_batch(model, scenes, pack=True, blocks=blocks, dense=dense)[:2])
+        xb, yb, _ = train_tiny.make_batch(model, scenes, pack=True, blocks=blocks, dense=dense)
+        want, want_y = losses(xb, yb)
         assert len(want) > 20
         # one scene at a time: one row, targets in make_batch's order
         got = [losses(*train_tiny.shared_prefix_batch(model, [sc], blocks=blocks, dense=dense)) for sc in scenes]
@@ -208,7 +209,6 @@ def test_shared_prefix_batch_computes_what_separate_chats_do(dense):
         assert len(x) < len(scenes)  # the short scenes share rows
         # (equal losses also show that no branch sees another chat: with random weights
         # any extra key changes the logits) and fewer positions run through the LLM
-        xb, _, _ = train_tiny.make_batch(model, scenes, pack=True, blocks=blocks, dense=dense)
         assert x.shape[0] * x.shape[1] < xb.shape[0] * xb.shape[1]
 
 
