@@ -1,6 +1,6 @@
-"""Everything between user input and the LLM's embeddings: the tokenizer, the Qwen2 chat
-template, image tiling, video frames, and the prompt as text pieces and media slots
-(NVILA.md sections 2, 5 and 6)."""
+"""Everything between user input and the LLM's embeddings: image tiling, video frames,
+and the prompt as text pieces and media slots (NVILA.md sections 2, 5 and 6). The
+tokenizer and chat template live in nvila.tokenizer (re-exported here)."""
 
 from __future__ import annotations
 
@@ -19,57 +19,15 @@ import nvila_kernels as nk
 from nvila_kernels.functional import TILE_MAX_SIDE
 from nvila_kernels.tiling import TilePlan
 
+from .tokenizer import DEFAULT_SYSTEM as DEFAULT_SYSTEM
+from .tokenizer import IM_END as IM_END
+from .tokenizer import IM_START as IM_START
+from .tokenizer import Tokenizer as Tokenizer
+from .tokenizer import chat_template as chat_template
+
 IMAGE_TOKEN = "<image>"
 VIDEO_TOKEN = "<vila/video>"
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
-DEFAULT_SYSTEM = "You are a helpful assistant"
 _MEDIA = re.compile(f"({re.escape(IMAGE_TOKEN)}|{re.escape(VIDEO_TOKEN)})")
-
-
-class Tokenizer:
-    """A `tokenizers.Tokenizer` (the checkpoint's tokenizer.json) with what NVILA needs:
-    text <-> ids without added BOS/EOS, the stop id and the "\\n" id."""
-
-    def __init__(self, tok) -> None:
-        self.tok = tok
-        self.im_end_id = self._single_id(IM_END)
-        self.newline_id = self._single_id("\n")
-
-    @classmethod
-    def from_file(cls, path: str) -> Tokenizer:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"tokenizer: {path} not found (expected the checkpoint's llm/tokenizer.json)")
-        return cls(HFTokenizer.from_file(path))
-
-    def _single_id(self, text: str) -> int:
-        ids = self.encode(text)
-        if len(ids) != 1:
-            raise ValueError(f"tokenizer: {text!r} must be a single token, got ids {ids}")
-        return ids[0]
-
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=False)
-
-    def __len__(self) -> int:
-        return self.tok.get_vocab_size(with_added_tokens=True)
-
-
-def chat_template(messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
-    """Qwen2's chat template. messages: [{"role": "user", "content": "..."}, ...]; a
-    default system message is prepended when the first message is not a system one."""
-    text = ""
-    if not messages or messages[0]["role"] != "system":
-        text += f"{IM_START}system\n{DEFAULT_SYSTEM}{IM_END}\n"
-    for m in messages:
-        text += f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n"
-    if add_generation_prompt:
-        text += f"{IM_START}assistant\n"
-    return text
 
 
 def user_content(text: str, n_images: int = 0, video: bool = False) -> str:

@@ -21,7 +21,7 @@ import torch
 
 from .config import LLMConfig, NVILAConfig, VisionConfig
 from .model import NVILA
-from .processor import Tokenizer
+from .tokenizer import Tokenizer, TokenizerError
 
 SUBDIRS = ("llm", "vision_tower", "mm_projector")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -34,10 +34,11 @@ class CheckpointError(ValueError):
 # ---- names ----------------------------------------------------------------------
 
 
-def checkpoint_names(cfg: NVILAConfig) -> dict[str, tuple[str, str]]:
-    """Our parameter name -> (subdirectory, checkpoint tensor name)."""
+def checkpoint_names(cfg: NVILAConfig, vision_prefix: str = "vision_model.") -> dict[str, tuple[str, str]]:
+    """Our parameter name -> (subdirectory, checkpoint tensor name). vision_prefix: the
+    SigLIP names' prefix: "vision_model." as released, "" as transformers 5 saves them."""
     names: dict[str, tuple[str, str]] = {}
-    v = "vision_model."
+    v = vision_prefix
     names["vision.patch.weight"] = ("vision_tower", v + "embeddings.patch_embedding.weight")
     names["vision.patch.bias"] = ("vision_tower", v + "embeddings.patch_embedding.bias")
     names["vision.pos.weight"] = ("vision_tower", v + "embeddings.position_embedding.weight")
@@ -73,14 +74,17 @@ def checkpoint_names(cfg: NVILAConfig) -> dict[str, tuple[str, str]]:
     return names
 
 
-def _unused(cfg: NVILAConfig, sub: str, name: str) -> bool:
+def _unused(cfg: NVILAConfig, sub: str, name: str, vision_prefix: str) -> bool:
     """Checkpoint tensors NVILA never uses: SigLIP's blocks after select_layer, its
     post-LayerNorm and head; a tied model's stored lm_head; RoPE buffers."""
     if sub == "vision_tower":
-        m = re.match(r"vision_model\.encoder\.layers\.(\d+)\.", name)
+        if not name.startswith(vision_prefix):
+            return False
+        name = name[len(vision_prefix) :]
+        m = re.match(r"encoder\.layers\.(\d+)\.", name)
         if m:
             return int(m.group(1)) >= cfg.vision.computed_layers
-        return name.startswith(("vision_model.post_layernorm.", "vision_model.head."))
+        return name.startswith(("post_layernorm.", "head."))
     if sub == "llm":
         return (cfg.llm.tie_embeddings and name == "lm_head.weight") or name.endswith("rotary_emb.inv_freq")
     return False
@@ -108,93 +112,235 @@ def _get(d: dict, key: str, path: str):
     return d[key]
 
 
-def _temporal_pool(top: dict) -> int:
+class _Json:
+    """One config file: values read by key, refusals naming the file and the key."""
+
+    def __init__(self, path: str, optional: bool = False) -> None:
+        self.path = path
+        self.d = _read_json(path) if not optional or os.path.isfile(path) else {}
+
+    def __contains__(self, key: str) -> bool:
+        return self.d.get(key) is not None
+
+    def need(self, key: str):
+        if self.d.get(key) is None:
+            raise CheckpointError(f"checkpoint: {self.path} has no {key!r}")
+        return self.d[key]
+
+    def get(self, key: str, default):
+        """The value, or `default` when the key is missing or null: the default of the
+        code that reads this file (transformers' config class, VILA), never a guess."""
+        v = self.d.get(key)
+        return default if v is None else v
+
+    def refuse(self, key: str, why: str):
+        return CheckpointError(f"checkpoint: {self.path} {key}={self.d.get(key)!r}: {why}")
+
+    def only(self, key: str, default, allowed: tuple, why: str = "not implemented"):
+        """The value of a key whose every allowed value computes the same as ours."""
+        v = self.get(key, default)
+        if v not in allowed:
+            raise self.refuse(key, f"{why} (expected {' or '.join(map(repr, allowed))})")
+        return v
+
+
+def _rope_theta(llm: _Json) -> float:
+    """Qwen2's RoPE base from rope_parameters (transformers >= 5) or rope_theta (older);
+    only the plain ("default") rotary embedding is implemented: scaled types are refused."""
+    params = llm.get("rope_parameters", {})
+    if not isinstance(params, dict):
+        raise llm.refuse("rope_parameters", "expected an object")
+    theta = params.get("rope_theta")
+    if "rope_theta" in llm:
+        if theta is not None and float(theta) != float(llm.d["rope_theta"]):
+            raise llm.refuse("rope_theta", f"differs from rope_parameters.rope_theta={theta!r}")
+        theta = llm.d["rope_theta"]
+    if theta is None:
+        raise CheckpointError(f"checkpoint: {llm.path} has neither 'rope_theta' nor 'rope_parameters.rope_theta'")
+    scaling = llm.get("rope_scaling", {})
+    for key, spec in (("rope_parameters", params), ("rope_scaling", scaling)):
+        if not isinstance(spec, dict):
+            raise llm.refuse(key, "expected an object")
+        kind = spec.get("rope_type", spec.get("type", "default"))
+        if kind != "default":
+            raise llm.refuse(key, f"RoPE type {kind!r} not implemented (only 'default')")
+        if spec.get("partial_rotary_factor", 1.0) != 1.0:
+            raise llm.refuse(key, "partial_rotary_factor != 1 not implemented")
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)):
+        raise llm.refuse("rope_theta", "expected a number")
+    return float(theta)
+
+
+def _llm_config(llm: _Json) -> LLMConfig:
+    llm.only("model_type", "qwen2", ("qwen2",), "only Qwen2 LLMs are implemented")
+    llm.only("hidden_act", "silu", ("silu",))
+    llm.only("use_sliding_window", False, (False,), "sliding-window attention not implemented")
+    if any(t != "full_attention" for t in llm.get("layer_types", [])):
+        raise llm.refuse("layer_types", "only 'full_attention' layers are implemented")
+    if "quantization_config" in llm:
+        raise llm.refuse("quantization_config", "quantized checkpoints are not read (use nvila.quantize_fp8)")
+    heads = llm.need("num_attention_heads")
+    hidden = llm.need("hidden_size")
+    if "head_dim" in llm and isinstance(heads, int) and llm.d["head_dim"] * heads != hidden:
+        raise llm.refuse("head_dim", f"expected hidden_size / num_attention_heads = {hidden / heads}")
+    tie = llm.get("tie_word_embeddings", False)
+    if not isinstance(tie, bool):
+        raise llm.refuse("tie_word_embeddings", "expected true or false")
+    return LLMConfig(
+        hidden=hidden,
+        layers=llm.need("num_hidden_layers"),
+        heads=heads,
+        kv_heads=llm.get("num_key_value_heads", heads),
+        ffn=llm.need("intermediate_size"),
+        vocab=llm.need("vocab_size"),
+        rope_theta=_rope_theta(llm),
+        eps=float(llm.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=tie,
+        max_seq_len=llm.get("max_position_embeddings", 32768),
+    )
+
+
+def _vision_config(vis: _Json, pre: _Json, top: _Json) -> VisionConfig:
+    vis.only("model_type", "siglip_vision_model", ("siglip_vision_model",), "only SigLIP vision towers")
+    vis.only("hidden_act", "gelu_pytorch_tanh", ("gelu_pytorch_tanh",))
+    vis.only("num_channels", 3, (3,))
+    image = vis.need("image_size")
+    size = pre.get("size", {"height": 224, "width": 224})  # SiglipImageProcessor's default
+    if not isinstance(size, dict) or (size.get("height"), size.get("width")) != (image, image):
+        raise pre.refuse("size", f"expected {{'height': {image}, 'width': {image}}} (the tower's image_size)")
+    pre.only("resample", 3, (3,), "only bicubic resizing is implemented")
+    for key in ("do_resize", "do_rescale", "do_normalize"):
+        pre.only(key, True, (True,))
+    if abs(float(pre.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-12:
+        raise pre.refuse("rescale_factor", "expected 1/255")
+    top.only("mm_vision_select_feature", "patch", ("cls_patch",),
+             "SigLIP has no CLS token: 'patch' would drop the first patch token")  # fmt: skip
+    return VisionConfig(
+        hidden=vis.need("hidden_size"),
+        layers=vis.need("num_hidden_layers"),
+        heads=vis.need("num_attention_heads"),
+        mlp=vis.need("intermediate_size"),
+        patch=vis.need("patch_size"),
+        image=image,
+        eps=float(vis.get("layer_norm_eps", 1e-6)),
+        select_layer=top.get("mm_vision_select_layer", -2),
+        image_mean=tuple(pre.get("image_mean", (0.5, 0.5, 0.5))),
+        image_std=tuple(pre.get("image_std", (0.5, 0.5, 0.5))),
+    )
+
+
+def _encoder(top: _Json, key: str) -> dict:
+    enc = top.get(key, {})
+    if isinstance(enc, str):
+        try:
+            enc = json.loads(enc)
+        except json.JSONDecodeError as e:
+            raise top.refuse(key, f"not a JSON object ({e})") from e
+    if not isinstance(enc, dict):
+        raise top.refuse(key, "expected an object")
+    if enc.get("start_tokens") is not None or enc.get("end_tokens", "\n") != "\n":
+        raise top.refuse(key, "start_tokens / end_tokens other than VILA's defaults (none, '\\n') not implemented")
+    return enc
+
+
+def _temporal_pool(top: _Json) -> int:
     """Frames averaged together: the video encoder's temporal pool size. NVILA stores the
     encoder as (a JSON string of) {"_target_": "...TSPVideoEncoder", "pool_sizes": [[8, 1, 1]]};
-    TSPVideoEncoder's default pool is [[8, 1, 1]]; any other encoder does not pool."""
-    enc = top.get("video_encoder")
-    if isinstance(enc, str):
-        enc = json.loads(enc)
-    if not isinstance(enc, dict) or not str(enc.get("_target_", "")).endswith("TSPVideoEncoder"):
+    TSPVideoEncoder's default pool is [[8, 1, 1]]; BasicVideoEncoder does not pool."""
+    _image = _encoder(top, "image_encoder")
+    if not str(_image.get("_target_", "BasicImageEncoder")).endswith("BasicImageEncoder"):
+        raise top.refuse("image_encoder", "only BasicImageEncoder is implemented")
+    enc = _encoder(top, "video_encoder")
+    target = str(enc.get("_target_", "BasicVideoEncoder"))
+    if target.endswith("BasicVideoEncoder"):
         return 1
+    if not target.endswith("TSPVideoEncoder"):
+        raise top.refuse("video_encoder", "only BasicVideoEncoder and TSPVideoEncoder are implemented")
     sizes = enc.get("pool_sizes", [[8, 1, 1]])
     if len(sizes) != 1 or list(sizes[0][1:]) != [1, 1]:
-        raise CheckpointError(f"checkpoint: video_encoder pool_sizes {sizes} unsupported (expected [[T, 1, 1]])")
+        raise top.refuse("video_encoder", f"pool_sizes {sizes} unsupported (expected [[T, 1, 1]])")
     return int(sizes[0][0])
 
 
-def read_config(path: str) -> NVILAConfig:
-    """The NVILAConfig of the checkpoint directory `path` (its four config.json files)."""
-    top_path = os.path.join(path, "config.json")
-    top = _read_json(top_path)
-    llm_path = os.path.join(path, "llm", "config.json")
-    llm = _read_json(llm_path)
-    vis_path = os.path.join(path, "vision_tower", "config.json")
-    vis = _read_json(vis_path)
-    proj_path = os.path.join(path, "mm_projector", "config.json")
-    proj = _read_json(proj_path)
-    pre_path = os.path.join(path, "vision_tower", "preprocessor_config.json")
-    pre = _read_json(pre_path) if os.path.isfile(pre_path) else {}
+def _s2_scales(top: _Json) -> tuple[int, ...] | None:
+    s2 = top.get("s2_scales", None)
+    if s2 is None:
+        return None
     try:
-        vision = VisionConfig(
-            hidden=_get(vis, "hidden_size", vis_path),
-            layers=_get(vis, "num_hidden_layers", vis_path),
-            heads=_get(vis, "num_attention_heads", vis_path),
-            mlp=_get(vis, "intermediate_size", vis_path),
-            patch=_get(vis, "patch_size", vis_path),
-            image=_get(vis, "image_size", vis_path),
-            eps=vis.get("layer_norm_eps", 1e-6),
-            select_layer=top.get("mm_vision_select_layer", -2),
-            image_mean=tuple(pre.get("image_mean", (0.5, 0.5, 0.5))),
-            image_std=tuple(pre.get("image_std", (0.5, 0.5, 0.5))),
-        )
-        lm = LLMConfig(
-            hidden=_get(llm, "hidden_size", llm_path),
-            layers=_get(llm, "num_hidden_layers", llm_path),
-            heads=_get(llm, "num_attention_heads", llm_path),
-            kv_heads=llm.get("num_key_value_heads", llm.get("num_attention_heads")),
-            ffn=_get(llm, "intermediate_size", llm_path),
-            vocab=_get(llm, "vocab_size", llm_path),
-            rope_theta=float(llm.get("rope_theta", 1e6)),
-            eps=float(llm.get("rms_norm_eps", 1e-6)),
-            tie_embeddings=bool(llm.get("tie_word_embeddings", False)),
-            max_seq_len=llm.get("max_position_embeddings", 32768),
-        )
-        aspect = top.get("image_aspect_ratio", "dynamic_s2" if top.get("dynamic_s2") else None)
-        if top.get("dynamic_s2") or aspect == "dynamic_s2":
+        scales = [int(s) for s in (s2.split(",") if isinstance(s2, str) else s2)]
+    except (TypeError, ValueError) as e:
+        raise top.refuse("s2_scales", 'expected "448,896,1344" or a list of ints') from e
+    return tuple(sorted(scales))  # VILA sorts them
+
+
+def read_config(path: str) -> NVILAConfig:
+    """The NVILAConfig of the checkpoint directory `path` (its config files). Every key
+    that changes what is computed is honoured or refused (docs/MEDIA_AND_CHECKPOINTS.md)."""
+    top = _Json(os.path.join(path, "config.json"))
+    llm = _Json(os.path.join(path, "llm", "config.json"))
+    vis = _Json(os.path.join(path, "vision_tower", "config.json"))
+    proj = _Json(os.path.join(path, "mm_projector", "config.json"))
+    pre = _Json(os.path.join(path, "vision_tower", "preprocessor_config.json"), optional=True)
+    try:
+        vision = _vision_config(vis, pre, top)
+        lm = _llm_config(llm)
+        if "hidden_size" in top and top.d["hidden_size"] != lm.hidden:
+            raise top.refuse("hidden_size", f"differs from the LLM's hidden_size {lm.hidden}")
+        for key in ("s2", "mm_use_im_start_end", "mm_use_im_patch_token"):
+            top.only(key, False, (False,))
+        if top.get("num_time_tokens", 0) != 0:
+            raise top.refuse("num_time_tokens", "video time tokens are not implemented")
+        dynamic_s2 = top.get("dynamic_s2", False)
+        aspect = top.get("image_aspect_ratio", "dynamic_s2" if dynamic_s2 else None)
+        if aspect == "dynamic_s2" and dynamic_s2:
             image_mode = "dynamic_s2"
-        elif aspect in ("dynamic", "resize"):
+        elif aspect in ("dynamic", "resize") and not (aspect == "dynamic" and dynamic_s2):
             image_mode = "lite" if aspect == "dynamic" else "resize"
         else:
-            raise CheckpointError(
-                f"checkpoint: {top_path} image_aspect_ratio {aspect!r} unsupported "
-                f"(expected dynamic_s2, dynamic or resize)"
+            raise top.refuse(
+                "image_aspect_ratio",
+                f"unsupported with dynamic_s2={dynamic_s2} (expected dynamic_s2 with dynamic_s2: true, "
+                f"dynamic or resize)",
             )
-        s2 = tuple(int(s) for s in str(top["s2_scales"]).split(",")) if "s2_scales" in top else None
+        s2 = _s2_scales(top)
         if image_mode == "dynamic_s2" and s2 is None:
-            raise CheckpointError(f"checkpoint: {top_path} has dynamic_s2 but no 's2_scales'")
-        if image_mode == "lite" or s2 is None or top.get("mm_hidden_size") == vision.hidden:
+            raise CheckpointError(f"checkpoint: {top.path} has dynamic_s2 but no 's2_scales'")
+        if image_mode == "lite" or s2 is None or top.get("mm_hidden_size", None) == vision.hidden:
             scales = (vision.image,)  # one scale: no channel repeat
         else:
             scales = s2
+        if len(scales) > 1:
+            if top.get("s2_max_split_size", None) != vision.image:
+                raise top.refuse("s2_max_split_size", f"expected the tower's image_size {vision.image}")
+            idx = top.get("s2_resize_output_to_scale_idx", 0)  # VILA's default
+            if idx not in (-1, len(scales) - 1):
+                raise top.refuse(
+                    "s2_resize_output_to_scale_idx",
+                    f"only -1 (merge at the largest scale, as released) is implemented; "
+                    f"{'missing means' if idx == 0 else 'this is'} {idx} in VILA",
+                )
+        top.only("min_tiles", 1, (1,), "a minimum tile count other than 1 is not implemented")
+        projector_type = proj.get("mm_projector_type", top.get("mm_projector_type", None))
+        if "mm_projector_type" in top and top.d["mm_projector_type"] != projector_type:
+            raise top.refuse("mm_projector_type", f"differs from mm_projector/config.json's {projector_type!r}")
         cfg = NVILAConfig(
             vision,
             lm,
-            projector_type=proj.get("mm_projector_type", top.get("mm_projector_type")),
+            projector_type=projector_type,
             image_mode=image_mode,
             scales=scales,
             max_tiles=top.get("max_tiles", 12),
             num_video_frames=top.get("num_video_frames", 8),
-            fps=float(top.get("fps", 0.0) or 0.0),
+            fps=float(top.get("fps", 0.0)),
             temporal_pool=_temporal_pool(top),
         )
     except (ValueError, TypeError) as e:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"checkpoint {path}: bad config value: {e}") from e
-    if "mm_hidden_size" in top and top["mm_hidden_size"] != cfg.mm_hidden:
+    if "mm_hidden_size" in top and top.d["mm_hidden_size"] != cfg.mm_hidden:
         raise CheckpointError(
-            f"checkpoint: {top_path} mm_hidden_size={top['mm_hidden_size']} does not match "
+            f"checkpoint: {top.path} mm_hidden_size={top.d['mm_hidden_size']} does not match "
             f"vision hidden {vision.hidden} x {len(scales)} scales = {cfg.mm_hidden}"
         )
     return cfg
@@ -332,24 +478,26 @@ def load(
         if not os.path.isdir(os.path.join(path, sub)):
             raise CheckpointError(f"checkpoint: {os.path.join(path, sub)} not found (expected {', '.join(SUBDIRS)})")
     cfg = read_config(path)
-    tok_path = os.path.join(path, "llm", "tokenizer.json")
-    if not os.path.isfile(tok_path):
-        raise CheckpointError(f"checkpoint: {tok_path} not found (the tokenizer, `tokenizers` JSON format)")
     try:
-        tokenizer = Tokenizer.from_file(tok_path)
-    except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
-        raise CheckpointError(f"checkpoint: {tok_path} is not a usable tokenizer ({e})") from e
+        tokenizer = Tokenizer.from_dir(os.path.join(path, "llm"), [os.path.join(path, "generation_config.json")])
+    except TokenizerError as e:
+        raise CheckpointError(f"checkpoint: {str(e).removeprefix('tokenizer: ')}") from e
     with torch.device("meta"):
         model = NVILA(cfg, backend=backend)
     expected = dict(model.state_dict())
-    names = checkpoint_names(cfg)
-    if set(names) != set(expected):  # a bug here, not in the checkpoint
-        raise RuntimeError(f"weights.checkpoint_names out of sync with the model: {set(names) ^ set(expected)}")
 
     files = {sub: _tensor_files(os.path.join(path, sub)) for sub in SUBDIRS}
+    # SigLIP names: "vision_model.embeddings..." as released, "embeddings..." as transformers 5 saves them
+    prefix = "vision_model." if any(n.startswith("vision_model.") for n in files["vision_tower"]) else ""
+    names = checkpoint_names(cfg, prefix)
+    if set(names) != set(expected):  # a bug here, not in the checkpoint
+        raise RuntimeError(f"weights.checkpoint_names out of sync with the model: {set(names) ^ set(expected)}")
     wanted = {(sub, theirs) for sub, theirs in names.values()}
     unexpected = [
-        f"{sub}/{n}" for sub in SUBDIRS for n in files[sub] if (sub, n) not in wanted and not _unused(cfg, sub, n)
+        f"{sub}/{n}"
+        for sub in SUBDIRS
+        for n in files[sub]
+        if (sub, n) not in wanted and not _unused(cfg, sub, n, prefix)
     ]
     missing = [f"{sub}/{theirs}" for sub, theirs in names.values() if theirs not in files[sub]]
     if missing or unexpected:

@@ -126,7 +126,7 @@ def test_read_config_image_modes(tmp_path, changes, mode, scales):
     cfg = nvila.weights.read_config(str(tmp_path))
     assert (cfg.image_mode, cfg.scales) == (mode, scales)
     _edit_json(tmp_path / "config.json", image_aspect_ratio="pad", dynamic_s2=False)
-    with pytest.raises(nvila.CheckpointError, match="image_aspect_ratio 'pad'"):
+    with pytest.raises(nvila.CheckpointError, match="image_aspect_ratio='pad'"):
         nvila.weights.read_config(str(tmp_path))
 
 
