@@ -1,6 +1,7 @@
 """nvila: a minimal, complete NVILA (SigLIP + Dynamic-S2 + compression projector + Qwen2)
 on the nvila_kernels ops. `nvila.load(path)` reads an HF-format checkpoint;
-`nvila.generate(model, text, images=[...])` answers; `python -m nvila` is the CLI.
+`nvila.generate(model, text, images=[...])` answers; `nvila.logits(model, text, images=[...])`
+scores (nvila.scoring); `python -m nvila` is the CLI.
 `nvila.load(nvila.TINY_MODEL)` is a tiny NVILA trained on nvila.shapes, shipped here."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 from .config import PRESETS, LLMConfig, NVILAConfig, VisionConfig, preset
 from .generate import generate, generate_batch, generate_ids
 from .model import NVILA
+from .scoring import PromptLogits, logits, logprob, visual_embeddings
+from .tokenizer import Tokenizer
 from .weights import CheckpointError, load, save
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
@@ -41,6 +44,11 @@ __all__ = [
     "generate",
     "generate_batch",
     "generate_ids",
+    "logits",
+    "logprob",
+    "visual_embeddings",
+    "PromptLogits",
+    "Tokenizer",
     "quantize_fp8",
     "TINY_MODEL",
     "SAMPLES",

@@ -1,6 +1,8 @@
 """Text generation (gpt-fast style): one prefill over the whole prompt, then one decode
 step per token against the static KV cache. Greedy or sampled (temperature, top-p),
-stops at <|im_end|>; a batch of prompts is left-padded.
+stops at the checkpoint's stop tokens (generation_config.json's eos_token_id, the
+tokenizer's eos, <|im_end|>); a batch of prompts is left-padded. Answers are decoded as
+VILA decodes them: special tokens skipped, whitespace stripped.
 
     for piece in nvila.generate(model, "Describe.", images=["cat.jpg"], stream=True):
         print(piece, end="", flush=True)
@@ -15,7 +17,7 @@ import torch
 
 from .llm import causal_mask
 from .model import NVILA
-from .processor import IMAGE_TOKEN, VIDEO_TOKEN, chat_template, user_content
+from .processor import IMAGE_TOKEN, VIDEO_TOKEN, user_content
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, generator=None) -> torch.Tensor:
@@ -64,13 +66,13 @@ def generate_ids(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_p: float = 1.0,
-    stop_id: int | None = None,
+    stop_id: int | Sequence[int] | None = None,
     generator: torch.Generator | None = None,
     compile: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (tokens (B,), alive (B,) bool) per step for prompts given as embeddings
-    [(T_b, H)]; a sequence stops after emitting stop_id (the stop token is yielded with
-    alive False) or after max_new_tokens. compile: run the decode step through
+    [(T_b, H)]; a sequence stops after emitting stop_id (one id or several; the stop token
+    is yielded with alive False) or after max_new_tokens. compile: run the decode step through
     torch.compile (gpt-fast style; the first call pays the compilation)."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new_tokens!r}")
@@ -92,12 +94,13 @@ def generate_ids(
     input_pos = torch.arange(T, device=dev)
     rope_pos = (input_pos[None] - pad[:, None]).clamp(min=0)  # (B, T)
     logits = prefill(model, x, input_pos, rope_pos, key_valid)
+    stops = None if stop_id is None else torch.tensor(stop_id, device=dev).reshape(-1)
     alive = torch.ones(B, dtype=torch.bool, device=dev)
     decode = _decode_fn(compile)
     for step in range(max_new_tokens):
         tok = sample(logits, temperature, top_p, generator)
-        if stop_id is not None:
-            alive = alive & (tok != stop_id)
+        if stops is not None:
+            alive = alive & ~torch.isin(tok, stops)
         yield tok, alive
         if not alive.any() or step == max_new_tokens - 1:
             return
@@ -111,7 +114,7 @@ def generate_ids(
 def _prompt(model: NVILA, text: str, images: Sequence, video) -> torch.Tensor:
     has_media = IMAGE_TOKEN in text or VIDEO_TOKEN in text
     content = text if has_media else user_content(text, len(images), video is not None)
-    prompt = chat_template([{"role": "user", "content": content}])
+    prompt = model.tokenizer.apply_chat_template([{"role": "user", "content": content}])
     embeds, _ = model.embed_prompt(prompt, images, video)
     return embeds
 
@@ -144,20 +147,31 @@ def generate(
     return pieces if stream else "".join(pieces)
 
 
+def answer_text(tok, ids: Sequence[int]) -> str:
+    """An answer's text as VILA decodes it: special tokens skipped, whitespace stripped."""
+    return tok.decode(ids, skip_special_tokens=True).strip()
+
+
 def _stream(model, text, images, video, max_new_tokens, temperature, top_p, seed, compile) -> Iterator[str]:
+    """The answer's text in pieces whose concatenation is answer_text(ids): leading
+    whitespace is held back until text follows, trailing whitespace until more text follows
+    (it is dropped at the end), and an incomplete UTF-8 sequence until it completes."""
     tok = model.tokenizer
     gen = None if seed is None else torch.Generator(model.device).manual_seed(seed)
     embeds = _prompt(model, text, images, _frames(model, video))
     ids, emitted = [], ""
-    for t, alive in generate_ids(model, [embeds], max_new_tokens, temperature, top_p, tok.im_end_id, gen, compile):
+    for t, alive in generate_ids(model, [embeds], max_new_tokens, temperature, top_p, tok.stop_ids, gen, compile):
         if not alive[0]:
             break
         ids.append(int(t[0]))
-        text_so_far = tok.decode(ids)
-        if not text_so_far.endswith("\ufffd"):  # hold back an incomplete UTF-8 sequence
-            yield text_so_far[len(emitted) :]
-            emitted = text_so_far
-    rest = tok.decode(ids)[len(emitted) :]
+        text_so_far = tok.decode(ids, skip_special_tokens=True).lstrip()
+        if text_so_far.endswith("\ufffd"):
+            continue
+        ready = text_so_far.rstrip()
+        if len(ready) > len(emitted):
+            yield ready[len(emitted) :]
+            emitted = ready
+    rest = answer_text(tok, ids)[len(emitted) :]  # an incomplete UTF-8 sequence at the end
     if rest:
         yield rest
 
@@ -178,9 +192,9 @@ def generate_batch(
     embeds = [_prompt(model, text, images, _frames(model, video)) for text, images, video in requests]
     out: list[list[int]] = [[] for _ in requests]
     done = [False] * len(requests)
-    for t, alive in generate_ids(model, embeds, max_new_tokens, temperature, top_p, tok.im_end_id, gen, compile):
+    for t, alive in generate_ids(model, embeds, max_new_tokens, temperature, top_p, tok.stop_ids, gen, compile):
         for b in range(len(requests)):
             if not done[b] and alive[b]:
                 out[b].append(int(t[b]))
             done[b] = done[b] or not bool(alive[b])
-    return [tok.decode(ids) for ids in out]
+    return [answer_text(tok, ids) for ids in out]
