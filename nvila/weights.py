@@ -525,9 +525,28 @@ def load(
             if not t.dtype.is_floating_point:
                 raise CheckpointError(f"checkpoint: {sub}/{theirs} has dtype {t.dtype}, expected a floating type")
             state[ours] = t.to(device=device, dtype=dtype)
+        if cfg.llm.tie_embeddings and "lm_head.weight" in files["llm"]:
+            _check_tied_head(path, files["llm"], handles, stack)
     model.load_state_dict(state, strict=True, assign=True)
     model.tokenizer = tokenizer
     return model.eval().requires_grad_(False)
+
+
+def _check_tied_head(path: str, llm_files: dict, handles: dict, stack: contextlib.ExitStack) -> None:
+    """A tied model that also stores lm_head.weight: transformers 4 ignored the stored head,
+    transformers 5 uses it when it differs from the embedding; refused unless they agree."""
+    stored = {}
+    for name in ("lm_head.weight", "model.embed_tokens.weight"):
+        file = llm_files[name]
+        if file not in handles:
+            handles[file] = stack.enter_context(_safetensors(file))
+        stored[name] = handles[file].get_tensor(name)
+    if not torch.equal(stored["lm_head.weight"], stored["model.embed_tokens.weight"]):
+        raise CheckpointError(
+            f"checkpoint: {os.path.join(path, 'llm', 'config.json')} tie_word_embeddings=True but the stored "
+            f"lm_head.weight differs from model.embed_tokens.weight (transformers 4 would use the embedding, "
+            f"transformers 5 the stored head)"
+        )
 
 
 def save(model: NVILA, path: str, tokenizer_json: str | None = None, max_shard_bytes: int | None = None) -> None:
