@@ -529,3 +529,25 @@ def test_s2_scales_null_loads(ckpt, tmp_path):
     save_file(t, str(path / "mm_projector" / "model.safetensors"))
     model = nvila.load(str(path), dtype=torch.float32, backend="reference")
     assert (model.cfg.image_mode, model.cfg.scales) == ("resize", (32,))
+
+
+@pytest.mark.parametrize(
+    "changes, value",
+    [
+        ({"max_tiles": 20}, lambda c: c.max_tiles == 20),
+        ({"max_tiles": None}, lambda c: c.max_tiles == 12),
+        ({"num_video_frames": 6, "fps": 2.0}, lambda c: (c.num_video_frames, c.fps) == (6, 2.0)),
+        ({"s2_scales": [96, 32, 64]}, lambda c: c.scales == (32, 64, 96)),
+        ({"video_encoder": None}, lambda c: c.temporal_pool == 1),
+    ],
+)
+def test_config_key_read(ckpt, tmp_path, changes, value):
+    """Keys whose effect other tests cover (tiling, video sampling): read as the file says."""
+    assert value(nvila.weights.read_config(str(_edited(ckpt, tmp_path, "tf5", "config.json", changes))))
+
+
+def test_max_position_embeddings_bounds_the_prompt(ckpt, tmp_path):
+    path = _edited(ckpt, tmp_path, "tf5", "llm/config.json", {"max_position_embeddings": 16})
+    model = nvila.load(str(path), dtype=torch.float32, backend="reference")
+    with pytest.raises(ValueError, match="max_seq_len"):
+        nvila.logits(model, QUESTION)
