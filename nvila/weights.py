@@ -571,6 +571,13 @@ def save(model: NVILA, path: str, tokenizer_json: str | None = None, max_shard_b
             json.dump(content, f, indent=2)
     with open(os.path.join(path, "llm", "tokenizer.json"), "w") as f:
         f.write(tokenizer_json)
+    tok = model.tokenizer
+    if tok is not None and tok.template is not None:  # the chat template and stop tokens travel with it
+        with open(os.path.join(path, "llm", "chat_template.jinja"), "w") as f:
+            f.write(tok.template)
+    if tok is not None and tok.stop_ids != (tok.im_end_id,):
+        with open(os.path.join(path, "llm", "generation_config.json"), "w") as f:
+            json.dump({"eos_token_id": list(tok.stop_ids)}, f, indent=2)
     for sub in SUBDIRS:
         tensors = {theirs: state[ours].detach().cpu().contiguous() for ours, (s, theirs) in
                    checkpoint_names(cfg).items() if s == sub}  # fmt: skip

@@ -551,3 +551,13 @@ def test_max_position_embeddings_bounds_the_prompt(ckpt, tmp_path):
     model = nvila.load(str(path), dtype=torch.float32, backend="reference")
     with pytest.raises(ValueError, match="max_seq_len"):
         nvila.logits(model, QUESTION)
+
+
+def test_save_keeps_template_and_stop_ids(ckpt, tmp_path):
+    model = nvila.load(str(ckpt["release"]), dtype=torch.float32, backend="reference")
+    model.tokenizer.stop_ids += (0,)
+    nvila.save(model, str(tmp_path / "copy"))
+    again = nvila.load(str(tmp_path / "copy"), dtype=torch.float32, backend="reference")
+    assert again.tokenizer.template == model.tokenizer.template is not None
+    assert again.tokenizer.stop_ids == model.tokenizer.stop_ids
+    assert again.tokenizer.encode(CORPUS[4]) == model.tokenizer.encode(CORPUS[4])
