@@ -23,7 +23,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     p.add_argument("--fp8", action="store_true", help="FP8 W8A8 Linear layers in the LLM and vision tower")
     p.add_argument("--backend", default=None, help="nvila_kernels backend (reference, cpu, cuda, triton, emu)")
-    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument(
+        "--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="the LLM's; default: bf16 on GPU, fp32 on CPU"
+    )
+    p.add_argument(
+        "--vision-dtype",
+        default=None,
+        choices=["bf16", "fp16", "fp32"],
+        help="the vision tower's and projector's; default: fp16 on GPU (as released), --dtype on CPU",
+    )
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     return p.parse_args(argv)
 
@@ -45,8 +53,10 @@ def _run(args: argparse.Namespace) -> int:
     from . import TINY_MODEL, generate, load, quantize_fp8
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("bf16" if torch.device(device).type == "cuda" else "fp32")
-    model = load(args.model or TINY_MODEL, dtype=dtype, device=device, backend=args.backend)
+    on_gpu = torch.device(device).type == "cuda"
+    dtype = args.dtype or ("bf16" if on_gpu else "fp32")
+    vision_dtype = args.vision_dtype or ("fp16" if on_gpu else dtype)
+    model = load(args.model or TINY_MODEL, dtype=dtype, device=device, backend=args.backend, vision_dtype=vision_dtype)
     if args.fp8:
         quantize_fp8(model)
     for piece in generate(

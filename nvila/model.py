@@ -44,6 +44,11 @@ class NVILA(nn.Module):
         return self.llm.embed.weight.dtype
 
     @property
+    def vision_dtype(self) -> torch.dtype:
+        """The vision tower's and projector's dtype (fp16 on GPU as released, when loaded so)."""
+        return self.vision.patch.weight.dtype
+
+    @property
     def device(self) -> torch.device:
         return self.llm.embed.weight.device
 
@@ -61,7 +66,7 @@ class NVILA(nn.Module):
     def vision_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n, 3, tile, tile) -> (n, grid*grid, mm_hidden): non-tiled inputs get their
         channels repeated once per scale (Dynamic-S2 models)."""
-        f = self.vision(pixels.to(self.device, self.dtype))
+        f = self.vision(pixels.to(self.device, self.vision_dtype))
         return f.repeat(1, 1, len(self.cfg.scales)) if len(self.cfg.scales) > 1 else f
 
     def encode_image(self, image, tiled: bool = True) -> list[torch.Tensor]:
@@ -73,7 +78,7 @@ class NVILA(nn.Module):
         pixels = tile_image(image, plan, v.image_mean, v.image_std, backend=self.backend)
         if plan.n_tiles == 1:
             return [self.projector(self.vision_features(pixels), plan, self.backend)]
-        feats = self.vision(pixels.to(self.device, self.dtype))  # (n_tiles, grid*grid, C)
+        feats = self.vision(pixels.to(self.device, self.vision_dtype))  # (n_tiles, grid*grid, C)
         if self.cfg.image_mode == "lite":
             return list(self.projector.compress_tiles(feats, self.backend).unbind(0))
         return [self.projector(feats, plan, self.backend)]

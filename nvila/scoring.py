@@ -68,7 +68,7 @@ def visual_embeddings(model: NVILA, images: Sequence = (), video=None) -> list[t
         blocks += model.encode_image(im, tiled=len(images) == 1)
     if video is not None:
         blocks += model.encode_video(frames(model, video))
-    return blocks
+    return [b.to(model.dtype) for b in blocks]
 
 
 def _positions(positions, T: int) -> torch.Tensor:

@@ -457,21 +457,31 @@ def _safetensors(file: str):
         raise CheckpointError(f"checkpoint: {file} is not a valid safetensors file ({e})") from e
 
 
+def _dtype(name: str, dtype) -> torch.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"{name}: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"{name}: expected torch.bfloat16, float16 or float32, got {dtype}")
+    return dtype
+
+
 def load(
     path: str,
     dtype: torch.dtype | str = torch.bfloat16,
     device: torch.device | str = "cpu",
     backend: str | None = None,
+    vision_dtype: torch.dtype | str | None = None,
 ) -> NVILA:
-    """An NVILA model (with .tokenizer) from an HF-format checkpoint directory."""
+    """An NVILA model (with .tokenizer) from an HF-format checkpoint directory. dtype: the
+    LLM's; vision_dtype: the vision tower's and projector's (None: dtype). The official
+    loader runs the LLM in bf16 and the vision tower and projector in fp16 on GPU
+    (dtype="bf16", vision_dtype="fp16"; the CLI's default there)."""
     from safetensors import SafetensorError
 
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
-        dtype = DTYPES[dtype]
-    if dtype not in DTYPES.values():
-        raise ValueError(f"dtype: expected torch.bfloat16, float16 or float32, got {dtype}")
+    dtype = _dtype("dtype", dtype)
+    vision_dtype = dtype if vision_dtype is None else _dtype("vision_dtype", vision_dtype)
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint: directory {path} not found")
     for sub in SUBDIRS:
@@ -524,7 +534,8 @@ def load(
                 )
             if not t.dtype.is_floating_point:
                 raise CheckpointError(f"checkpoint: {sub}/{theirs} has dtype {t.dtype}, expected a floating type")
-            state[ours] = t.to(device=device, dtype=dtype)
+            part_dtype = vision_dtype if ours.startswith(("vision.", "projector.")) else dtype
+            state[ours] = t.to(device=device, dtype=part_dtype)
         if cfg.llm.tie_embeddings and "lm_head.weight" in files["llm"]:
             _check_tied_head(path, files["llm"], handles, stack)
     model.load_state_dict(state, strict=True, assign=True)

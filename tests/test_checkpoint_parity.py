@@ -561,3 +561,24 @@ def test_save_keeps_template_and_stop_ids(ckpt, tmp_path):
     assert again.tokenizer.template == model.tokenizer.template is not None
     assert again.tokenizer.stop_ids == model.tokenizer.stop_ids
     assert again.tokenizer.encode(CORPUS[4]) == model.tokenizer.encode(CORPUS[4])
+
+
+def test_vision_dtype_per_part(ckpt):
+    """As released on GPU: vision tower and projector in fp16, the LLM in another dtype."""
+    from PIL import Image
+
+    image = Image.fromarray(
+        torch.randint(0, 256, (40, 70, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(7)).numpy()
+    )
+    full = nvila.load(str(ckpt["tf5"]), dtype="fp32", backend="reference")
+    mixed = nvila.load(str(ckpt["tf5"]), dtype="fp32", vision_dtype="fp16", backend="reference")
+    assert {p.dtype for p in mixed.vision.parameters()} | {p.dtype for p in mixed.projector.parameters()} == {
+        torch.float16
+    }
+    assert {p.dtype for p in mixed.llm.parameters()} == {torch.float32}
+    a, b = (nvila.visual_embeddings(m, images=[image]) for m in (full, mixed))
+    assert [x.dtype for x in b] == [torch.float32] and _rel_err(b[0], a[0]) < 1e-2
+    want = nvila.logits(full, QUESTION, images=[image], positions="last").logits
+    assert _rel_err(nvila.logits(mixed, QUESTION, images=[image], positions="last").logits, want) < 1e-2
+    with pytest.raises(ValueError, match="vision_dtype"):
+        nvila.load(str(ckpt["tf5"]), vision_dtype="int8")
