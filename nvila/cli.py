@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--vision-dtype",
         default=None,
         choices=["bf16", "fp16", "fp32"],
-        help="the vision tower's and projector's; default: fp16 on GPU (as released), --dtype on CPU",
+        help="the vision tower's and projector's; default: fp16 on GPU without --dtype (as released), else --dtype",
     )
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     return p.parse_args(argv)
@@ -53,10 +53,9 @@ def _run(args: argparse.Namespace) -> int:
     from . import TINY_MODEL, generate, load, quantize_fp8
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    on_gpu = torch.device(device).type == "cuda"
-    dtype = args.dtype or ("bf16" if on_gpu else "fp32")
-    vision_dtype = args.vision_dtype or ("fp16" if on_gpu else dtype)
-    model = load(args.model or TINY_MODEL, dtype=dtype, device=device, backend=args.backend, vision_dtype=vision_dtype)
+    model = load(
+        args.model or TINY_MODEL, dtype=args.dtype, device=device, backend=args.backend, vision_dtype=args.vision_dtype
+    )
     if args.fp8:
         quantize_fp8(model)
     for piece in generate(

@@ -467,21 +467,30 @@ def _dtype(name: str, dtype) -> torch.dtype:
     return dtype
 
 
+def part_dtypes(dtype, vision_dtype, device) -> tuple[torch.dtype, torch.dtype]:
+    """(LLM dtype, vision tower and projector dtype) for load()'s arguments: on GPU
+    without either, bf16 and fp16 (as released); else dtype (default fp32) for both
+    unless vision_dtype is given."""
+    if dtype is None and vision_dtype is None and torch.device(device).type == "cuda":
+        return torch.bfloat16, torch.float16
+    dtype = _dtype("dtype", torch.float32 if dtype is None else dtype)
+    return dtype, dtype if vision_dtype is None else _dtype("vision_dtype", vision_dtype)
+
+
 def load(
     path: str,
-    dtype: torch.dtype | str = torch.bfloat16,
+    dtype: torch.dtype | str | None = None,
     device: torch.device | str = "cpu",
     backend: str | None = None,
     vision_dtype: torch.dtype | str | None = None,
 ) -> NVILA:
     """An NVILA model (with .tokenizer) from an HF-format checkpoint directory. dtype: the
-    LLM's; vision_dtype: the vision tower's and projector's (None: dtype). The official
-    loader runs the LLM in bf16 and the vision tower and projector in fp16 on GPU
-    (dtype="bf16", vision_dtype="fp16"; the CLI's default there)."""
+    LLM's; vision_dtype: the vision tower's and projector's. Defaults as the official
+    loader runs them on GPU: LLM bf16, vision tower and projector fp16; on CPU, fp32 for
+    both. An explicit dtype alone sets both parts."""
     from safetensors import SafetensorError
 
-    dtype = _dtype("dtype", dtype)
-    vision_dtype = dtype if vision_dtype is None else _dtype("vision_dtype", vision_dtype)
+    dtype, vision_dtype = part_dtypes(dtype, vision_dtype, device)
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint: directory {path} not found")
     for sub in SUBDIRS:

@@ -477,7 +477,7 @@ def test_config_key_honoured_as_transformers(ckpt, tmp_path, key):
     model = nvila.load(str(path), dtype=torch.float32, backend="reference")
     if part == "llm":
         hf = transformers.Qwen2ForCausalLM.from_pretrained(str(path / "llm")).eval()
-        ids = torch.tensor(nvila.logits(model, QUESTION).ids)[None]
+        ids = nvila.logits(model, QUESTION).ids[None]
         with torch.no_grad():
             want, got, before = (
                 hf(ids).logits[0],
@@ -582,3 +582,8 @@ def test_vision_dtype_per_part(ckpt):
     assert _rel_err(nvila.logits(mixed, QUESTION, images=[image], positions="last").logits, want) < 1e-2
     with pytest.raises(ValueError, match="vision_dtype"):
         nvila.load(str(ckpt["tf5"]), vision_dtype="int8")
+    assert {p.dtype for p in nvila.load(str(ckpt["tf5"])).parameters()} == {torch.float32}  # CPU default
+    part_dtypes = nvila.weights.part_dtypes
+    assert part_dtypes(None, None, "cuda:0") == (torch.bfloat16, torch.float16)
+    assert part_dtypes("fp16", None, "cuda") == (torch.float16, torch.float16)
+    assert part_dtypes(None, "bf16", "cpu") == (torch.float32, torch.bfloat16)
