@@ -125,6 +125,8 @@ class NVILAConfig:
     num_video_frames: int = 8
     fps: float = 0.0
     temporal_pool: int = 1  # average groups of this many consecutive frames (1 = off)
+    num_time_tokens: int = 0  # video time tokens in answers (VILA's "<t0>".."<t{n-1}>"), 0 = none
+    time_token_format: str = "<t{t}>"
 
     def __post_init__(self) -> None:
         if not isinstance(self.vision, VisionConfig):
@@ -162,6 +164,14 @@ class NVILAConfig:
         if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or self.fps < 0:
             raise ValueError(f"NVILAConfig.fps: expected a float >= 0, got {self.fps!r}")
         _positive_int("NVILAConfig", "temporal_pool", self.temporal_pool)
+        if isinstance(self.num_time_tokens, bool) or not isinstance(self.num_time_tokens, int):
+            raise ValueError(f"NVILAConfig.num_time_tokens: expected an int >= 0, got {self.num_time_tokens!r}")
+        if self.num_time_tokens == 1 or self.num_time_tokens < 0:
+            raise ValueError(f"NVILAConfig.num_time_tokens: expected 0 or an int >= 2, got {self.num_time_tokens!r}")
+        if not isinstance(self.time_token_format, str) or "{t}" not in self.time_token_format:
+            raise ValueError(
+                f"NVILAConfig.time_token_format: expected a format string with {{t}}, got {self.time_token_format!r}"
+            )
         if self.num_video_frames % self.temporal_pool:
             raise ValueError(
                 f"NVILAConfig.temporal_pool: {self.temporal_pool} does not divide "

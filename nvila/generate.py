@@ -142,8 +142,17 @@ def generate(
 ):
     """Answer one user message. images: paths / PIL images; video: a path or a list of
     frames. Media placeholders go first unless `text` already holds them. Returns the
-    answer, or with stream=True an iterator over its text pieces as they are decoded."""
+    answer, or with stream=True an iterator over its text pieces as they are decoded.
+    A model with video time tokens (cfg.num_time_tokens) asked about a video file has
+    them turned into timestamps as VILA's CLI does (the answer then comes as one piece)."""
     pieces = _stream(model, text, images, video, max_new_tokens, temperature, top_p, seed, compile)
+    if isinstance(video, str) and model.cfg.num_time_tokens:
+        from .processor import video_duration
+        from .tokenizer import decode_time_tokens
+
+        c = model.cfg
+        answer = decode_time_tokens("".join(pieces), video_duration(video), c.num_time_tokens, c.time_token_format)
+        return iter([answer]) if stream else answer
     return pieces if stream else "".join(pieces)
 
 

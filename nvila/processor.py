@@ -189,6 +189,29 @@ def frame_indices(
     return [int(i) for i in np.round(np.linspace(0, frame_count - 1, n))]
 
 
+def video_duration(path: str) -> float:
+    """A video's duration in seconds as VILA's CLI takes it: frame count / average frame
+    rate, from the container (frames counted by demuxing, not decoding, when the stream
+    does not store its count)."""
+    import av
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video: {path} not found")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise MediaError(f"video: {path}: no video stream")
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or 0)
+            frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+    except av.FFmpegError as e:
+        raise MediaError(f"video: {path}: corrupt or not a video ({type(e).__name__}: {e})") from e
+    if rate <= 0 or frames < 1:
+        raise MediaError(f"video: {path}: no frame rate or no frames ({frames} frames at {rate} fps)")
+    return frames / rate
+
+
 def load_video(path: str, n: int, fps: float = 0.0) -> list[Image.Image]:
     """Decode the n frames NVILA samples from the video at `path` (PyAV; see frame_indices),
     as RGB PIL images. Two decoding passes: the first reads every frame's time and size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -146,6 +147,16 @@ def compile_template(source: str):
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env.from_string(source)
+
+
+def decode_time_tokens(text: str, duration: float, num_time_tokens: int, time_token_format: str = "<t{t}>") -> str:
+    """Time tokens in an answer about a video -> timestamps, as VILA's CLI does: token t of
+    n becomes "<round(t * duration / (n - 1), 2)>" seconds; "<tK>" with K >= n (beyond the
+    vocabulary's time tokens, spelled out by ordinary tokens) becomes the end, "<duration>"."""
+    for t in range(num_time_tokens):
+        text = text.replace(time_token_format.format(t=t), f"<{round(t * duration / (num_time_tokens - 1), 2)}>")
+    end = f"<{round(duration, 2)}>"
+    return re.sub(r"<t(\d+)>", lambda m: end if int(m.group(1)) >= num_time_tokens else m.group(0), text)
 
 
 # ---- files ----------------------------------------------------------------------

@@ -288,8 +288,6 @@ def read_config(path: str) -> NVILAConfig:
             raise top.refuse("hidden_size", f"differs from the LLM's hidden_size {lm.hidden}")
         for key in ("s2", "mm_use_im_start_end", "mm_use_im_patch_token"):
             top.only(key, False, (False,))
-        if top.get("num_time_tokens", 0) != 0:
-            raise top.refuse("num_time_tokens", "video time tokens are not implemented")
         dynamic_s2 = top.get("dynamic_s2", False)
         aspect = top.get("image_aspect_ratio", "dynamic_s2" if dynamic_s2 else None)
         if aspect == "dynamic_s2" and dynamic_s2:
@@ -320,6 +318,8 @@ def read_config(path: str) -> NVILAConfig:
                     f"{'missing means' if idx == 0 else 'this is'} {idx} in VILA",
                 )
         top.only("min_tiles", 1, (1,), "a minimum tile count other than 1 is not implemented")
+        if "{t}" not in str(top.get("time_token_format", "<t{t}>")):
+            raise top.refuse("time_token_format", "expected a format string with {t}")
         projector_type = proj.get("mm_projector_type", top.get("mm_projector_type", None))
         if "mm_projector_type" in top and top.d["mm_projector_type"] != projector_type:
             raise top.refuse("mm_projector_type", f"differs from mm_projector/config.json's {projector_type!r}")
@@ -333,6 +333,8 @@ def read_config(path: str) -> NVILAConfig:
             num_video_frames=top.get("num_video_frames", 8),
             fps=float(top.get("fps", 0.0)),
             temporal_pool=_temporal_pool(top),
+            num_time_tokens=top.get("num_time_tokens", 0),
+            time_token_format=top.get("time_token_format", "<t{t}>"),
         )
     except (ValueError, TypeError) as e:
         if isinstance(e, CheckpointError):
@@ -371,6 +373,8 @@ def _config_jsons(cfg: NVILAConfig, dtype: torch.dtype) -> dict[str, dict]:
             if cfg.temporal_pool > 1
             else {"_target_": "llava.model.encoders.BasicVideoEncoder"}
         ),
+        "num_time_tokens": cfg.num_time_tokens,
+        "time_token_format": cfg.time_token_format,
         "torch_dtype": torch_dtype,
     }
     llm = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -406,12 +407,7 @@ REFUSED = {
         "image_aspect_ratio='dynamic'",
     ),
     "static s2": ("tf5", "config.json", {"s2": True}, "s2=True"),
-    "time tokens": (
-        "tf5",
-        "config.json",
-        {"num_time_tokens": 100, "time_token_format": "<t{t}>"},
-        "num_time_tokens=100",
-    ),
+    "time token format": ("tf5", "config.json", {"num_time_tokens": 100, "time_token_format": "<t>"}, "{t}"),
     "video encoder": (
         "tf5",
         "config.json",
@@ -539,6 +535,10 @@ def test_s2_scales_null_loads(ckpt, tmp_path):
         ({"num_video_frames": 6, "fps": 2.0}, lambda c: (c.num_video_frames, c.fps) == (6, 2.0)),
         ({"s2_scales": [96, 32, 64]}, lambda c: c.scales == (32, 64, 96)),
         ({"video_encoder": None}, lambda c: c.temporal_pool == 1),
+        (
+            {"num_time_tokens": 100, "time_token_format": "<T{t}>"},
+            lambda c: (c.num_time_tokens, c.time_token_format) == (100, "<T{t}>"),
+        ),
     ],
 )
 def test_config_key_read(ckpt, tmp_path, changes, value):
@@ -587,3 +587,26 @@ def test_vision_dtype_per_part(ckpt):
     assert part_dtypes(None, None, "cuda:0") == (torch.bfloat16, torch.float16)
     assert part_dtypes("fp16", None, "cuda") == (torch.float16, torch.float16)
     assert part_dtypes(None, "bf16", "cpu") == (torch.float32, torch.bfloat16)
+
+
+def test_time_tokens_become_timestamps_as_vila_cli():
+    """VILA's CLI: token t of n -> <round(t * duration / (n - 1), 2)>; <tK>, K >= n -> the end."""
+    from nvila.processor import video_duration
+    from nvila.tokenizer import decode_time_tokens
+
+    text = "From <t0> to <t3>, then <t1><t12> and <t100> (t7 stays)"
+    want = "From <0.0> to <3.33>, then <1.11><13.33> and <13.33> (t7 stays)"
+    assert decode_time_tokens(text, 13.333, 13) == want
+    assert decode_time_tokens("<T1> <T2> <t2>", 10.0, 3, "<T{t}>") == "<5.0> <10.0> <t2>"
+    # the shipped sample: 8 frames at 4 fps
+    assert video_duration(os.path.join(nvila.SAMPLES, "video.mkv")) == 2.0
+
+
+def test_generate_turns_time_tokens_into_timestamps(ckpt, tmp_path, monkeypatch):
+    path = _edited(ckpt, tmp_path, "tf5", "config.json", {"num_time_tokens": 5})
+    model = nvila.load(str(path), backend="reference")
+    monkeypatch.setattr(sys.modules["nvila.generate"], "_stream", lambda *a: iter(["At ", "<t1>", " and <t4>"]))
+    video = os.path.join(nvila.SAMPLES, "video.mkv")  # 2.0 s
+    assert nvila.generate(model, "When?", video=video) == "At <0.5> and <2.0>"
+    assert list(nvila.generate(model, "When?", video=video, stream=True)) == ["At <0.5> and <2.0>"]
+    assert nvila.generate(model, "When?") == "At <t1> and <t4>"  # no video file: no duration
