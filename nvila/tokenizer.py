@@ -53,16 +53,7 @@ class Tokenizer:
         self.template = template
         self.stop_ids = tuple(dict.fromkeys(stop_ids)) or (self.im_end_id,)
         self.special = dict(special or {})
-        self._compiled = None
-
-    @classmethod
-    def from_file(cls, path: str) -> Tokenizer:
-        """A bare tokenizer.json (Qwen2's template, <|im_end|> as the stop)."""
-        from tokenizers import Tokenizer as HFTokenizer
-
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"tokenizer: {path} not found (expected the checkpoint's llm/tokenizer.json)")
-        return cls(HFTokenizer.from_file(path))
+        self._compiled = None if template is None else compile_template(template)
 
     @classmethod
     def from_dir(cls, folder: str, generation_configs: Sequence[str] = ()) -> Tokenizer:
@@ -72,7 +63,12 @@ class Tokenizer:
         the file that is missing or unusable."""
         config = _json(os.path.join(folder, "tokenizer_config.json"))
         special_map = _json(os.path.join(folder, "special_tokens_map.json"))
-        tok = _read_tokenizer(folder, config, special_map)
+        try:
+            tok = _read_tokenizer(folder, config, special_map)
+        except TokenizerError:
+            raise
+        except Exception as e:  # tokenizers raises bare Exceptions; bad ids, merges, encodings
+            raise TokenizerError(f"tokenizer: {folder} is not a usable tokenizer ({type(e).__name__}: {e})") from e
         special = {}
         for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
             value = config.get(key, special_map.get(key))
@@ -87,6 +83,10 @@ class Tokenizer:
             return cls(tok, template, stop_ids, special)
         except ValueError as e:
             raise TokenizerError(f"tokenizer: {folder} is not a usable tokenizer ({e})") from e
+        except Exception as e:  # jinja2.TemplateSyntaxError
+            jinja = os.path.join(folder, "chat_template.jinja")
+            source = jinja if os.path.isfile(jinja) else os.path.join(folder, "tokenizer_config.json")
+            raise TokenizerError(f"tokenizer: {source} chat_template does not compile ({e})") from e
 
     def _single_id(self, text: str) -> int:
         ids = self.encode(text)
@@ -106,10 +106,8 @@ class Tokenizer:
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """The prompt text of `messages` ([{"role": ..., "content": ...}]): the checkpoint's
         template rendered as transformers renders it, or Qwen2's."""
-        if self.template is None:
-            return chat_template(messages, add_generation_prompt)
         if self._compiled is None:
-            self._compiled = compile_template(self.template)
+            return chat_template(messages, add_generation_prompt)
         return self._compiled.render(
             messages=list(messages), add_generation_prompt=add_generation_prompt, **self.special
         )

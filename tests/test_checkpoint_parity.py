@@ -435,6 +435,8 @@ REFUSED = {
         {"chat_template": [{"name": "tool_use", "template": "x"}]},
         "without a 'default'",
     ),
+    "template syntax": ("release", "llm/tokenizer_config.json", {"chat_template": "{% for %}"}, "does not compile"),
+    "added token id": ("release", "llm/added_tokens.json", {"<extra>": "x"}, "not a usable tokenizer"),
     "tokenizer class": (
         "release",
         "llm/tokenizer_config.json",
@@ -510,7 +512,8 @@ def test_config_key_refused_naming_file_and_key(ckpt, tmp_path, key):
     path = _edited(ckpt, tmp_path, form, file, changes)
     with pytest.raises(nvila.CheckpointError, match=match) as e:
         nvila.load(str(path))
-    assert os.path.basename(file).replace("model.safetensors", "config.json") in str(e.value)
+    named = file.replace("model.safetensors", "config.json").replace("/added_tokens.json", "")  # the file, or llm/
+    assert os.path.join(str(path), named) in str(e.value)
 
 
 def test_s2_scales_null_loads(ckpt, tmp_path):
