@@ -2,10 +2,15 @@
 the checkpoint's names:
 
     config.json      top level (llava_llama): s2 / projector / video keys
-    llm/             Qwen2ForCausalLM: config.json, *.safetensors (+ index), tokenizer.json
-    vision_tower/    SiglipVisionModel: config.json, *.safetensors, preprocessor_config.json
+    llm/             Qwen2ForCausalLM: config.json, *.safetensors (+ index), the tokenizer
+                     files (tokenizer.json, or vocab.json + merges.txt + ...: nvila.tokenizer)
+    vision_tower/    SiglipVisionModel: config.json, *.safetensors ("vision_model.*" names as
+                     released, or without the prefix as transformers 5 saves them),
+                     preprocessor_config.json
     mm_projector/    config.json (mm_projector_type), *.safetensors (nn.Sequential indices)
 
+read_config() reads every config key that changes what is computed and honours it or
+refuses it naming the file and the key (docs/MEDIA_AND_CHECKPOINTS.md has the table).
 load() builds the model on the meta device, memory-maps the safetensors, checks every
 name and shape, and loads with assign=True (the tensors are not allocated twice).
 """
