@@ -613,3 +613,25 @@ def test_generate_turns_time_tokens_into_timestamps(ckpt, tmp_path, monkeypatch)
     assert nvila.generate(model, "When?", video=video) == "At <0.5> and <2.0>"
     assert list(nvila.generate(model, "When?", video=video, stream=True)) == ["At <0.5> and <2.0>"]
     assert nvila.generate(model, "When?") == "At <t1> and <t4>"  # no video file: no duration
+
+
+def test_logprob_and_positions_as_transformers(ckpt):
+    model = nvila.load(str(ckpt["tf5"]), backend="reference")
+    hf_tok, answer = ckpt["hf_tok"], "A cat, 42 😀"
+    prompt = hf_tok.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
+                                        tokenize=True, return_dict=False)  # fmt: skip
+    answer_ids = hf_tok.encode(answer, add_special_tokens=False)
+    with torch.no_grad():
+        logp = torch.log_softmax(ckpt["hf_llm"](torch.tensor([prompt + answer_ids])).logits[0], dim=-1)
+    T = len(prompt)
+    want = sum(float(logp[T - 1 + i, t]) for i, t in enumerate(answer_ids))
+    assert abs(nvila.logprob(model, QUESTION, answer) - want) < 1e-4 * abs(want)
+    full = nvila.logits(model, QUESTION).logits
+    some = nvila.logits(model, QUESTION, positions=[-1, 0, 3])
+    assert some.positions.tolist() == [T - 1, 0, 3]
+    torch.testing.assert_close(some.logits, full[[T - 1, 0, 3]], rtol=1e-5, atol=1e-5)
+    for bad in ([T], "first", [[0]]):
+        with pytest.raises(ValueError, match="positions"):
+            nvila.logits(model, QUESTION, positions=bad)
+    with pytest.raises(ValueError, match="answer"):
+        nvila.logprob(model, QUESTION, "")
