@@ -216,51 +216,7 @@ def test_info_cli():
     assert "backend cpu       available on cpu" in out
 
 
-# ---- argument errors: each names the argument ----------------------------------
-
-X = torch.randn(1, 4, 4, 3)
-
-
-@pytest.mark.parametrize(
-    "kwargs, exc, pattern",
-    [
-        (dict(x=torch.randn(4, 4, 3), k=2), ValueError, r"x: expected a 4-D"),
-        (dict(x=X, k=0), ValueError, r"k: expected an int >= 1"),
-        (dict(x=X, k=2.0), ValueError, r"k: expected an int"),
-        (dict(x=X, k=2, ln_weight=torch.randn(11)), ValueError, r"ln_weight: expected shape \(12,\)"),
-        (dict(x=X, k=2, ln_weight=torch.randn(12), ln_bias=torch.randn(3)), ValueError, r"ln_bias: expected shape"),
-        (dict(x=X, k=2, ln_bias=torch.randn(12)), ValueError, r"ln_bias: given without ln_weight"),
-        (dict(x=X.to(torch.int32), k=2), TypeError, r"x: expected dtype float32"),
-        (dict(x=X, k=2, ln_weight=torch.ones(12, dtype=torch.int64)), TypeError, r"ln_weight: expected dtype"),
-        (dict(x=torch.randn(1, 0, 4, 3), k=2), ValueError, r"x: expected a non-empty"),
-        (dict(x=X, k=2, ln_weight=torch.randn(12, device="meta")), ValueError, r"ln_weight: expected a tensor on cpu"),
-        (dict(x=X, k=2, eps=-1.0), ValueError, r"eps"),
-        (dict(x=X, k=2, out=torch.empty(1, 2, 2, 11)), ValueError, r"out: expected shape"),
-        (dict(x=X, k=2, out=torch.empty(1, 2, 2, 12, dtype=torch.float16)), TypeError, r"out: expected dtype"),
-        (dict(x=X, k=2, out=torch.empty(1, 2, 12, 2).transpose(2, 3)), ValueError, r"out: expected a contiguous"),
-        (dict(x=X, k=1, out=X), ValueError, r"out: must not share memory with x"),
-    ],
-)
-@pytest.mark.parametrize("backend", ["reference", "cpu", "emu"])
-def test_spatial_compress_errors(backend, kwargs, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        nk.spatial_compress(**kwargs, backend=backend)
-
-
-@pytest.mark.parametrize(
-    "args, exc, pattern",
-    [
-        ((torch.randn(12, 3), 5), ValueError, r"group: the number of frames T=12 .* not divisible by group=5"),
-        ((torch.randn(8, 3), 0), ValueError, r"group: expected an int >= 1"),
-        ((torch.randn(0, 3), 1), ValueError, r"x: expected a non-empty"),
-        ((torch.tensor(1.0), 1), ValueError, r"x: expected at least 1 dimension"),
-        ((torch.ones(8, 3, dtype=torch.uint8), 2), TypeError, r"x: expected dtype"),
-    ],
-)
-@pytest.mark.parametrize("backend", ["reference", "cpu", "emu"])
-def test_temporal_pool_errors(backend, args, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        nk.temporal_pool(*args, backend=backend)
+# ---- raw ops: argument errors are tested in test_input_errors.py ------------------
 
 
 @pytest.mark.parametrize("backend", ["cpu", "emu"])
