@@ -142,11 +142,11 @@ def spatial_compress_config(a: SpatialCompressArgs, t: LaunchTarget) -> LaunchCo
     rows = a.B * _cdiv(a.H, a.k) * _cdiv(a.W, a.k)
     D = a.k * a.k * a.C
     if a.ln_weight is None:
-        variant, smem = 0, 0  # kSpatialCompressPlain
+        variant, smem = 0, 0  # kLayerNormNone (csrc/include/nvila/layernorm.h)
     elif D * 4 <= t.max_dynamic_smem:
-        variant, smem = 1, D * 4  # kSpatialCompressLnCached: the row as fp32 in shared memory
+        variant, smem = 1, D * 4  # kLayerNormCached: the row as fp32 in shared memory
     else:
-        variant, smem = 2, 0  # kSpatialCompressLnUncached
+        variant, smem = 2, 0  # kLayerNormUncached
     if rows == 0:
         return _config(variant=(vec,))
     block = 32
@@ -179,11 +179,11 @@ def merge_compress_config(a: MergeCompressArgs, t: LaunchTarget) -> LaunchConfig
     D = k * k * m.S * m.C
     table, row = k * k * m.S * MERGE_PIECE_BYTES, D * 4
     if a.ln_weight is None:
-        variant, smem = 0, table  # kMergeCompressPlain
+        variant, smem = 0, table  # kLayerNormNone
     elif table + row <= t.max_dynamic_smem:
-        variant, smem = 1, table + row  # kMergeCompressLnCached
+        variant, smem = 1, table + row  # kLayerNormCached
     else:
-        variant, smem = 2, table  # kMergeCompressLnUncached
+        variant, smem = 2, table  # kLayerNormUncached
     tokens = m.rows[m.S - 1] * _cdiv(m.h, k) * m.cols[m.S - 1] * _cdiv(m.w, k)
     if tokens == 0:
         return _config(variant=(vec, variant))

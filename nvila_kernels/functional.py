@@ -10,6 +10,25 @@ import torch
 from . import _ops, backends, reference, resample
 from .tiling import TilePlan
 
+__all__ = [
+    "spatial_compress",
+    "temporal_pool",
+    "multiscale_merge",
+    "merge_compress",
+    "multiscale_tile",
+    "multiscale_tile_batch",
+    "fp8_quantize",
+    "fp8_gemm",
+    "FLOAT_DTYPES",
+    "FP8_DTYPES",
+    "OUT_DTYPES",
+    "MERGE_MAX_SCALES",
+    "TILE_MAX_SCALES",
+    "TILE_MAX_SIDE",
+    "TILE_MAX_TILES",
+    "MAX_TOKEN_CHANNELS",
+]
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MERGE_MAX_SCALES = 8  # kMergeMaxScales in csrc/include/nvila/multiscale_merge.h
 # multiscale_tile caps (int32 coefficient and pixel offsets stay far from overflow)
