@@ -19,15 +19,7 @@ __all__ = [
     "multiscale_tile_batch",
     "fp8_quantize",
     "fp8_gemm",
-    "FLOAT_DTYPES",
-    "FP8_DTYPES",
-    "OUT_DTYPES",
-    "MERGE_MAX_SCALES",
-    "TILE_MAX_SCALES",
-    "TILE_MAX_SIDE",
-    "TILE_MAX_TILES",
-    "MAX_TOKEN_CHANNELS",
-]
+]  # re-exported as nvila_kernels.*; the caps below are module constants
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MERGE_MAX_SCALES = 8  # kMergeMaxScales in csrc/include/nvila/multiscale_merge.h
