@@ -142,11 +142,11 @@ def spatial_compress_config(a: SpatialCompressArgs, t: LaunchTarget) -> LaunchCo
     rows = a.B * _cdiv(a.H, a.k) * _cdiv(a.W, a.k)
     D = a.k * a.k * a.C
     if a.ln_weight is None:
-        variant, smem = 0, 0  # kSpatialCompressPlain
+        variant, smem = 0, 0  # kLayerNormNone (csrc/include/nvila/layernorm.h)
     elif D * 4 <= t.max_dynamic_smem:
-        variant, smem = 1, D * 4  # kSpatialCompressLnCached: the row as fp32 in shared memory
+        variant, smem = 1, D * 4  # kLayerNormCached: the row as fp32 in shared memory
     else:
-        variant, smem = 2, 0  # kSpatialCompressLnUncached
+        variant, smem = 2, 0  # kLayerNormUncached
     if rows == 0:
         return _config(variant=(vec,))
     block = 32
@@ -179,11 +179,11 @@ def merge_compress_config(a: MergeCompressArgs, t: LaunchTarget) -> LaunchConfig
     D = k * k * m.S * m.C
     table, row = k * k * m.S * MERGE_PIECE_BYTES, D * 4
     if a.ln_weight is None:
-        variant, smem = 0, table  # kMergeCompressPlain
+        variant, smem = 0, table  # kLayerNormNone
     elif table + row <= t.max_dynamic_smem:
-        variant, smem = 1, table + row  # kMergeCompressLnCached
+        variant, smem = 1, table + row  # kLayerNormCached
     else:
-        variant, smem = 2, table  # kMergeCompressLnUncached
+        variant, smem = 2, table  # kLayerNormUncached
     tokens = m.rows[m.S - 1] * _cdiv(m.h, k) * m.cols[m.S - 1] * _cdiv(m.w, k)
     if tokens == 0:
         return _config(variant=(vec, variant))
@@ -222,6 +222,8 @@ def grid_ok(c: LaunchConfig) -> bool:
 
 
 # ---- the ops: struct, planner, kernels, tensors -> struct ----------------------------
+# The argument builders keep what csrc/torch/args.h keeps: the checks that make a raw
+# call of an op memory-safe (the arguments themselves are validated in functional.py).
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -260,7 +262,6 @@ def spatial_compress_args(x, k, ln_weight, ln_bias, eps, out):
             t is None or (t.dtype == torch.float32 and tuple(t.shape) == (D,) and t.is_contiguous()),
             f"{name}: expected a contiguous float32 tensor of shape ({D},)",
         )
-    _check(ln_bias is None or ln_weight is not None, "ln_bias: given without ln_weight")
     shape = (B, _cdiv(H, k), _cdiv(W, k), D)
     return SpatialCompressArgs(
         x.data_ptr(), _out(out, shape, x.dtype, x.device), _ptr(ln_weight, x, "ln_weight"),
@@ -269,7 +270,7 @@ def spatial_compress_args(x, k, ln_weight, ln_bias, eps, out):
 
 
 def temporal_pool_args(x, group, out):
-    _check(group >= 1 and x.dim() >= 1 and x.size(0) % group == 0, "group: expected a divisor >= 1 of x.shape[0]")
+    _check(group >= 1 and x.dim() >= 1, "group: expected group >= 1")
     _check(x.numel() > 0 and (x.dim() == 1 or x[0].is_contiguous()), "x: expected non-empty contiguous frames")
     T = x.size(0)
     _out(out, (T // group, *x.shape[1:]), x.dtype, x.device)
@@ -313,7 +314,6 @@ def merge_compress_args(x, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, 
             t is None or (t.dtype == torch.float32 and tuple(t.shape) == (D,) and t.is_contiguous()),
             f"{name}: expected a contiguous float32 tensor of shape ({D},)",
         )
-    _check(ln_bias is None or ln_weight is not None, "ln_bias: given without ln_weight")
     return MergeCompressArgs(
         m, _out(out, (tokens, D), x.dtype, x.device), _ptr(ln_weight, x, "ln_weight"), _ptr(ln_bias, x, "ln_bias"),
         k, eps,
@@ -351,7 +351,6 @@ def multiscale_tile_args(
     _check(len(scale_cols) == S and len(vertical_first) == S, f"scale_cols, vertical_first: expected {S} scales")
     _check(min(scale_rows) >= 1 and min(scale_cols) >= 1, "scale_rows, scale_cols: expected ints >= 1")
     _check(len(mean) == 3 and len(std) == 3, "mean, std: expected 3 values each")
-    _check(all(v != 0 for v in std), f"std: expected non-zero values, got {list(std)}")
     _check(
         out.dim() == 4 and out.size(1) == 3 and out.size(2) == out.size(3) >= 1,
         f"out: expected shape (n_tiles, 3, T, T), got {tuple(out.shape)}",

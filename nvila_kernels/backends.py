@@ -22,10 +22,26 @@ warns once per (op, device type), so slowness is never silent.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import warnings
+from pathlib import Path
 
 import torch
+
+__all__ = [
+    "BACKENDS",
+    "ENV_VAR",
+    "state",
+    "resolve",
+    "auto_order",
+    "available_backends",
+    "unavailable_reason",
+    "ext_has_cuda",
+    "triton_installed",
+    "load",
+    "info",
+]
 
 BACKENDS = ("reference", "cpu", "cuda", "triton", "emu")
 ENV_VAR = "NVILA_KERNELS_BACKEND"
@@ -130,3 +146,121 @@ def auto_order(op: str, device: torch.device) -> tuple[str, ...]:
 
 def available_backends(device: torch.device) -> list[str]:
     return [b for b in BACKENDS if unavailable_reason(b, device) is None]
+
+
+def _load_extension() -> None:
+    """Load nvila_kernels._C if it exists and was built for the running torch.
+
+    The build writes _build_info.json beside _C (setup.py); a _C built against another
+    torch is not even imported (its C++ symbols may not match: an undefined-symbol error
+    at best, a crash at worst). Any failure leaves the reference and Triton backends and
+    one warning line that says how to fix it.
+    """
+    here = Path(__file__).resolve().parent
+    has_binary = any(here.glob("_C.*"))
+    build_info = here / "_build_info.json"
+    fix = (
+        "rebuild it for this torch: `pip install --no-build-isolation --force-reinstall --no-deps nvila-kernels` "
+        "(from a checkout: `make build`)"
+    )
+    if not has_binary:
+        state["ext_error"] = (
+            "this install has no compiled extension (built with NVILA_KERNELS_NO_BUILD=1, or its compile failed); "
+            "reinstall with a C++ compiler (and nvcc for CUDA): pip install --no-build-isolation nvila-kernels"
+        )
+        return
+    if build_info.exists():
+        built = json.loads(build_info.read_text()).get("torch_version")
+        if built != torch.__version__:
+            state["ext_error"] = (
+                f"nvila_kernels._C was built against torch {built} but torch {torch.__version__} is running; {fix}"
+            )
+            warnings.warn(f"nvila_kernels: compiled kernels not loaded: {state['ext_error']}", stacklevel=4)
+            return
+    try:
+        from . import _C  # noqa: F401
+    except ImportError as e:  # no compiled extension: reference (and Triton) only
+        msg = f"{type(e).__name__}: {e}"
+        if "undefined symbol" in str(e):
+            msg = f"nvila_kernels._C does not match torch {torch.__version__} ({e}); {fix}"
+        state["ext_error"] = msg
+        if has_binary:  # a binary that does not load is a problem; no binary is a pure-Python install
+            warnings.warn(f"nvila_kernels: compiled kernels not loaded: {msg}", stacklevel=4)
+        return
+    state["ext"] = _C
+
+
+def _setup_nvrtc(lib) -> None:
+    """Without CUDA kernels in _C, serve the cuda backend with NVRTC where it can run."""
+    if ext_has_cuda():
+        return
+    from . import _nvrtc
+
+    reason = _nvrtc.unavailable_reason()
+    if reason is None:
+        _nvrtc.register(lib)
+        state["nvrtc"] = True
+    state["nvrtc_error"] = reason
+
+
+def _load_triton() -> None:
+    if not triton_installed():
+        state["triton_error"] = "the triton package is not installed"
+        return
+    try:
+        from . import triton as _triton_kernels  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on the installed triton
+        state["triton_error"] = f"{type(e).__name__}: {e}"
+        return
+    state["triton"] = True
+
+
+def load(lib: torch.library.Library) -> None:
+    """Fill in `state`: the compiled extension, NVRTC (registering its ops in `lib`), Triton.
+    Called once, by nvila_kernels/__init__.py after the op schemas are defined."""
+    _load_extension()
+    _setup_nvrtc(lib)
+    _load_triton()
+
+
+def info() -> str:
+    """What this installation can run: versions, backends, CUDA archs, GPU."""
+    from . import __version__
+
+    ext = state["ext"]
+    build = ext.build_info() if ext is not None else None
+    lines = [
+        f"nvila_kernels {__version__}",
+        f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})",
+    ]
+    if build is None:
+        lines.append(f"compiled extension: not available ({state['ext_error']})")
+    else:
+        lines.append(f"compiled extension: built against torch {build['torch_version']}")
+        archs = build["cuda_archs"] if build["cuda"] else "none (built without CUDA)"
+        lines.append(f"compiled CUDA archs: {archs}")
+    if state["nvrtc"]:
+        from . import _nvrtc
+
+        lines.append(
+            f"CUDA kernels: compiled at first use with NVRTC (cuda-python) for the GPU's arch, "
+            f"cached in {_nvrtc.cache_dir()}"
+        )
+    elif not ext_has_cuda():
+        lines.append(f"CUDA kernels through NVRTC: unavailable ({state['nvrtc_error']})")
+    gpu = torch.cuda.is_available()
+    lines.append(f"GPU: {torch.cuda.get_device_name() if gpu else 'none'}")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if gpu else [])
+    for b in BACKENDS:
+        where = [d.type for d in devices if unavailable_reason(b, d) is None]
+        if where:
+            lines.append(f"backend {b:<9} available on {', '.join(where)}")
+            continue
+        native = torch.device("cuda" if b in ("cuda", "triton") else "cpu")
+        reason = None if native.type == "cuda" and not gpu else unavailable_reason(b, native)
+        if reason is None and not gpu:  # the kernels are there, the device is not
+            reason = "no CUDA GPU present"
+            if b == "triton":
+                reason += " (set TRITON_INTERPRET=1 before import to run it on CPU tensors)"
+        lines.append(f"backend {b:<9} unavailable: {reason}")
+    return "\n".join(lines)

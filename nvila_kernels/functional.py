@@ -10,6 +10,17 @@ import torch
 from . import _ops, backends, reference, resample
 from .tiling import TilePlan
 
+__all__ = [
+    "spatial_compress",
+    "temporal_pool",
+    "multiscale_merge",
+    "merge_compress",
+    "multiscale_tile",
+    "multiscale_tile_batch",
+    "fp8_quantize",
+    "fp8_gemm",
+]  # re-exported as nvila_kernels.*; the caps below are module constants
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MERGE_MAX_SCALES = 8  # kMergeMaxScales in csrc/include/nvila/multiscale_merge.h
 # multiscale_tile caps (int32 coefficient and pixel offsets stay far from overflow)

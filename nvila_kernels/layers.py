@@ -19,6 +19,8 @@ from torch import nn
 
 from .functional import fp8_gemm, fp8_quantize, spatial_compress, temporal_pool
 
+__all__ = ["Fp8Linear", "quantize_linears", "SpatialCompress", "TemporalPool", "FP8_DTYPE"]
+
 FP8_DTYPE = torch.float8_e4m3fn
 
 

@@ -20,6 +20,8 @@ import torch
 from .functional import multiscale_tile, multiscale_tile_batch
 from .tiling import TilePlan, plan_lite, plan_single, plan_tiles
 
+__all__ = ["DynamicS2Preprocessor", "NVILAImageProcessor", "to_uint8_image", "MODES", "SIGLIP_MEAN", "SIGLIP_STD"]
+
 MODES = ("dynamic_s2", "single", "lite")
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 

@@ -10,6 +10,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+__all__ = [
+    "spatial_compress",
+    "temporal_pool",
+    "multiscale_merge",
+    "merge_compress",
+    "multiscale_tile",
+    "fp8_quantize",
+    "fp8_gemm",
+    "FP8_DTYPES",
+    "FP8_AMAX_FLOOR",
+]
+
 
 def spatial_compress(
     x: torch.Tensor,

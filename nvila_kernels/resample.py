@@ -28,6 +28,17 @@ import math
 import numpy as np
 import torch
 
+__all__ = [
+    "taps",
+    "coeffs",
+    "vertical_first",
+    "plan_coeff_tensors",
+    "plan_coeffs",
+    "PRECISION_BITS",
+    "BICUBIC_A",
+    "BICUBIC_SUPPORT",
+]
+
 PRECISION_BITS = 22  # 32 - 8 - 2, as Pillow's 8-bit resampling
 BICUBIC_A = -0.5
 BICUBIC_SUPPORT = 2.0

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["ScalePlan", "TilePlan", "plan_tiles", "plan_single", "plan_lite", "candidate_grids", "closest_grid"]
+
 
 @dataclass(frozen=True)
 class ScalePlan:

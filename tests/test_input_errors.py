@@ -1,11 +1,19 @@
 """Every op's accepted inputs and the error for each violation: one case per row of
-docs/INPUTS.md, run on every backend that validates (the reference and each kernel
-backend present: cpu, emu, Triton (its interpreter without a GPU), cuda with a GPU).
+docs/INPUTS.md.
 
+Where a case runs follows from where the input is decided:
+- a refusal made by the argument checks (nvila_kernels.functional, the planners, the
+  layers) happens before a backend is chosen, so it is tested once, with backend
+  selection replaced by a failure: the test proves no backend is reached;
+- a refusal made by backend selection itself (an unknown or unavailable backend) is
+  tested once, as is;
+- an accepted input (strided, transposed, expanded views) and a refusal a kernel itself
+  makes run on every backend present (reference, cpu, emu, Triton (its interpreter
+  without a GPU), cuda with a GPU): a view must give what the same backend gives for a
+  contiguous copy.
 A refused input must raise the documented exception type with a message naming the
-argument; an accepted view (strided, transposed, expanded) must give what the same
-backend gives for a contiguous copy. test_doc_table_matches_the_cases keeps
-docs/INPUTS.md and this file in step (ids, ops, arguments, error types and fragments).
+argument. test_doc_table_matches_the_cases keeps docs/INPUTS.md and this file in step
+(ids, ops, arguments, error types and fragments).
 """
 
 from __future__ import annotations
@@ -39,14 +47,20 @@ class Case(NamedTuple):
     exc: type[Exception] | None  # None: accepted; call returns (got, expected)
     match: str  # message fragment (plain text); "" for accepted rows
     call: Any  # call(backend, device)
-    per_backend: bool = True  # False: the case fixes its backend (or has none); run once
+    stage: str  # CHECKS, SELECTION or BACKEND: who decides (see the module docstring)
 
 
+CHECKS = "checks"  # refused by the argument checks, before a backend is chosen: run once
+SELECTION = "selection"  # refused by backend selection: run once
+BACKEND = "backend"  # accepted, or refused by a kernel: run on every backend
 CASES: list[Case] = []
 
 
-def case(id, op, argument, accepted, violation, exc, match, call, per_backend=True):
-    CASES.append(Case(id, op, argument, accepted, violation, exc, match, call, per_backend))
+def case(id, op, argument, accepted, violation, exc, match, call, stage=None):
+    """One row of docs/INPUTS.md. stage defaults to BACKEND for accepted inputs, CHECKS for refusals."""
+    if stage is None:
+        stage = BACKEND if exc is None else CHECKS
+    CASES.append(Case(id, op, argument, accepted, violation, exc, match, call, stage))
 
 
 # ---- inputs -------------------------------------------------------------------------
@@ -58,6 +72,8 @@ def sc_x(d, shape=(1, 4, 4, 3), dtype=torch.float32):
 
 PLAN = plan_tiles(100, 60, (28, 56), 28)  # 1 + n tiles of 28 pixels
 H4 = dict(h=4, w=4)
+# a 5x3 image, upscaled (few taps): the views below run the (slow) kernels on every backend
+SMALL_PLAN = plan_tiles(5, 3, (4, 8), 4)
 
 
 def feats(d, n=None, hw=16, C=8, dtype=torch.float32):
@@ -876,7 +892,9 @@ case(
     "channels-first",
     None,
     "",
-    lambda b, d: (lambda im: (mt(im.permute(2, 0, 1).contiguous(), PLAN, backend=b), mt(im, PLAN, backend=b)))(img(d)),
+    lambda b, d: (
+        lambda im: (mt(im.permute(2, 0, 1).contiguous(), SMALL_PLAN, backend=b), mt(im, SMALL_PLAN, backend=b))
+    )(img(d, (3, 5, 3))),
 )
 case(
     "mt-image-strided-view",
@@ -886,7 +904,7 @@ case(
     "a crop of a larger image",
     None,
     "",
-    lambda b, d: same_as_contiguous(lambda v: mt(v, PLAN, backend=b), img(d, (70, 110, 3))[5:65, 3:103]),
+    lambda b, d: same_as_contiguous(lambda v: mt(v, SMALL_PLAN, backend=b), img(d, (5, 7, 3))[1:4, 1:6]),
 )
 case(
     "mt-plan-type",
@@ -1465,7 +1483,7 @@ for P, call in OP_CALLS.items():
         ValueError,
         "backend: expected one of reference, cpu, cuda, triton, emu",
         lambda b, d, c=call: c("gpu", "cpu"),
-        False,
+        SELECTION,
     )
     case(
         f"{p}-backend-cuda-on-cpu",
@@ -1476,7 +1494,7 @@ for P, call in OP_CALLS.items():
         RuntimeError,
         f"{P}: backend 'cuda' is not available",
         lambda b, d, c=call: c("cuda", "cpu"),
-        False,
+        SELECTION,
     )
     case(
         f"{p}-backend-cpu-on-meta",
@@ -1487,7 +1505,7 @@ for P, call in OP_CALLS.items():
         RuntimeError,
         f"{P}: backend 'cpu' is not available",
         lambda b, d, c=call: c("cpu", OTHER),
-        False,
+        SELECTION,
     )
 case(
     "sc-backend-env",
@@ -1498,7 +1516,7 @@ case(
     ValueError,
     "NVILA_KERNELS_BACKEND: expected one of",
     lambda b, d: sc(sc_x("cpu"), 2),
-    False,
+    SELECTION,
 )
 
 # ---- tile plans (pure Python, no backend) --------------------------------------------------
@@ -1513,7 +1531,6 @@ case(
     ValueError,
     "width: expected an int >= 1",
     lambda b, d: plan_tiles(0, 60),
-    False,
 )
 case(
     "pt-height",
@@ -1524,7 +1541,6 @@ case(
     ValueError,
     "height: expected an int >= 1",
     lambda b, d: plan_tiles(100, 60.0),
-    False,
 )
 case(
     "pt-tile",
@@ -1535,7 +1551,6 @@ case(
     ValueError,
     "tile: expected an int >= 1",
     lambda b, d: plan_tiles(100, 60, tile=0),
-    False,
 )
 case(
     "pt-max_tiles",
@@ -1546,7 +1561,6 @@ case(
     ValueError,
     "max_tiles: expected at least (scales[-1] / scales[0])^2 = 4",
     lambda b, d: plan_tiles(100, 60, (28, 56), 28, 3),
-    False,
 )
 case(
     "pt-scales-empty",
@@ -1557,7 +1571,6 @@ case(
     ValueError,
     "scales: expected a non-empty sequence of ints >= 1",
     lambda b, d: plan_tiles(100, 60, ()),
-    False,
 )
 case(
     "pt-scales-multiple",
@@ -1568,7 +1581,6 @@ case(
     ValueError,
     "scales: expected multiples of the smallest scale 28",
     lambda b, d: plan_tiles(100, 60, (28, 42), 28),
-    False,
 )
 case(
     "ps-tile",
@@ -1579,7 +1591,6 @@ case(
     ValueError,
     "tile: expected an int >= 1",
     lambda b, d: plan_single(100, 60, -1),
-    False,
 )
 case(
     "pl-max_tiles",
@@ -1590,7 +1601,6 @@ case(
     ValueError,
     "max_tiles: expected an int >= 1",
     lambda b, d: plan_lite(100, 60, 28, 0),
-    False,
 )
 
 # ---- layers ------------------------------------------------------------------------------
@@ -1605,7 +1615,6 @@ case(
     ValueError,
     "activation_scale: expected a positive finite float",
     lambda b, d: Fp8Linear(4, 4, activation_scale=-1.0),
-    False,
 )
 case(
     "fl-activation_scale-text",
@@ -1616,7 +1625,6 @@ case(
     ValueError,
     "activation_scale: expected 'dynamic' or a positive float",
     lambda b, d: Fp8Linear(4, 4, activation_scale="static"),
-    False,
 )
 case(
     "fl-from_linear-type",
@@ -1627,8 +1635,8 @@ case(
     TypeError,
     "linear: expected a torch.nn.Linear",
     lambda b, d: Fp8Linear.from_linear(nn.Conv1d(4, 4, 1)),
-    False,
 )
+FP8_LINEAR = Fp8Linear.from_linear(nn.Linear(16, 8))  # quantized here, outside the refusals below
 case(
     "fl-x-features",
     FL,
@@ -1637,7 +1645,7 @@ case(
     "last dim in_features + 1",
     ValueError,
     "x: expected last dim 16 (in_features)",
-    lambda b, d: Fp8Linear.from_linear(nn.Linear(16, 8).to(d), backend=b)(torch.ones(2, 17, device=d)),
+    lambda b, d: FP8_LINEAR(torch.ones(2, 17)),
 )
 case(
     "fl-x-dtype",
@@ -1647,9 +1655,7 @@ case(
     "float64",
     TypeError,
     "x: expected dtype float32, float16 or bfloat16",
-    lambda b, d: Fp8Linear.from_linear(nn.Linear(16, 8).to(d), backend=b)(
-        torch.ones(2, 16, dtype=torch.float64, device=d)
-    ),
+    lambda b, d: FP8_LINEAR(torch.ones(2, 16, dtype=torch.float64)),
 )
 QL = "quantize_linears"
 case(
@@ -1661,7 +1667,6 @@ case(
     TypeError,
     "module: expected a torch.nn.Module",
     lambda b, d: quantize_linears({}),
-    False,
 )
 case(
     "ql-filter",
@@ -1672,7 +1677,6 @@ case(
     TypeError,
     "filter: expected None or a callable",
     lambda b, d: quantize_linears(nn.Linear(4, 4), filter=True),
-    False,
 )
 case(
     "scl-channels",
@@ -1683,7 +1687,6 @@ case(
     ValueError,
     "channels: expected an int >= 1",
     lambda b, d: SpatialCompress(0),
-    False,
 )
 case(
     "scl-k",
@@ -1694,7 +1697,6 @@ case(
     ValueError,
     "k: expected an int >= 1",
     lambda b, d: SpatialCompress(4, k=0),
-    False,
 )
 case(
     "scl-x-channels",
@@ -1725,7 +1727,6 @@ case(
     ValueError,
     "group: expected an int >= 1",
     lambda b, d: TemporalPool(0),
-    False,
 )
 
 
@@ -1735,14 +1736,20 @@ case(
 def _params():
     out = []
     for c in CASES:
-        for b in BACKENDS if c.per_backend else [None]:
+        for b in BACKENDS if c.stage == BACKEND else [None]:
             out.append(pytest.param(c, b, id=c.id if b is None else f"{c.id}-{b}"))
     return out
+
+
+def _no_backend_selection(op, backend, device):
+    raise AssertionError(f"{op}: a backend was being chosen; this refusal must come from the argument checks")
 
 
 @pytest.mark.parametrize("c, backend", _params())
 def test_input(c: Case, backend, monkeypatch):
     device = backend_device(backend) if backend is not None else torch.device("cpu")
+    if c.stage == CHECKS:
+        monkeypatch.setattr(nk.backends, "resolve", _no_backend_selection)
     if c.argument == "NVILA_KERNELS_BACKEND":
         monkeypatch.setenv("NVILA_KERNELS_BACKEND", "gpu")
     if c.exc is None:
@@ -1758,6 +1765,8 @@ def test_cases_are_well_formed():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)), "duplicate case ids"
     for c in CASES:
+        assert c.stage in (CHECKS, SELECTION, BACKEND), c.id
+        assert c.exc is not None or c.stage == BACKEND, f"{c.id}: an accepted input runs on every backend"
         if c.exc is not None:
             assert c.argument in c.match, f"{c.id}: the message fragment {c.match!r} does not name {c.argument!r}"
 

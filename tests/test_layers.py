@@ -30,7 +30,7 @@ def test_spatial_compress_loads_official_layernorm(k, backend):
     torch.testing.assert_close(sc(grid), official_ln(plain), rtol=1e-5, atol=1e-5)
 
 
-def test_spatial_compress_variants_and_errors():
+def test_spatial_compress_variants():
     x = torch.randn(1, 4, 4, 3)
     assert list(SpatialCompress(3, 2, layer_norm=False).state_dict()) == []
     torch.testing.assert_close(SpatialCompress(3, 2, layer_norm=False)(x), reference.spatial_compress(x, 2))
@@ -38,18 +38,8 @@ def test_spatial_compress_variants_and_errors():
     torch.testing.assert_close(
         no_affine(x), nn.LayerNorm(12, elementwise_affine=False)(reference.spatial_compress(x, 2))
     )
-    with pytest.raises(ValueError, match="not a square"):
-        SpatialCompress(3, 2)(torch.randn(1, 15, 3))
-    with pytest.raises(ValueError, match=r"x: expected \(B, H, W, 3\)"):
-        SpatialCompress(3, 2)(torch.randn(1, 4, 4, 5))
-    with pytest.raises(ValueError, match="k: expected an int >= 1"):
-        SpatialCompress(3, 0)
-    with pytest.raises(ValueError, match="channels: expected an int >= 1"):
-        SpatialCompress(0, 2)
 
 
 def test_temporal_pool_module():
     x = torch.randn(16, 2, 2, 5)
     torch.testing.assert_close(TemporalPool(8)(x), x.view(2, 8, 2, 2, 5).mean(1))
-    with pytest.raises(ValueError, match="group: expected an int >= 1"):
-        TemporalPool(0)

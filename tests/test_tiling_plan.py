@@ -77,20 +77,3 @@ def test_single_and_lite():
     assert (small.scales[0].cols, small.scales[0].rows) == (2, 1) and small.n_tiles == 3
     square = plan_lite(448, 448)  # 1x1 is the first exact match: no thumbnail
     assert square.n_tiles == 1 and not square.thumbnail
-
-
-@pytest.mark.parametrize(
-    "call, pattern",
-    [
-        (lambda: plan_tiles(0, 10), r"width: expected an int >= 1"),
-        (lambda: plan_tiles(10, -1), r"height: expected an int >= 1"),
-        (lambda: plan_tiles(10, 10, scales=(448, 600)), r"scales: expected multiples of the smallest scale"),
-        (lambda: plan_tiles(10, 10, scales=()), r"scales: expected a non-empty"),
-        (lambda: plan_tiles(10, 10, max_tiles=8), r"max_tiles: expected at least .* = 9"),
-        (lambda: plan_tiles(10, 10, tile=0), r"tile: expected an int >= 1"),
-        (lambda: plan_lite(10, 10, max_tiles=0), r"max_tiles: expected an int >= 1"),
-    ],
-)
-def test_errors(call, pattern):
-    with pytest.raises(ValueError, match=pattern):
-        call()

@@ -173,11 +173,7 @@ void quantize(const Fp8QuantizeArgs& a) {
 
 template <Fp8Format F>
 void quantize_dtype(const Fp8QuantizeArgs& a) {
-  switch (a.dtype) {
-    case DType::F32: return quantize<F, float>(a);
-    case DType::F16: return quantize<F, half_t>(a);
-    case DType::BF16: return quantize<F, bf16_t>(a);
-  }
+  return dispatch_dtype(a.dtype, [&](auto t) { return quantize<F, decltype(t)>(a); });
 }
 
 // ================================ fp8_gemm ================================

@@ -273,11 +273,7 @@ void run(const MergeCompressArgs& a) {
 }  // namespace
 
 void merge_compress(const MergeCompressArgs& a) {
-  switch (a.m.dtype) {
-    case DType::F32: return run<float>(a);
-    case DType::F16: return run<half_t>(a);
-    case DType::BF16: return run<bf16_t>(a);
-  }
+  return dispatch_dtype(a.m.dtype, [&](auto t) { return run<decltype(t)>(a); });
 }
 
 }  // namespace nvila::cpu

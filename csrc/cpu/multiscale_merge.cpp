@@ -65,11 +65,7 @@ void run(const MultiscaleMergeArgs& a) {
 }  // namespace
 
 void multiscale_merge(const MultiscaleMergeArgs& a) {
-  switch (a.dtype) {
-    case DType::F32: return run<float>(a);
-    case DType::F16: return run<half_t>(a);
-    case DType::BF16: return run<bf16_t>(a);
-  }
+  return dispatch_dtype(a.dtype, [&](auto t) { return run<decltype(t)>(a); });
 }
 
 }  // namespace nvila::cpu

@@ -454,11 +454,7 @@ void run_mode(const MultiscaleTileArgs& a) {
 }  // namespace
 
 void multiscale_tile(const MultiscaleTileArgs& a) {
-  switch (a.dtype) {
-    case DType::F32: return run_mode<float>(a);
-    case DType::F16: return run_mode<half_t>(a);
-    case DType::BF16: return run_mode<bf16_t>(a);
-  }
+  return dispatch_dtype(a.dtype, [&](auto t) { return run_mode<decltype(t)>(a); });
 }
 
 }  // namespace nvila::cpu

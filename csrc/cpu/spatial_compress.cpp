@@ -94,11 +94,7 @@ void run(const SpatialCompressArgs& a) {
 }  // namespace
 
 void spatial_compress(const SpatialCompressArgs& a) {
-  switch (a.dtype) {
-    case DType::F32: return run<float>(a);
-    case DType::F16: return run<half_t>(a);
-    case DType::BF16: return run<bf16_t>(a);
-  }
+  return dispatch_dtype(a.dtype, [&](auto t) { return run<decltype(t)>(a); });
 }
 
 }  // namespace nvila::cpu

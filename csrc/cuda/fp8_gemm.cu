@@ -244,12 +244,7 @@ int launch(const Fp8GemmArgs& p, void* stream) {
 
 #ifndef __CUDACC_RTC__
 int fp8_gemm(const Fp8GemmArgs& p, void* stream) {
-  switch (p.out_dtype) {
-    case DType::F32: return launch<float>(p, stream);
-    case DType::F16: return launch<half_t>(p, stream);
-    case DType::BF16: return launch<bf16_t>(p, stream);
-  }
-  return int(cudaErrorInvalidValue);
+  return dispatch_dtype(p.out_dtype, [&](auto t) { return launch<decltype(t)>(p, stream); });
 }
 #endif
 

@@ -76,12 +76,7 @@ int dispatch_format(const Fp8QuantizeArgs& p, void* stream) {
 #ifndef __CUDACC_RTC__
 int fp8_quantize(const Fp8QuantizeArgs& p, void* stream) {
   if (p.n == 0) return 0;
-  switch (p.dtype) {
-    case DType::F32: return dispatch_format<float>(p, stream);
-    case DType::F16: return dispatch_format<half_t>(p, stream);
-    case DType::BF16: return dispatch_format<bf16_t>(p, stream);
-  }
-  return int(cudaErrorInvalidValue);
+  return dispatch_dtype(p.dtype, [&](auto t) { return dispatch_format<decltype(t)>(p, stream); });
 }
 #endif
 

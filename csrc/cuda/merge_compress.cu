@@ -176,10 +176,9 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks) merge_compress_kernel
 #ifndef __CUDACC_RTC__
 template <typename T, int VEC>
 int launch(const MergeCompressArgs& a, const LaunchConfig& c, void* stream) {
-  void (*kernel)(MergeCompressArgs) = c.variant[1] == kMergeCompressPlain ? merge_compress_kernel<T, VEC, false, false>
-                                      : c.variant[1] == kMergeCompressLnCached
-                                          ? merge_compress_kernel<T, VEC, true, true>
-                                          : merge_compress_kernel<T, VEC, true, false>;
+  void (*kernel)(MergeCompressArgs) = c.variant[1] == kLayerNormNone     ? merge_compress_kernel<T, VEC, false, false>
+                                      : c.variant[1] == kLayerNormCached ? merge_compress_kernel<T, VEC, true, true>
+                                                                         : merge_compress_kernel<T, VEC, true, false>;
   return launch_planned(kernel, c, a, stream);
 }
 
@@ -194,12 +193,7 @@ int dispatch_vec(const MergeCompressArgs& a, void* stream) {
 
 #ifndef __CUDACC_RTC__
 int merge_compress(const MergeCompressArgs& a, void* stream) {
-  switch (a.m.dtype) {
-    case DType::F32: return dispatch_vec<float>(a, stream);
-    case DType::F16: return dispatch_vec<half_t>(a, stream);
-    case DType::BF16: return dispatch_vec<bf16_t>(a, stream);
-  }
-  return int(cudaErrorInvalidValue);
+  return dispatch_dtype(a.m.dtype, [&](auto t) { return dispatch_vec<decltype(t)>(a, stream); });
 }
 #endif
 

@@ -109,12 +109,7 @@ int launch_mode(const MultiscaleTileArgs& a, void* stream) {
 
 #ifndef __CUDACC_RTC__
 int multiscale_tile(const MultiscaleTileArgs& a, void* stream) {
-  switch (a.dtype) {
-    case DType::F32: return launch_mode<float>(a, stream);
-    case DType::F16: return launch_mode<half_t>(a, stream);
-    case DType::BF16: return launch_mode<bf16_t>(a, stream);
-  }
-  return int(cudaErrorInvalidValue);
+  return dispatch_dtype(a.dtype, [&](auto t) { return launch_mode<decltype(t)>(a, stream); });
 }
 #endif
 

@@ -123,12 +123,12 @@ __global__ void __launch_bounds__(kMaxThreads, 4) spatial_compress_kernel(Spatia
 }
 
 #ifndef __CUDACC_RTC__
-// The instantiation for a vector width and a SpatialCompressVariant.
+// The instantiation for a vector width and a LayerNormVariant.
 template <typename T, int VEC>
 void (*kernel_of(int variant))(SpatialCompressArgs) {
   switch (variant) {
-    case kSpatialCompressPlain: return spatial_compress_kernel<T, VEC, false, false>;
-    case kSpatialCompressLnCached: return spatial_compress_kernel<T, VEC, true, true>;
+    case kLayerNormNone: return spatial_compress_kernel<T, VEC, false, false>;
+    case kLayerNormCached: return spatial_compress_kernel<T, VEC, true, true>;
     default: return spatial_compress_kernel<T, VEC, true, false>;
   }
 }
@@ -145,12 +145,7 @@ int launch(const SpatialCompressArgs& a, void* stream) {
 
 #ifndef __CUDACC_RTC__
 int spatial_compress(const SpatialCompressArgs& a, void* stream) {
-  switch (a.dtype) {
-    case DType::F32: return launch<float>(a, stream);
-    case DType::F16: return launch<half_t>(a, stream);
-    case DType::BF16: return launch<bf16_t>(a, stream);
-  }
-  return int(cudaErrorInvalidValue);
+  return dispatch_dtype(a.dtype, [&](auto t) { return launch<decltype(t)>(a, stream); });
 }
 #endif
 

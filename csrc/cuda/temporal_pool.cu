@@ -50,12 +50,7 @@ int launch(const TemporalPoolArgs& a, void* stream) {
 
 #ifndef __CUDACC_RTC__
 int temporal_pool(const TemporalPoolArgs& a, void* stream) {
-  switch (a.dtype) {
-    case DType::F32: return launch<float>(a, stream);
-    case DType::F16: return launch<half_t>(a, stream);
-    case DType::BF16: return launch<bf16_t>(a, stream);
-  }
-  return int(cudaErrorInvalidValue);
+  return dispatch_dtype(a.dtype, [&](auto t) { return launch<decltype(t)>(a, stream); });
 }
 #endif
 

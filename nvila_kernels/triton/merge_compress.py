@@ -61,6 +61,45 @@ def _piece(x_ptr, plan_ptr, bi, bj, I, J, slot, s, c, cm, C, h, w, Hm, Wm, KH, K
     return tl.where(cm & valid, v, 0.0)
 
 
+# What one walk over a token's pieces does (_token_pass).
+_SUM = tl.constexpr(0)  # sum of (v - shift)
+_SUM_SQ = tl.constexpr(1)  # sum of ((v - shift) - mean)^2
+_STORE = tl.constexpr(2)  # store v, LayerNorm-ed when HAS_LN
+
+
+@triton.jit
+def _token_pass(
+    x_ptr, out_row, w_ptr, b_ptr, plan_ptr, bi, bj, I, J, C, h, w, Hm, Wm, KH, KW, shift, mean, rstd,  # noqa: E741
+    MODE: tl.constexpr, K: tl.constexpr, S: tl.constexpr, HAS_LN: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """One walk over the K*K*S*C channels of a token, slot by scale by channel block;
+    returns the sum of MODE (0 for _STORE)."""
+    offs = tl.arange(0, BLOCK_C)
+    SC = S * C
+    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for slot in tl.static_range(K * K):
+        for s in tl.static_range(S):
+            for c0 in range(0, C, BLOCK_C):
+                c = c0 + offs
+                cm = c < C
+                v = _piece(x_ptr, plan_ptr, bi, bj, I, J, slot, s, c, cm, C, h, w, Hm, Wm, KH, KW, K)
+                if MODE == _SUM:
+                    acc += tl.where(cm, v - shift, 0.0)
+                elif MODE == _SUM_SQ:
+                    d = tl.where(cm, (v - shift) - mean, 0.0)
+                    acc += d * d
+                else:
+                    ch = slot * SC + s * C + c
+                    y = v
+                    if HAS_LN:
+                        y = ((v - shift) - mean) * rstd * tl.load(w_ptr + ch, mask=cm, other=0.0)
+                        if HAS_BIAS:
+                            y += tl.load(b_ptr + ch, mask=cm, other=0.0)
+                    tl.store(out_row + ch, y.to(out_row.dtype.element_ty), mask=cm)
+    return tl.sum(acc, axis=0)
+
+
 @triton.jit
 def _merge_compress_kernel(
     x_ptr,
@@ -92,49 +131,29 @@ def _merge_compress_kernel(
     I = gy % Ho  # noqa: E741
     bj = gx // Wo
     J = gx % Wo
-    SC = S * C
-    D = K * K * SC
+    D = K * K * S * C
     out_row = out_ptr + t * D
-    offs = tl.arange(0, BLOCK_C)
+    shift = 0.0
+    mean = 0.0
+    rstd = 1.0
     if HAS_LN:
+        offs = tl.arange(0, BLOCK_C)
         first = _piece(x_ptr, plan_ptr, bi, bj, I, J, 0, 0, offs, offs < 1, C, h, w, Hm, Wm, KH, KW, K)
         shift = tl.sum(first, axis=0)
-        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
-        for slot in tl.static_range(K * K):
-            for s in tl.static_range(S):
-                for c0 in range(0, C, BLOCK_C):
-                    c = c0 + offs
-                    v = _piece(x_ptr, plan_ptr, bi, bj, I, J, slot, s, c, c < C, C, h, w, Hm, Wm, KH, KW, K)
-                    acc += tl.where(c < C, v - shift, 0.0)
-        mean = tl.sum(acc, axis=0) / D
-        acc2 = tl.zeros([BLOCK_C], dtype=tl.float32)
-        for slot in tl.static_range(K * K):
-            for s in tl.static_range(S):
-                for c0 in range(0, C, BLOCK_C):
-                    c = c0 + offs
-                    v = _piece(x_ptr, plan_ptr, bi, bj, I, J, slot, s, c, c < C, C, h, w, Hm, Wm, KH, KW, K)
-                    d = tl.where(c < C, (v - shift) - mean, 0.0)
-                    acc2 += d * d
-        rstd = 1.0 / tl.sqrt(tl.sum(acc2, axis=0) / D + eps)
-        for slot in tl.static_range(K * K):
-            for s in tl.static_range(S):
-                for c0 in range(0, C, BLOCK_C):
-                    c = c0 + offs
-                    cm = c < C
-                    v = _piece(x_ptr, plan_ptr, bi, bj, I, J, slot, s, c, cm, C, h, w, Hm, Wm, KH, KW, K)
-                    ch = slot * SC + s * C + c
-                    y = ((v - shift) - mean) * rstd * tl.load(w_ptr + ch, mask=cm, other=0.0)
-                    if HAS_BIAS:
-                        y += tl.load(b_ptr + ch, mask=cm, other=0.0)
-                    tl.store(out_row + ch, y.to(out_ptr.dtype.element_ty), mask=cm)
-    else:
-        for slot in tl.static_range(K * K):
-            for s in tl.static_range(S):
-                for c0 in range(0, C, BLOCK_C):
-                    c = c0 + offs
-                    cm = c < C
-                    v = _piece(x_ptr, plan_ptr, bi, bj, I, J, slot, s, c, cm, C, h, w, Hm, Wm, KH, KW, K)
-                    tl.store(out_row + slot * SC + s * C + c, v.to(out_ptr.dtype.element_ty), mask=cm)
+        total = _token_pass(
+            x_ptr, out_row, w_ptr, b_ptr, plan_ptr, bi, bj, I, J, C, h, w, Hm, Wm, KH, KW, shift, mean, rstd, _SUM, K,
+            S, HAS_LN, HAS_BIAS, BLOCK_C,
+        )  # fmt: skip
+        mean = total / D
+        ssd = _token_pass(
+            x_ptr, out_row, w_ptr, b_ptr, plan_ptr, bi, bj, I, J, C, h, w, Hm, Wm, KH, KW, shift, mean, rstd, _SUM_SQ,
+            K, S, HAS_LN, HAS_BIAS, BLOCK_C,
+        )  # fmt: skip
+        rstd = 1.0 / tl.sqrt(ssd / D + eps)
+    _token_pass(
+        x_ptr, out_row, w_ptr, b_ptr, plan_ptr, bi, bj, I, J, C, h, w, Hm, Wm, KH, KW, shift, mean, rstd, _STORE, K, S,
+        HAS_LN, HAS_BIAS, BLOCK_C,
+    )  # fmt: skip
 
 
 @kernel_op("nvila::merge_compress_triton", mutates_args={"out"})

@@ -111,4 +111,19 @@ NVILA_HD bf16_t from_f32<bf16_t>(float v) {
   return bf16_from_float(v);
 }
 
+#ifndef __CUDACC_RTC__
+// The one dtype switch of the host code: f(T{}) with T the element type of `t`
+// (float, half_t or bf16_t); launchers and CPU kernels write
+//   return dispatch_dtype(a.dtype, [&](auto t) { return run<decltype(t)>(a); });
+template <typename F>
+inline decltype(auto) dispatch_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::F16: return f(half_t{});
+    case DType::BF16: return f(bf16_t{});
+    case DType::F32: break;
+  }
+  return f(float{});
+}
+#endif
+
 }  // namespace nvila

@@ -37,4 +37,19 @@ NVILA_HD float layernorm_apply(float x, RowStats s, const float* w, const float*
   return y;
 }
 
+// How a CUDA kernel that makes one LayerNorm-ed row per block holds the row (the
+// kernels' LN and CACHED template flags): no LayerNorm, the row as fp32 in dynamic
+// shared memory, or re-read from global memory when it does not fit.
+enum LayerNormVariant : int32_t { kLayerNormNone = 0, kLayerNormCached = 1, kLayerNormUncached = 2 };
+
+// The variant for a row of `D` values, when `other_smem` bytes of the
+// `max_dynamic_smem` a block may use are taken already.
+NVILA_HD LayerNormVariant layernorm_variant(bool layernorm, int64_t D, int64_t other_smem, int64_t max_dynamic_smem) {
+  if (!layernorm) return kLayerNormNone;
+  return other_smem + D * 4 <= max_dynamic_smem ? kLayerNormCached : kLayerNormUncached;
+}
+
+// Dynamic shared memory the row takes in variant `v`.
+NVILA_HD int64_t layernorm_row_smem(LayerNormVariant v, int64_t D) { return v == kLayerNormCached ? D * 4 : 0; }
+
 }  // namespace nvila

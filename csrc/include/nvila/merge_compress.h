@@ -15,6 +15,7 @@
 
 #include "nvila/common.h"
 #include "nvila/dtype.h"
+#include "nvila/layernorm.h"
 #include "nvila/multiscale_merge.h"
 #include "nvila/spatial_compress.h"
 
@@ -65,14 +66,9 @@ struct MergePieceSrc {
 };
 
 constexpr int kMergeCompressMaxThreads = 256;
-enum MergeCompressVariant : int32_t {
-  kMergeCompressPlain = 0,
-  kMergeCompressLnCached = 1,
-  kMergeCompressLnUncached = 2
-};
 
 // One block per output token (grid-stride). variant[0]: elements per access (16 bytes
-// when C and the pointers allow, else 1); variant[1]: MergeCompressVariant. The piece
+// when C and the pointers allow, else 1); variant[1]: LayerNormVariant. The piece
 // table, and the fp32 row when it fits (LnCached), are dynamic shared memory. A plan
 // whose table does not fit or whose token indices pass 2^31 gets an over-limit grid:
 // the launcher refuses it (grid_ok) with cudaErrorInvalidValue.
@@ -80,16 +76,10 @@ inline LaunchConfig merge_compress_launch_config(const MergeCompressArgs& a, con
   const int64_t v = 16 / dtype_size(a.m.dtype);
   LaunchConfig c;
   c.variant[0] = a.m.C % v == 0 && aligned16(a.m.x) && aligned16(a.out) ? int32_t(v) : 1;
-  const int64_t table = a.k * a.k * a.m.S * int64_t(sizeof(MergePieceSrc)), row = a.D() * 4;
-  int64_t smem = table;
-  if (!a.ln_weight) {
-    c.variant[1] = kMergeCompressPlain;
-  } else if (table + row <= t.max_dynamic_smem) {
-    c.variant[1] = kMergeCompressLnCached;
-    smem += row;
-  } else {
-    c.variant[1] = kMergeCompressLnUncached;
-  }
+  const int64_t table = a.k * a.k * a.m.S * int64_t(sizeof(MergePieceSrc));
+  const LayerNormVariant ln = layernorm_variant(a.ln_weight != nullptr, a.D(), table, t.max_dynamic_smem);
+  c.variant[1] = ln;
+  const int64_t smem = table + layernorm_row_smem(ln, a.D());
   const int64_t tokens = a.tokens();
   if (tokens == 0) return c;
   c.block = 32;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "nvila/common.h"
+#include "nvila/layernorm.h"
 
 namespace nvila {
 
@@ -52,15 +53,8 @@ NVILA_HD int64_t spatial_compress_src(const SpatialCompressArgs& a, int64_t row,
 // 256 threads at most (see spatial_compress_kernel's launch bounds).
 constexpr int kSpatialCompressMaxThreads = 256;
 
-// Kernel variants by LayerNorm: none, row staged in shared memory, row re-read from global.
-enum SpatialCompressVariant : int32_t {
-  kSpatialCompressPlain = 0,
-  kSpatialCompressLnCached = 1,
-  kSpatialCompressLnUncached = 2
-};
-
 // variant[0] = VEC (16 bytes per access when sizes, strides and pointers allow),
-// variant[1] = SpatialCompressVariant. One block per output token (at most 2^30 blocks,
+// variant[1] = LayerNormVariant (nvila/layernorm.h). One block per output token (at most 2^30 blocks,
 // grid-stride beyond), the smallest power-of-two block >= 32 that covers a row's vectors.
 inline LaunchConfig spatial_compress_launch_config(const SpatialCompressArgs& a, const LaunchTarget& t) {
   const int64_t v = 16 / dtype_size(a.dtype);
@@ -74,14 +68,9 @@ inline LaunchConfig spatial_compress_launch_config(const SpatialCompressArgs& a,
   c.block = 32;
   while (c.block < kSpatialCompressMaxThreads && c.block * 2 <= nvec) c.block *= 2;
   c.grid_x = min64(rows, int64_t(1) << 30);
-  if (!a.ln_weight) {
-    c.variant[1] = kSpatialCompressPlain;
-  } else if (a.D() * 4 <= t.max_dynamic_smem) {
-    c.variant[1] = kSpatialCompressLnCached;
-    c.smem = int32_t(a.D() * 4);  // the row as fp32
-  } else {
-    c.variant[1] = kSpatialCompressLnUncached;
-  }
+  const LayerNormVariant ln = layernorm_variant(a.ln_weight != nullptr, a.D(), 0, t.max_dynamic_smem);
+  c.variant[1] = ln;
+  c.smem = int32_t(layernorm_row_smem(ln, a.D()));
   return c;
 }
 
