@@ -24,11 +24,11 @@ $(VENV)/.built: $(VENV)/.deps setup.py $(shell find csrc -type f 2>/dev/null)
 build: $(VENV)/.built
 
 demo: build
-	$(PY) -m nvila.demo
+	$(PY) -m nvila.tiny.demo
 
 # held-out accuracy of the shipped tiny model, per backend and in FP8 mode
 eval-tiny: build
-	$(PY) -m nvila.eval_tiny --fp8
+	$(PY) -m nvila.tiny.eval --fp8
 
 test: build
 	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadgroup tests
