@@ -13,24 +13,14 @@ much slower than "cpu+out"; both are reported.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
 import nvila_kernels
 from bench import common
+from bench.cases import Case, cases
 
 OP = "spatial_compress"
-
-# (case, input shape (B, H, W, C), k, dtype)
-CASES = (
-    ("NVILA-8B, k=2", (1, 96, 128, 3456), 2, torch.float32),
-    ("NVILA-8B, k=2", (1, 96, 128, 3456), 2, torch.bfloat16),
-    ("NVILA-Lite, k=3", (1, 32, 32, 1152), 3, torch.float32),
-    ("NVILA-Lite, k=3", (1, 32, 32, 1152), 3, torch.bfloat16),
-)
-TINY_CASES = (("tiny, k=2", (1, 8, 12, 48), 2, torch.float32), ("tiny, k=3", (1, 7, 7, 16), 3, torch.bfloat16))
 
 # max |provider - reference| allowed, relative to max |reference|: about 2 ulps of the dtype
 REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
@@ -65,15 +55,10 @@ def eager_spatial_compress(
 
 
 def bench_case(
-    builder: common.RowBuilder,
-    note: str,
-    shape: tuple[int, int, int, int],
-    k: int,
-    dtype: torch.dtype,
-    timing: common.Timing,
-    warnings: list[str],
+    builder: common.RowBuilder, case: Case, mode: str, timing: common.Timing, warnings: list[str]
 ) -> list[common.Row]:
-    device = builder.device
+    device, note = builder.device, case.note
+    shape, k, dtype = case.args["shape"], case.args["k"], case.args["dtype"]
     gen = torch.Generator(device="cpu").manual_seed(0)
     B, H, W, C = shape
     D = k * k * C
@@ -95,8 +80,9 @@ def bench_case(
         )
     providers.append(("reference", lambda: nvila_kernels.reference.spatial_compress(x, k, w, b)))
     providers.append(("eager", lambda: eager_spatial_compress(x, k, w, b)))
-    compiled = common.compiled(eager_spatial_compress)
-    providers.append(("compile", lambda: compiled(x, k, w, b)))
+    if mode in case.compile:
+        compiled = common.compiled(eager_spatial_compress)
+        providers.append(("compile", lambda: compiled(x, k, w, b)))
 
     return common.measure_providers(
         builder,
@@ -118,7 +104,7 @@ def _find(rows: list[common.Row], note: str, dtype: str, provider: str) -> commo
 
 def print_targets(rows: list[common.Row]) -> None:
     """The CPU targets of the issue, as PASS/FAIL lines (not asserts)."""
-    note = CASES[0][0]
+    note = cases(OP, "standard")[0].note
     fresh = _find(rows, note, "float32", "cpu")
     out = _find(rows, note, "float32", "cpu+out")
     if fresh is None or out is None:
@@ -137,27 +123,13 @@ def print_targets(rows: list[common.Row]) -> None:
 
 
 def run(args) -> list[common.Row]:
-    device, mode, timing = common.configure(args)
-    busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = common.RowBuilder(device)
-    rows: list[common.Row] = []
-    warnings: list[str] = common.skipped_backends(device)
-    for note, shape, k, dtype in TINY_CASES if mode == "tiny" else CASES:
-        rows += bench_case(builder, note, shape, k, dtype, timing, warnings)
-    return common.report(
-        rows,
-        title=f"{OP} with LayerNorm ({mode} run)",
-        busy=busy,
-        warnings=warnings,
-        results_name=f"{OP}_{device.type}",
-        targets=print_targets if device.type == "cpu" and mode != "tiny" else None,
+    return common.run_cases(
+        args, [OP], bench_case, title=f"{OP} with LayerNorm", results_name=OP, targets=print_targets
     )
 
 
 def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_spatial_compress", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    return run(parser.parse_args(argv))
+    return common.script_main(run, __doc__, "bench.bench_spatial_compress", argv)
 
 
 if __name__ == "__main__":

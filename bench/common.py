@@ -556,6 +556,50 @@ def report(
     return rows
 
 
+def run_cases(
+    args,
+    ops: Sequence[str],
+    bench_case: Callable[[RowBuilder, object, str, Timing, list[str]], list[Row]],
+    *,
+    title: str,
+    results_name: str,
+    targets: Callable[[list[Row]], None] | None = None,
+    targets_on: tuple[str, ...] = ("cpu",),
+    extra_warnings: Sequence[str] = (),
+) -> list[Row]:
+    """A bench script's run: `bench_case(builder, case, mode, timing, warnings)` for every case
+    of bench/cases.py of the asked-for `ops` in this mode, then report(): the table, the
+    SKIP / MISMATCH lines, and `targets` (PASS/FAIL lines) on the `targets_on` devices."""
+    from bench.cases import cases
+
+    device, mode, timing = configure(args)
+    busy = busy_machine_note() if device.type == "cpu" else None
+    builder = RowBuilder(device)
+    rows: list[Row] = []
+    warnings = skipped_backends(device) + list(extra_warnings)
+    for op in ops:
+        if wants(args, op):
+            for case in cases(op, mode):
+                rows += bench_case(builder, case, mode, timing, warnings)
+    return report(
+        rows,
+        title=f"{title} ({mode} run)",
+        busy=busy,
+        warnings=warnings,
+        results_name=f"{results_name}_{device.type}",
+        targets=targets if device.type in targets_on and mode != "tiny" else None,
+    )
+
+
+def script_main(run: Callable, doc: str, prog: str, argv: list[str] | None = None) -> list[Row]:
+    """`python -m bench.<script>`: the common flags, then the script's run()."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n")[0])
+    add_common_args(parser)
+    return run(parser.parse_args(argv))
+
+
 def skipped_backends(device: torch.device) -> list[str]:
     """SKIP lines for our backends that are not timed on `device`, with the reason."""
     from nvila_kernels import backends

@@ -11,6 +11,7 @@ csrc/cuda/*.cu and arch) and then:
 Needs nvcc and cmake; skipped (with the reason) when either is missing.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ def find_nvcc():
 NVCC = find_nvcc()
 
 pytestmark = [
+    pytest.mark.toolchain,
     pytest.mark.skipif(not NVCC.exists(), reason=f"nvcc not found at {NVCC} (set CUDA_HOME)"),
     pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found"),
 ]
@@ -182,7 +184,9 @@ def test_resource_table(resources):
 # --- SASS ----------------------------------------------------------------------
 
 
+@functools.cache
 def sass(cubin):
+    """`cuobjdump -sass` of a cubin, once per cubin for all the tests that read it."""
     tool = cuobjdump_path()
     if tool is None:
         pytest.skip("cuobjdump not found (it ships in the triton wheel: pip install triton)")

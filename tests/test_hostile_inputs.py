@@ -33,6 +33,8 @@ from nvila.processor import (
     load_video,
 )
 
+pytestmark = pytest.mark.model
+
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
 

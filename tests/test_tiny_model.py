@@ -20,6 +20,8 @@ from nvila.processor import load_image, load_video
 from nvila.tiny import eval as tiny_eval
 from nvila.tiny import shapes, train
 
+pytestmark = pytest.mark.model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
