@@ -1,8 +1,11 @@
 # The README's commands. `make demo` and `make test` do their own set-up.
-PYTHON ?= python3.11
+# Version pins, here only: the dev venv's Python and torch, and the CPU-only torch of the
+# install check (.ci/install_paths.sh gets them from `make install-check`).
+PYTHON    ?= python3.11
+TORCH     ?= torch==2.14.1
+CPU_TORCH ?= torch==2.13.0
 VENV   := .venv
 PY     := $(VENV)/bin/python
-TORCH  ?= torch==2.14.1
 export CUDA_HOME ?= /usr/local/cuda
 # Tests that use the Triton interpreter on CPU tensors need it set before import.
 TEST_ENV := TRITON_INTERPRET=1
@@ -75,7 +78,7 @@ bench: build
 
 # every install path (wheel + sdist, pure Python, CPU-only torch), from scratch dirs
 install-check: build
-	bash .ci/install_paths.sh
+	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) bash .ci/install_paths.sh
 
 clean:
 	rm -rf build dist *.egg-info nvila_kernels/_C*.so
