@@ -44,7 +44,8 @@ NVILA_KERNELS_REQUIRE_BUILD=1 "$PY" -m build --no-isolation --outdir "$WORK/dist
 grep -h "nvila_kernels:" "$WORK/build.log" | sed 's/^/    /'
 echo "    built in $(($(date +%s) - t0)) s: $(cd "$WORK/dist" && ls)"
 "$PY" -m pip install -q --no-deps --target "$WORK/site-wheel" "$WORK"/dist/*.whl
-probe "$WORK/site-wheel" "$PY" "backend cpu       available on cpu" "compiled CUDA archs: 8.0;8.6;8.9;9.0a"
+ARCHS=$(grep -m1 '^[0-9]' csrc/cuda_archs.txt)  # the default arch list
+probe "$WORK/site-wheel" "$PY" "backend cpu       available on cpu" "compiled CUDA archs: $ARCHS"
 
 echo "== 2. NVILA_KERNELS_NO_BUILD=1: pure Python"
 NVILA_KERNELS_NO_BUILD=1 "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$WORK/pure" . >/dev/null
