@@ -72,7 +72,7 @@ def bench_gemm(
     a8, w8 = (a32 / sa).clamp(-FP8_MAX, FP8_MAX).to(FP8), (w32 / sb).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     expected = reference.fp8_gemm(a8, w8, sa, sb, None, torch.bfloat16)
     tol = 2**-7 * expected.float().abs().max().item() * 4  # bf16 output: a few ulps of the largest value
-    case = torch.empty((M, N, K), dtype=FP8, device="meta")  # the row's shape "MxNxK"
+    mnk = torch.empty((M, N, K), dtype=FP8, device="meta")  # the row's shape "MxNxK"
     out_bytes = M * N * 2
     builder.copy_gbps = common.copy_bandwidth(device)
 
@@ -118,7 +118,7 @@ def bench_gemm(
         row = builder.row(
             op="fp8_gemm",
             provider=provider,
-            x=case,
+            x=mnk,
             times=times,
             nbytes=nbytes,
             note=note,

@@ -66,64 +66,25 @@ def bench_case(
     w = torch.randn(D, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(D, generator=gen).to(device=device, dtype=dtype)
     expected = nvila_kernels.reference.merge_compress(x, plan, k, w, b, h=h, w=h)
-    nbytes = common.tensor_bytes(x, expected)
-    tol = REL_TOL[dtype] * expected.abs().max().item()
     builder.measure_copy_bandwidth()
 
-    providers: list[tuple[str, object]] = []
-    for backend in common.benched_backends(device):
-        out = torch.empty_like(expected)
-        providers.append(
-            (backend, lambda be=backend: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, backend=be))
-        )
-        providers.append(
-            (
-                f"{backend}+out",
-                lambda be=backend, o=out: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, out=o, backend=be),
-            )
-        )
+    providers = common.backend_providers(
+        device, lambda be, out: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, out=out, backend=be), expected
+    )
     providers.append(("reference", lambda: nvila_kernels.reference.merge_compress(x, plan, k, w, b, h=h, w=h)))
     providers.append(("eager", lambda: eager_merge_compress(x, plan, k, w, b, h)))
     if mode in case.compile:
         compiled = common.compiled(eager_merge_compress)
         providers.append(("compile", lambda: compiled(x, plan, k, w, b, h)))
 
-    return common.measure_providers(
-        builder,
-        providers,
-        op=OP,
-        x=x,
-        nbytes=nbytes,
-        expected=expected,
-        note=note,
-        timing=timing,
-        tol=tol,
-        warnings=warnings,
-    )
-
-
-def _find(rows: list[common.Row], dtype: str, provider: str) -> common.Row | None:
-    return next((r for r in rows if r.dtype == dtype and r.provider == provider), None)
+    kw = dict(op=OP, x=x, expected=expected, note=note, timing=timing, warnings=warnings, rel_tol=REL_TOL)
+    return common.measure_providers(builder, providers, **kw)
 
 
 def print_targets(rows: list[common.Row]) -> None:
-    """The CPU targets of the issue, as PASS/FAIL lines (not asserts)."""
+    """The CPU targets of the issue, per dtype."""
     for dtype in ("float32", "bfloat16"):
-        fresh, out = _find(rows, dtype, "cpu"), _find(rows, dtype, "cpu+out")
-        if fresh is None or out is None:
-            print(f"targets ({dtype}): skipped (no CPU kernel rows)")
-            continue
-        ok = fresh.speedup_vs_eager >= 3.0
-        eager_ms = fresh.median_ms * fresh.speedup_vs_eager
-        print(
-            f"{'PASS' if ok else 'FAIL'}: CPU kernel (fresh output) >= 3x faster than eager, {dtype}: "
-            f"{fresh.speedup_vs_eager:.2f}x ({fresh.median_ms:.2f} ms vs {eager_ms:.2f} ms)"
-        )
-        ok = out.frac_copy_bw >= 0.5
-        print(
-            f"{'PASS' if ok else 'FAIL'}: CPU kernel with out= >= 50% of copy bandwidth, {dtype}: "
-            f"{100 * out.frac_copy_bw:.0f}% ({out.gbps:.1f} of {out.copy_gbps:.1f} GB/s)"
-        )
+        common.print_copy_targets([r for r in rows if r.dtype == dtype], dtype)
 
 
 def run(args) -> list[common.Row]:

@@ -18,7 +18,6 @@ from bench import common
 from bench.cases import Case
 
 OP = "temporal_pool"
-REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
 
 
 def eager_temporal_pool(x: torch.Tensor, group: int) -> torch.Tensor:
@@ -36,35 +35,19 @@ def bench_case(
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn((frames, *tokens, hidden), generator=gen).to(device=device, dtype=dtype)
     expected = nvila_kernels.reference.temporal_pool(x, group)
-    nbytes = common.tensor_bytes(x, expected)
-    tol = REL_TOL[dtype] * expected.abs().max().item()
     builder.measure_copy_bandwidth()
 
-    providers: list[tuple[str, object]] = []
-    for backend in common.benched_backends(device):
-        out = torch.empty_like(expected)
-        providers.append((backend, lambda be=backend: nvila_kernels.temporal_pool(x, group, backend=be)))
-        providers.append(
-            (f"{backend}+out", lambda be=backend, o=out: nvila_kernels.temporal_pool(x, group, out=o, backend=be))
-        )
+    providers = common.backend_providers(
+        device, lambda be, out: nvila_kernels.temporal_pool(x, group, out=out, backend=be), expected
+    )
     providers.append(("reference", lambda: nvila_kernels.reference.temporal_pool(x, group)))
     providers.append(("eager", lambda: eager_temporal_pool(x, group)))
     if mode in case.compile:
         compiled = common.compiled(eager_temporal_pool)
         providers.append(("compile", lambda: compiled(x, group)))
 
-    return common.measure_providers(
-        builder,
-        providers,
-        op=OP,
-        x=x,
-        nbytes=nbytes,
-        expected=expected,
-        note=note,
-        timing=timing,
-        tol=tol,
-        warnings=warnings,
-    )
+    kw = dict(op=OP, x=x, expected=expected, note=note, timing=timing, warnings=warnings)
+    return common.measure_providers(builder, providers, **kw)
 
 
 def run(args) -> list[common.Row]:

@@ -426,35 +426,31 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
+# max |provider - reference| allowed, relative to max |reference|: about 2 ulps of the dtype
+REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
+
+
 def measure_providers(
     builder: RowBuilder,
     providers: list[tuple[str, Callable[[], torch.Tensor]]],
     *,
     op: str,
     x: torch.Tensor,
-    nbytes: int,
     expected: torch.Tensor,
     note: str,
     timing: Timing,
-    tol: float,
     warnings: list[str],
+    rel_tol: dict[torch.dtype, float] = REL_TOL,
 ) -> list[Row]:
-    """measure() for each (provider, fn); a MISMATCH line goes to `warnings` for any
-    provider further than `tol` from `expected`."""
+    """measure() for each (provider, fn), bytes moved = x + expected; a MISMATCH line goes
+    to `warnings` for any provider further than rel_tol[dtype] * max |expected| from it."""
+    nbytes = tensor_bytes(x, expected)
+    tol = rel_tol[x.dtype] * expected.abs().max().item()
     rows = []
     for provider, fn in providers:
+        kw = dict(op=op, provider=provider, fn=fn, x=x, nbytes=nbytes, expected=expected, note=note, timing=timing)
         try:
-            row = measure(
-                builder,
-                op=op,
-                provider=provider,
-                fn=fn,
-                x=x,
-                nbytes=nbytes,
-                expected=expected,
-                note=note,
-                timing=timing,
-            )
+            row = measure(builder, **kw)
         except Exception as e:  # a peer that cannot run here (e.g. torch.compile without a compiler)
             warnings.append(f"SKIP {note} {provider}: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}")
             continue
@@ -554,6 +550,42 @@ def report(
     (results_dir() / f"{results_name}.md").write_text(text + "\n")
     print(f"rows written to {path}\n")
     return rows
+
+
+def backend_providers(
+    device: torch.device, call: Callable[[str, torch.Tensor | None], torch.Tensor], out_like: torch.Tensor
+) -> list[tuple[str, Callable[[], torch.Tensor]]]:
+    """Each timed backend of ours twice: with a fresh output ("cpu") and writing into a
+    preallocated `out=` ("cpu+out"); `call(backend, out)` runs the op, `out_like` is the
+    output to preallocate."""
+    providers = []
+    for backend in benched_backends(device):
+        out = torch.empty_like(out_like)
+        providers.append((backend, lambda be=backend: call(be, None)))
+        providers.append((f"{backend}+out", lambda be=backend, o=out: call(be, o)))
+    return providers
+
+
+def print_copy_targets(rows: Sequence[Row], label: str) -> None:
+    """The two CPU targets of a memory-bound op on the rows of one case, as PASS/FAIL lines
+    (not asserts): the kernel with a fresh output >= 3x faster than eager, and with `out=`
+    at >= 50% of the copy bandwidth."""
+    fresh = next((r for r in rows if r.provider == "cpu"), None)
+    out = next((r for r in rows if r.provider == "cpu+out"), None)
+    if fresh is None or out is None:
+        print(f"targets ({label}): skipped (no CPU kernel rows)")
+        return
+    ok = fresh.speedup_vs_eager >= 3.0
+    eager_ms = fresh.median_ms * fresh.speedup_vs_eager
+    print(
+        f"{'PASS' if ok else 'FAIL'}: CPU kernel (fresh output) >= 3x faster than eager, {label}: "
+        f"{fresh.speedup_vs_eager:.2f}x ({fresh.median_ms:.2f} ms vs {eager_ms:.2f} ms)"
+    )
+    ok = out.frac_copy_bw >= 0.5
+    print(
+        f"{'PASS' if ok else 'FAIL'}: CPU kernel with out= >= 50% of copy bandwidth, {label}: "
+        f"{100 * out.frac_copy_bw:.0f}% ({out.gbps:.1f} of {out.copy_gbps:.1f} GB/s)"
+    )
 
 
 def run_cases(
