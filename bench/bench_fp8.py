@@ -74,7 +74,7 @@ def bench_gemm(
     tol = 2**-7 * expected.float().abs().max().item() * 4  # bf16 output: a few ulps of the largest value
     mnk = torch.empty((M, N, K), dtype=FP8, device="meta")  # the row's shape "MxNxK"
     out_bytes = M * N * 2
-    builder.copy_gbps = common.copy_bandwidth(device)
+    builder.measure_copy_bandwidth()
 
     w8s = _cold_copies(w8)
     # (provider, fn on weight copy 0, rotating fn, bytes moved, timing)
@@ -150,7 +150,7 @@ def bench_quantize(
     x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
     expected, _ = reference.fp8_quantize(x)
     nbytes = common.tensor_bytes(x, expected)
-    builder.copy_gbps = common.copy_bandwidth(device)
+    builder.measure_copy_bandwidth()
     providers = [
         (be, lambda be=be: nvila_kernels.fp8_quantize(x, backend=be)) for be in common.benched_backends(device)
     ]

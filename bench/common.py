@@ -178,8 +178,9 @@ class RowBuilder:
     machine the limit drifts during a run, so each row is compared with one taken
     seconds before it."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, timing: Timing | None = None):
         self.device = torch.device(device)
+        self.copy_pairs, self.copy_bytes = (3, COPY_BYTES) if timing is None else (timing.copy_pairs, timing.copy_bytes)
         self.copy_gbps: float | None = None  # set by measure_copy_bandwidth
         self.device_name = device_name(self.device)
         self.threads = torch.get_num_threads()
@@ -187,7 +188,7 @@ class RowBuilder:
         self.machine = f"{platform.node()} ({platform.machine()})"
 
     def measure_copy_bandwidth(self) -> float:
-        self.copy_gbps = copy_bandwidth(self.device)
+        self.copy_gbps = copy_bandwidth(self.device, self.copy_bytes, pairs=self.copy_pairs)
         return self.copy_gbps
 
     def row(
@@ -382,15 +383,18 @@ def default_device() -> str:
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """How long to measure: `warmup` untimed calls, then as many reps as fit in
-    `budget_s` seconds, clamped to [min_reps, max_reps]."""
+    `budget_s` seconds, clamped to [min_reps, max_reps]; the copy bandwidth before each
+    case over `copy_pairs` buffer pairs of `copy_bytes`."""
 
     warmup: int
     budget_s: float
     min_reps: int
     max_reps: int
+    copy_pairs: int = 3
+    copy_bytes: int = COPY_BYTES
 
 
-QUICK = Timing(warmup=1, budget_s=0.5, min_reps=3, max_reps=20)
+QUICK = Timing(warmup=1, budget_s=0.5, min_reps=3, max_reps=20, copy_pairs=1)
 FULL = Timing(warmup=3, budget_s=3.0, min_reps=10, max_reps=300)
 
 
@@ -462,7 +466,8 @@ def measure_providers(
     return rows
 
 
-TINY = Timing(warmup=0, budget_s=0.02, min_reps=1, max_reps=2)  # smoke test of the suite itself
+# smoke test of the suite itself
+TINY = Timing(warmup=0, budget_s=0.02, min_reps=1, max_reps=2, copy_pairs=1, copy_bytes=16 * 1024 * 1024)
 
 MODES = ("tiny", "quick", "standard", "full")
 
@@ -606,7 +611,7 @@ def run_cases(
 
     device, mode, timing = configure(args)
     busy = busy_machine_note() if device.type == "cpu" else None
-    builder = RowBuilder(device)
+    builder = RowBuilder(device, timing)
     rows: list[Row] = []
     warnings = skipped_backends(device) + list(extra_warnings)
     for op in ops:
