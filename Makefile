@@ -1,18 +1,21 @@
 # The README's commands. `make demo` and `make test` do their own set-up.
-PYTHON ?= python3.11
+# Version pins, here only: the dev venv's Python and torch, and the CPU-only torch of the
+# install check (.ci/install_paths.sh gets them from `make install-check`).
+PYTHON    ?= python3.11
+TORCH     ?= torch==2.14.1
+CPU_TORCH ?= torch==2.13.0
 VENV   := .venv
 PY     := $(VENV)/bin/python
-TORCH  ?= torch==2.14.1
 export CUDA_HOME ?= /usr/local/cuda
 # Tests that use the Triton interpreter on CPU tensors need it set before import.
 TEST_ENV := TRITON_INTERPRET=1
 
-.PHONY: demo test build lint format bench install-check clean eval-tiny sanitize
+.PHONY: demo test test-fast coverage build lint format bench install-check clean eval-tiny sanitize
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q $(TORCH) numpy ninja pytest pytest-xdist hypothesis ruff clang-format pillow matplotlib pytest-benchmark safetensors tokenizers av build transformers cuda-python
+	$(PY) -m pip install -q $(TORCH) numpy ninja pytest pytest-xdist pytest-cov hypothesis ruff clang-format pillow matplotlib safetensors tokenizers av build transformers cuda-python
 	touch $@
 
 # The extension is rebuilt whenever a C++/CUDA source or setup.py changes.
@@ -24,14 +27,26 @@ $(VENV)/.built: $(VENV)/.deps setup.py $(shell find csrc -type f 2>/dev/null)
 build: $(VENV)/.built
 
 demo: build
-	$(PY) -m nvila.demo
+	$(PY) -m nvila.tiny.demo
 
 # held-out accuracy of the shipped tiny model, per backend and in FP8 mode
 eval-tiny: build
-	$(PY) -m nvila.eval_tiny --fp8
+	$(PY) -m nvila.tiny.eval --fp8
 
+# every test; worksteal keeps both workers busy to the end (test durations vary a lot)
+PYTEST := $(TEST_ENV) $(PY) -m pytest -q -n 2 --dist worksteal
 test: build
-	$(TEST_ENV) $(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PYTEST) tests
+
+# the edit loop (under 3 min on 2 cores): each kernel on the compiled CPU backend and the
+# reference; no emulated backends, nvcc / Triton AOT / install builds, or model tests
+FAST := not slow and not toolchain and not model
+test-fast: build
+	$(PYTEST) -m "$(FAST)" tests
+
+# line coverage of both packages over the whole suite
+coverage: build
+	$(PYTEST) --cov=nvila_kernels --cov=nvila --cov-report=term tests
 
 # the CUDA backend's tests under compute-sanitizer (memcheck, racecheck); needs a GPU, not run by
 # `make test`. PyTorch's caching allocator is off so memcheck sees each tensor's real bounds.
@@ -63,7 +78,7 @@ bench: build
 
 # every install path (wheel + sdist, pure Python, CPU-only torch), from scratch dirs
 install-check: build
-	bash .ci/install_paths.sh
+	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) bash .ci/install_paths.sh
 
 clean:
 	rm -rf build dist *.egg-info nvila_kernels/_C*.so

@@ -6,7 +6,7 @@ Environment switches:
   NVILA_KERNELS_REQUIRE_BUILD=1  a failed compile fails the install (default: it warns and
                              installs pure Python; `make` sets this, so CI never hides a break)
   NVILA_KERNELS_CUDA=1|0     force / skip the CUDA kernels (default: auto)
-  TORCH_CUDA_ARCH_LIST       CUDA archs (default: 8.0;8.6;8.9;9.0a, + 10.0a on nvcc >= 12.8)
+  TORCH_CUDA_ARCH_LIST       CUDA archs (default: csrc/cuda_archs.txt, + 10.0a on nvcc >= 12.8)
   NVILA_KERNELS_NATIVE=1     compile the CPU kernels with -march=native (default: portable)
   MAX_JOBS                   parallel compile jobs (torch's ninja build)
 """
@@ -66,7 +66,8 @@ def want_cuda():
 
 
 def default_arch_list():
-    archs = ["8.0", "8.6", "8.9", "9.0a"]
+    with open(os.path.join(CSRC, "cuda_archs.txt")) as f:
+        archs = [line.strip() for line in f if line.strip() and not line.startswith("#")][0].split(";")
     version = nvcc_version()
     if version and version >= (12, 8):
         archs.append("10.0a")

@@ -22,12 +22,11 @@ eager composition amax + clamp + cast. Bytes moved = x + q.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 import nvila_kernels
 from bench import common
+from bench.cases import Case, cases
 from nvila_kernels import reference
 
 FP8 = torch.float8_e4m3fn
@@ -35,25 +34,6 @@ FP8_MAX = torch.finfo(FP8).max
 COLD_BYTES = 128 * 1024 * 1024  # weight copies per provider: at least this much (4x a 32 MB L3)
 MAX_COPIES = 64  # tiny weights stay cache-resident anyway
 SLOW_CALL_S = 2.0  # a provider whose one call takes longer is skipped on that shape
-
-# (case, M, N, K)
-GEMM_CASES = (
-    ("decode, 4096x4096 proj", 1, 4096, 4096),
-    ("decode, Qwen2-7B MLP up", 1, 18944, 3584),
-    ("decode, Qwen2-7B MLP down", 1, 3584, 18944),
-    ("prefill 1024, 4096x4096", 1024, 4096, 4096),
-)
-QUANT_CASES = (("activation, dynamic", (1024, 4096), torch.bfloat16),)
-TINY_GEMM_CASES = (("tiny decode", 1, 64, 96), ("tiny prefill", 40, 48, 80))
-TINY_QUANT_CASES = (("tiny activation", (16, 64), torch.bfloat16),)
-# the M sweep at 4096 x 4096 (roofline plot): how the cost grows from decode to prefill
-SWEEP_N = SWEEP_K = 4096
-SWEEP_M = {
-    "tiny": (1, 8),
-    "quick": (1, 16, 128),
-    "standard": (1, 4, 16, 64, 256),
-    "full": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
-}
 
 DECODE_MIN_X_FP32 = 2.5  # targets (CPU): decode speedup over fp32 matmul
 DECODE_MIN_FRAC_COPY = 0.70  # FP8 weight bytes / time over the copy bandwidth
@@ -81,17 +61,10 @@ def _cold_copies(w: torch.Tensor) -> list[torch.Tensor]:
 
 
 def bench_gemm(
-    builder: common.RowBuilder,
-    note: str,
-    M: int,
-    N: int,
-    K: int,
-    timing: common.Timing,
-    warnings: list[str],
-    sweep: str = "",
-    with_compile: bool = True,
+    builder: common.RowBuilder, case: Case, mode: str, timing: common.Timing, warnings: list[str]
 ) -> list[common.Row]:
-    device = builder.device
+    device, note, sweep = builder.device, case.note, case.sweep
+    M, N, K = case.args["M"], case.args["N"], case.args["K"]
     gen = torch.Generator(device="cpu").manual_seed(0)
     a32 = torch.randn(M, K, generator=gen).to(device)
     w32 = (torch.randn(N, K, generator=gen) * K**-0.5).to(device)
@@ -99,9 +72,9 @@ def bench_gemm(
     a8, w8 = (a32 / sa).clamp(-FP8_MAX, FP8_MAX).to(FP8), (w32 / sb).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     expected = reference.fp8_gemm(a8, w8, sa, sb, None, torch.bfloat16)
     tol = 2**-7 * expected.float().abs().max().item() * 4  # bf16 output: a few ulps of the largest value
-    case = torch.empty((M, N, K), dtype=FP8, device="meta")  # the row's shape "MxNxK"
+    mnk = torch.empty((M, N, K), dtype=FP8, device="meta")  # the row's shape "MxNxK"
     out_bytes = M * N * 2
-    builder.copy_gbps = common.copy_bandwidth(device)
+    builder.measure_copy_bandwidth()
 
     w8s = _cold_copies(w8)
     # (provider, fn on weight copy 0, rotating fn, bytes moved, timing)
@@ -121,7 +94,7 @@ def bench_gemm(
     providers.append(("matmul-bf16", fns[0], _rotating(fns), 2 * (N * K + M * K) + out_bytes, timing))
     fns = [lambda w=w: torch._scaled_mm(a8, w.t(), sa, sb, out_dtype=torch.bfloat16) for w in w8s]
     providers.append(("scaled_mm", fns[0], _rotating(fns), N * K + M * K + out_bytes, None))
-    if with_compile:
+    if mode in case.compile:
         compiled = common.compiled(reference.fp8_gemm)
         fns = [lambda w=w: compiled(a8, w, sa, sb, None, torch.bfloat16) for w in w8s]
         providers.append(("compile", fns[0], _rotating(fns), N * K + M * K + out_bytes, None))
@@ -145,7 +118,7 @@ def bench_gemm(
         row = builder.row(
             op="fp8_gemm",
             provider=provider,
-            x=case,
+            x=mnk,
             times=times,
             nbytes=nbytes,
             note=note,
@@ -169,26 +142,23 @@ def eager_quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bench_quantize(
-    builder: common.RowBuilder,
-    note: str,
-    shape: tuple[int, ...],
-    dtype: torch.dtype,
-    timing: common.Timing,
-    warnings: list[str],
+    builder: common.RowBuilder, case: Case, mode: str, timing: common.Timing, warnings: list[str]
 ) -> list[common.Row]:
-    device = builder.device
+    device, note = builder.device, case.note
+    shape, dtype = case.args["shape"], case.args["dtype"]
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
     expected, _ = reference.fp8_quantize(x)
     nbytes = common.tensor_bytes(x, expected)
-    builder.copy_gbps = common.copy_bandwidth(device)
+    builder.measure_copy_bandwidth()
     providers = [
         (be, lambda be=be: nvila_kernels.fp8_quantize(x, backend=be)) for be in common.benched_backends(device)
     ]
     providers.append(("reference", lambda: reference.fp8_quantize(x)))
     providers.append(("eager", lambda: eager_quantize(x)))
-    compiled = common.compiled(eager_quantize)
-    providers.append(("compile", lambda: compiled(x)))
+    if mode in case.compile:
+        compiled = common.compiled(eager_quantize)
+        providers.append(("compile", lambda: compiled(x)))
     rows = []
     for provider, fn in providers:
         try:
@@ -216,7 +186,10 @@ def _verdict(ok: bool) -> str:
 
 def print_targets(rows: list[common.Row]) -> None:
     """The CPU targets, as PASS/FAIL lines (not asserts), plus the ratio summary."""
-    for note, M, N, K in GEMM_CASES:
+    for case in cases("fp8_gemm", "standard"):
+        note, M, N, K = case.note, case.args["M"], case.args["N"], case.args["K"]
+        if case.sweep:
+            continue
         ours = _find(rows, note, "cpu")
         fp32, bf16, smm = (_find(rows, note, p) for p in ("eager", "matmul-bf16", "scaled_mm"))
         if ours is None or fp32 is None:
@@ -248,7 +221,7 @@ def print_targets(rows: list[common.Row]) -> None:
                 f"{_verdict(ratio <= PREFILL_MAX_X_FP32)}: {note} time <= {PREFILL_MAX_X_FP32}x fp32 matmul: "
                 f"{ratio:.2f}x ({ours.median_ms:.1f} ms vs {fp32.median_ms:.1f} ms)"
             )
-    for note, _, _ in QUANT_CASES:
+    for note in (c.note for c in cases("fp8_quantize", "standard")):
         ours, eager = _find(rows, note, "cpu"), _find(rows, note, "eager")
         if ours is not None and eager is not None:
             print(
@@ -257,40 +230,21 @@ def print_targets(rows: list[common.Row]) -> None:
             )
 
 
+def bench_case(
+    builder: common.RowBuilder, case: Case, mode: str, timing: common.Timing, warnings: list[str]
+) -> list[common.Row]:
+    bench = bench_gemm if case.op == "fp8_gemm" else bench_quantize
+    return bench(builder, case, mode, timing, warnings)
+
+
 def run(args) -> list[common.Row]:
-    device, mode, timing = common.configure(args)
-    busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = common.RowBuilder(device)
-    rows: list[common.Row] = []
-    warnings: list[str] = common.skipped_backends(device)
-    tiny = mode == "tiny"
-    if common.wants(args, "fp8_gemm"):
-        for i, (note, M, N, K) in enumerate(TINY_GEMM_CASES if tiny else GEMM_CASES):
-            # --quick: torch.compile (10-20 s to compile per shape here) on the first shape only
-            rows += bench_gemm(builder, note, M, N, K, timing, warnings, with_compile=mode != "quick" or i == 0)
-        n = 128 if tiny else SWEEP_N
-        for M in SWEEP_M[mode]:
-            sweep = f"fp8_gemm M at {n}x{n}"
-            rows += bench_gemm(
-                builder, f"M sweep, {n}x{n}", M, n, n, timing, warnings, sweep=sweep, with_compile=mode != "quick"
-            )
-    if common.wants(args, "fp8_quantize"):
-        for note, shape, dtype in TINY_QUANT_CASES if tiny else QUANT_CASES:
-            rows += bench_quantize(builder, note, shape, dtype, timing, warnings)
-    return common.report(
-        rows,
-        title=f"FP8 ops ({mode} run)",
-        busy=busy,
-        warnings=warnings,
-        results_name=f"fp8_{device.type}",
-        targets=print_targets if device.type == "cpu" and not tiny else None,
+    return common.run_cases(
+        args, ["fp8_gemm", "fp8_quantize"], bench_case, title="FP8 ops", results_name="fp8", targets=print_targets
     )
 
 
 def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_fp8", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    return run(parser.parse_args(argv))
+    return common.script_main(run, __doc__, "bench.bench_fp8", argv)
 
 
 if __name__ == "__main__":

@@ -15,28 +15,16 @@ Bytes moved = features read once + output written once.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
 import nvila_kernels
 from bench import common
 from bench.bench_spatial_compress import flat_square
+from bench.cases import Case
 from nvila_kernels.tiling import TilePlan, plan_tiles
 
 OP = "merge_compress"
-
-# (case, image (W, H), tile tokens h = w, C, k, dtype)
-CASES = (
-    ("NVILA-8B 1920x1080, k=2", (1920, 1080), 32, 1152, 2, torch.float32),
-    ("NVILA-8B 1920x1080, k=2", (1920, 1080), 32, 1152, 2, torch.bfloat16),
-)
-
-TINY_CASES = (
-    ("tiny 1920x1080, k=2", (1920, 1080), 2, 16, 2, torch.float32),
-    ("tiny 1024x1024, k=3", (1024, 1024), 4, 8, 3, torch.bfloat16),
-)
 
 # max |provider - reference| allowed, relative to max |reference|: a few ulps of the dtype
 REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-9, torch.bfloat16: 2**-6}
@@ -67,17 +55,10 @@ def eager_merge_compress(
 
 
 def bench_case(
-    builder: common.RowBuilder,
-    note: str,
-    image: tuple[int, int],
-    h: int,
-    C: int,
-    k: int,
-    dtype: torch.dtype,
-    timing: common.Timing,
-    warnings: list[str],
+    builder: common.RowBuilder, case: Case, mode: str, timing: common.Timing, warnings: list[str]
 ) -> list[common.Row]:
-    device = builder.device
+    device, note = builder.device, case.note
+    image, h, C, k, dtype = (case.args[a] for a in ("image", "h", "C", "k", "dtype"))
     gen = torch.Generator(device="cpu").manual_seed(0)
     plan = plan_tiles(*image)
     x = torch.randn(plan.n_tiles, h * h, C, generator=gen).to(device=device, dtype=dtype)
@@ -85,87 +66,35 @@ def bench_case(
     w = torch.randn(D, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(D, generator=gen).to(device=device, dtype=dtype)
     expected = nvila_kernels.reference.merge_compress(x, plan, k, w, b, h=h, w=h)
-    nbytes = common.tensor_bytes(x, expected)
-    tol = REL_TOL[dtype] * expected.abs().max().item()
     builder.measure_copy_bandwidth()
 
-    providers: list[tuple[str, object]] = []
-    for backend in common.benched_backends(device):
-        out = torch.empty_like(expected)
-        providers.append(
-            (backend, lambda be=backend: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, backend=be))
-        )
-        providers.append(
-            (
-                f"{backend}+out",
-                lambda be=backend, o=out: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, out=o, backend=be),
-            )
-        )
+    providers = common.backend_providers(
+        device, lambda be, out: nvila_kernels.merge_compress(x, plan, k, w, b, h=h, w=h, out=out, backend=be), expected
+    )
     providers.append(("reference", lambda: nvila_kernels.reference.merge_compress(x, plan, k, w, b, h=h, w=h)))
     providers.append(("eager", lambda: eager_merge_compress(x, plan, k, w, b, h)))
-    compiled = common.compiled(eager_merge_compress)
-    providers.append(("compile", lambda: compiled(x, plan, k, w, b, h)))
+    if mode in case.compile:
+        compiled = common.compiled(eager_merge_compress)
+        providers.append(("compile", lambda: compiled(x, plan, k, w, b, h)))
 
-    return common.measure_providers(
-        builder,
-        providers,
-        op=OP,
-        x=x,
-        nbytes=nbytes,
-        expected=expected,
-        note=note,
-        timing=timing,
-        tol=tol,
-        warnings=warnings,
-    )
-
-
-def _find(rows: list[common.Row], dtype: str, provider: str) -> common.Row | None:
-    return next((r for r in rows if r.dtype == dtype and r.provider == provider), None)
+    kw = dict(op=OP, x=x, expected=expected, note=note, timing=timing, warnings=warnings, rel_tol=REL_TOL)
+    return common.measure_providers(builder, providers, **kw)
 
 
 def print_targets(rows: list[common.Row]) -> None:
-    """The CPU targets of the issue, as PASS/FAIL lines (not asserts)."""
+    """The CPU targets of the issue, per dtype."""
     for dtype in ("float32", "bfloat16"):
-        fresh, out = _find(rows, dtype, "cpu"), _find(rows, dtype, "cpu+out")
-        if fresh is None or out is None:
-            print(f"targets ({dtype}): skipped (no CPU kernel rows)")
-            continue
-        ok = fresh.speedup_vs_eager >= 3.0
-        eager_ms = fresh.median_ms * fresh.speedup_vs_eager
-        print(
-            f"{'PASS' if ok else 'FAIL'}: CPU kernel (fresh output) >= 3x faster than eager, {dtype}: "
-            f"{fresh.speedup_vs_eager:.2f}x ({fresh.median_ms:.2f} ms vs {eager_ms:.2f} ms)"
-        )
-        ok = out.frac_copy_bw >= 0.5
-        print(
-            f"{'PASS' if ok else 'FAIL'}: CPU kernel with out= >= 50% of copy bandwidth, {dtype}: "
-            f"{100 * out.frac_copy_bw:.0f}% ({out.gbps:.1f} of {out.copy_gbps:.1f} GB/s)"
-        )
+        common.print_copy_targets([r for r in rows if r.dtype == dtype], dtype)
 
 
 def run(args) -> list[common.Row]:
-    device, mode, timing = common.configure(args)
-    busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = common.RowBuilder(device)
-    rows: list[common.Row] = []
-    warnings: list[str] = common.skipped_backends(device)
-    for note, image, h, C, k, dtype in TINY_CASES if mode == "tiny" else CASES:
-        rows += bench_case(builder, note, image, h, C, k, dtype, timing, warnings)
-    return common.report(
-        rows,
-        title=f"{OP} with LayerNorm ({mode} run)",
-        busy=busy,
-        warnings=warnings,
-        results_name=f"{OP}_{device.type}",
-        targets=print_targets if device.type == "cpu" and mode != "tiny" else None,
+    return common.run_cases(
+        args, [OP], bench_case, title=f"{OP} with LayerNorm", results_name=OP, targets=print_targets
     )
 
 
 def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_merge_compress", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    return run(parser.parse_args(argv))
+    return common.script_main(run, __doc__, "bench.bench_merge_compress", argv)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ and >= 2x torch-interp.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,16 +31,10 @@ from PIL import Image
 
 import nvila_kernels
 from bench import common
+from bench.cases import Case
 from nvila_kernels.tiling import plan_tiles
 
 OP = "multiscale_tile"
-SIZES = ((1920, 1080), (4032, 3024))  # (W, H)
-SWEEP = {  # image sizes of the sweep, by mode
-    "tiny": ((64, 48), (128, 96)),
-    "quick": ((640, 480), (1280, 720), (2560, 1440)),
-    "standard": ((640, 480), (1280, 720), (1920, 1080), (2560, 1440), (4032, 3024)),
-    "full": ((320, 240), (640, 480), (1280, 720), (1920, 1080), (2560, 1440), (4032, 3024), (8000, 6000)),
-}
 MEAN = STD = (0.5, 0.5, 0.5)
 APPROXIMATE = ("torch-interp",)  # baselines that are not Pillow's algorithm
 
@@ -106,13 +98,15 @@ def peer_skips() -> list[str]:
 
 
 def bench_case(
-    builder, W: int, H: int, timing, warnings: list[str], *, mode: str = "standard", sweep: bool = False
+    builder: common.RowBuilder, case: Case, mode: str, timing: common.Timing, warnings: list[str]
 ) -> list[common.Row]:
     import importlib.util
 
-    device = builder.device
-    plan = plan_tiles(W, H, (28, 56, 84), 28) if mode == "tiny" else plan_tiles(W, H)
-    note = f"{'tiny' if mode == 'tiny' else 'NVILA-8B'} {W}x{H}, {plan.n_tiles} tiles"
+    device, sweep = builder.device, bool(case.sweep)
+    W, H = case.args["image"]
+    scales = case.args["scales"]
+    plan = plan_tiles(W, H) if scales is None else plan_tiles(W, H, scales, case.args["tile"])
+    note = f"{case.note} {W}x{H}, {plan.n_tiles} tiles"
     image_np = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
     image = torch.from_numpy(image_np).to(device)
     expected = nvila_kernels.reference.multiscale_tile(image, plan)
@@ -130,7 +124,7 @@ def bench_case(
             proc = SiglipImageProcessor(size={"height": plan.tile, "width": plan.tile})
             providers.append(("hf-siglip", lambda: hf_siglip_tiles(image_np, plan, proc)))
     providers.append(("torch-interp", lambda: interpolate_tiles(image, plan)))
-    if not sweep and (mode != "quick" or W * H <= SIZES[0][0] * SIZES[0][1]):  # --quick: ~100 s a call at 4032x3024
+    if not sweep and (mode != "quick" or W * H <= 1920 * 1080):  # --quick: ~100 s a call at 4032x3024
         providers.append(("reference", lambda: nvila_kernels.reference.multiscale_tile(image, plan)))
     for backend in common.benched_backends(device):
         if sweep:  # the sweep: our exact kernel against the fastest composition
@@ -150,7 +144,7 @@ def bench_case(
         row = common.measure(builder, op=OP, provider=provider, fn=fn, **kw)
         row.rate, row.rate_unit = plan.n_tiles / (row.median_ms * 1e-3), "tiles/s"
         if sweep:
-            row.sweep, row.sweep_x = "multiscale_tile GB/s vs megapixels", W * H / 1e6
+            row.sweep, row.sweep_x = case.sweep, W * H / 1e6
         if (
             provider not in ("opencv", "hf-siglip", *APPROXIMATE)
             and not provider.endswith("-fp32")
@@ -180,29 +174,14 @@ def targets(rows: list[common.Row]) -> None:
 
 
 def run(args) -> list[common.Row]:
-    device, mode, timing = common.configure(args)
-    busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = common.RowBuilder(device)
-    rows: list[common.Row] = []
-    warnings: list[str] = common.skipped_backends(device) + peer_skips()
-    for W, H in SWEEP["tiny"][:1] if mode == "tiny" else SIZES:  # both sizes in --quick too: the targets
-        rows += bench_case(builder, W, H, timing, warnings, mode=mode)
-    for W, H in SWEEP[mode]:
-        rows += bench_case(builder, W, H, timing, warnings, mode=mode, sweep=True)
-    return common.report(
-        rows,
-        title=f"{OP} ({mode} run)",
-        busy=busy,
-        warnings=warnings,
-        results_name=f"{OP}_{device.type}",
-        targets=targets if mode != "tiny" else None,
-    )
+    return common.run_cases(
+        args, [OP], bench_case, title=OP, results_name=OP, targets=targets, targets_on=("cpu", "cuda"),
+        extra_warnings=peer_skips(),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_multiscale_tile", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    return run(parser.parse_args(argv))
+    return common.script_main(run, __doc__, "bench.bench_multiscale_tile", argv)
 
 
 if __name__ == "__main__":

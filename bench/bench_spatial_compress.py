@@ -13,27 +13,14 @@ much slower than "cpu+out"; both are reported.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
 import nvila_kernels
 from bench import common
+from bench.cases import Case, cases
 
 OP = "spatial_compress"
-
-# (case, input shape (B, H, W, C), k, dtype)
-CASES = (
-    ("NVILA-8B, k=2", (1, 96, 128, 3456), 2, torch.float32),
-    ("NVILA-8B, k=2", (1, 96, 128, 3456), 2, torch.bfloat16),
-    ("NVILA-Lite, k=3", (1, 32, 32, 1152), 3, torch.float32),
-    ("NVILA-Lite, k=3", (1, 32, 32, 1152), 3, torch.bfloat16),
-)
-TINY_CASES = (("tiny, k=2", (1, 8, 12, 48), 2, torch.float32), ("tiny, k=3", (1, 7, 7, 16), 3, torch.bfloat16))
-
-# max |provider - reference| allowed, relative to max |reference|: about 2 ulps of the dtype
-REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
 
 
 def flat_square(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -65,99 +52,45 @@ def eager_spatial_compress(
 
 
 def bench_case(
-    builder: common.RowBuilder,
-    note: str,
-    shape: tuple[int, int, int, int],
-    k: int,
-    dtype: torch.dtype,
-    timing: common.Timing,
-    warnings: list[str],
+    builder: common.RowBuilder, case: Case, mode: str, timing: common.Timing, warnings: list[str]
 ) -> list[common.Row]:
-    device = builder.device
+    device, note = builder.device, case.note
+    shape, k, dtype = case.args["shape"], case.args["k"], case.args["dtype"]
     gen = torch.Generator(device="cpu").manual_seed(0)
-    B, H, W, C = shape
-    D = k * k * C
+    D = k * k * shape[-1]
     x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
     w = torch.randn(D, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(D, generator=gen).to(device=device, dtype=dtype)
-    out_shape = (B, -(-H // k), -(-W // k), D)
     expected = nvila_kernels.reference.spatial_compress(x, k, w, b)
-    nbytes = common.tensor_bytes(x, expected)
-    tol = REL_TOL[dtype] * expected.abs().max().item()
     builder.measure_copy_bandwidth()
 
-    providers: list[tuple[str, object]] = []
-    for backend in common.benched_backends(device):
-        out = torch.empty(out_shape, dtype=dtype, device=device)
-        providers.append((backend, lambda be=backend: nvila_kernels.spatial_compress(x, k, w, b, backend=be)))
-        providers.append(
-            (f"{backend}+out", lambda be=backend, o=out: nvila_kernels.spatial_compress(x, k, w, b, out=o, backend=be))
-        )
+    providers = common.backend_providers(
+        device, lambda be, out: nvila_kernels.spatial_compress(x, k, w, b, out=out, backend=be), expected
+    )
     providers.append(("reference", lambda: nvila_kernels.reference.spatial_compress(x, k, w, b)))
     providers.append(("eager", lambda: eager_spatial_compress(x, k, w, b)))
-    compiled = common.compiled(eager_spatial_compress)
-    providers.append(("compile", lambda: compiled(x, k, w, b)))
+    if mode in case.compile:
+        compiled = common.compiled(eager_spatial_compress)
+        providers.append(("compile", lambda: compiled(x, k, w, b)))
 
-    return common.measure_providers(
-        builder,
-        providers,
-        op=OP,
-        x=x,
-        nbytes=nbytes,
-        expected=expected,
-        note=note,
-        timing=timing,
-        tol=tol,
-        warnings=warnings,
-    )
-
-
-def _find(rows: list[common.Row], note: str, dtype: str, provider: str) -> common.Row | None:
-    return next((r for r in rows if r.note == note and r.dtype == dtype and r.provider == provider), None)
+    kw = dict(op=OP, x=x, expected=expected, note=note, timing=timing, warnings=warnings)
+    return common.measure_providers(builder, providers, **kw)
 
 
 def print_targets(rows: list[common.Row]) -> None:
-    """The CPU targets of the issue, as PASS/FAIL lines (not asserts)."""
-    note = CASES[0][0]
-    fresh = _find(rows, note, "float32", "cpu")
-    out = _find(rows, note, "float32", "cpu+out")
-    if fresh is None or out is None:
-        print("targets: skipped (no CPU kernel rows)")
-        return
-    ok = fresh.speedup_vs_eager >= 3.0
-    print(
-        f"{'PASS' if ok else 'FAIL'}: CPU kernel (fresh output) >= 3x faster than eager on {note} fp32: "
-        f"{fresh.speedup_vs_eager:.2f}x ({fresh.median_ms:.2f} ms vs {fresh.median_ms * fresh.speedup_vs_eager:.2f} ms)"
-    )
-    ok = out.frac_copy_bw >= 0.5
-    print(
-        f"{'PASS' if ok else 'FAIL'}: CPU kernel with out= >= 50% of copy bandwidth on {note} fp32: "
-        f"{100 * out.frac_copy_bw:.0f}% ({out.gbps:.1f} of {out.copy_gbps:.1f} GB/s)"
-    )
+    """The CPU targets of the issue on the first case (NVILA-8B fp32)."""
+    note = cases(OP, "standard")[0].note
+    common.print_copy_targets([r for r in rows if r.note == note and r.dtype == "float32"], f"{note} fp32")
 
 
 def run(args) -> list[common.Row]:
-    device, mode, timing = common.configure(args)
-    busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = common.RowBuilder(device)
-    rows: list[common.Row] = []
-    warnings: list[str] = common.skipped_backends(device)
-    for note, shape, k, dtype in TINY_CASES if mode == "tiny" else CASES:
-        rows += bench_case(builder, note, shape, k, dtype, timing, warnings)
-    return common.report(
-        rows,
-        title=f"{OP} with LayerNorm ({mode} run)",
-        busy=busy,
-        warnings=warnings,
-        results_name=f"{OP}_{device.type}",
-        targets=print_targets if device.type == "cpu" and mode != "tiny" else None,
+    return common.run_cases(
+        args, [OP], bench_case, title=f"{OP} with LayerNorm", results_name=OP, targets=print_targets
     )
 
 
 def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_spatial_compress", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    return run(parser.parse_args(argv))
+    return common.script_main(run, __doc__, "bench.bench_spatial_compress", argv)
 
 
 if __name__ == "__main__":

@@ -11,20 +11,13 @@ it. Bytes moved = input + output.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 import nvila_kernels
 from bench import common
+from bench.cases import Case
 
 OP = "temporal_pool"
-GROUP = 8
-TOKENS, HIDDEN = (16, 16), 3584  # 16x16 tokens per frame after the 2x2 projector, Qwen2-7B width
-FRAMES, QUICK_FRAMES = 256, 64
-DTYPES = (torch.bfloat16, torch.float32)
-
-REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
 
 
 def eager_temporal_pool(x: torch.Tensor, group: int) -> torch.Tensor:
@@ -34,69 +27,35 @@ def eager_temporal_pool(x: torch.Tensor, group: int) -> torch.Tensor:
 
 
 def bench_case(
-    builder: common.RowBuilder,
-    frames: int,
-    dtype: torch.dtype,
-    timing: common.Timing,
-    warnings: list[str],
-    tokens: tuple[int, int] = TOKENS,
-    hidden: int = HIDDEN,
+    builder: common.RowBuilder, case: Case, mode: str, timing: common.Timing, warnings: list[str]
 ) -> list[common.Row]:
-    device = builder.device
-    note = f"NVILA-8B-Video, {frames} frames, group {GROUP}" if hidden == HIDDEN else f"tiny, {frames} frames"
+    device, note = builder.device, case.note
+    frames, tokens, hidden, dtype = (case.args[a] for a in ("frames", "tokens", "hidden", "dtype"))
+    group = case.args["group"]
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn((frames, *tokens, hidden), generator=gen).to(device=device, dtype=dtype)
-    expected = nvila_kernels.reference.temporal_pool(x, GROUP)
-    nbytes = common.tensor_bytes(x, expected)
-    tol = REL_TOL[dtype] * expected.abs().max().item()
+    expected = nvila_kernels.reference.temporal_pool(x, group)
     builder.measure_copy_bandwidth()
 
-    providers: list[tuple[str, object]] = []
-    for backend in common.benched_backends(device):
-        out = torch.empty_like(expected)
-        providers.append((backend, lambda be=backend: nvila_kernels.temporal_pool(x, GROUP, backend=be)))
-        providers.append(
-            (f"{backend}+out", lambda be=backend, o=out: nvila_kernels.temporal_pool(x, GROUP, out=o, backend=be))
-        )
-    providers.append(("reference", lambda: nvila_kernels.reference.temporal_pool(x, GROUP)))
-    providers.append(("eager", lambda: eager_temporal_pool(x, GROUP)))
-    compiled = common.compiled(eager_temporal_pool)
-    providers.append(("compile", lambda: compiled(x, GROUP)))
-
-    return common.measure_providers(
-        builder,
-        providers,
-        op=OP,
-        x=x,
-        nbytes=nbytes,
-        expected=expected,
-        note=note,
-        timing=timing,
-        tol=tol,
-        warnings=warnings,
+    providers = common.backend_providers(
+        device, lambda be, out: nvila_kernels.temporal_pool(x, group, out=out, backend=be), expected
     )
+    providers.append(("reference", lambda: nvila_kernels.reference.temporal_pool(x, group)))
+    providers.append(("eager", lambda: eager_temporal_pool(x, group)))
+    if mode in case.compile:
+        compiled = common.compiled(eager_temporal_pool)
+        providers.append(("compile", lambda: compiled(x, group)))
+
+    kw = dict(op=OP, x=x, expected=expected, note=note, timing=timing, warnings=warnings)
+    return common.measure_providers(builder, providers, **kw)
 
 
 def run(args) -> list[common.Row]:
-    device, mode, timing = common.configure(args)
-    busy = common.busy_machine_note() if device.type == "cpu" else None
-    builder = common.RowBuilder(device)
-    rows: list[common.Row] = []
-    warnings: list[str] = common.skipped_backends(device)
-    for dtype in DTYPES:
-        if mode == "tiny":
-            rows += bench_case(builder, 16, dtype, timing, warnings, tokens=(4, 4), hidden=64)
-        else:
-            rows += bench_case(builder, QUICK_FRAMES if mode == "quick" else FRAMES, dtype, timing, warnings)
-    return common.report(
-        rows, title=f"{OP} ({mode} run)", busy=busy, warnings=warnings, results_name=f"{OP}_{device.type}"
-    )
+    return common.run_cases(args, [OP], bench_case, title=OP, results_name=OP)
 
 
 def main(argv: list[str] | None = None) -> list[common.Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_temporal_pool", description=__doc__.split("\n")[0])
-    common.add_common_args(parser)
-    return run(parser.parse_args(argv))
+    return common.script_main(run, __doc__, "bench.bench_temporal_pool", argv)
 
 
 if __name__ == "__main__":

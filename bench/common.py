@@ -178,8 +178,9 @@ class RowBuilder:
     machine the limit drifts during a run, so each row is compared with one taken
     seconds before it."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, timing: Timing | None = None):
         self.device = torch.device(device)
+        self.copy_pairs, self.copy_bytes = (3, COPY_BYTES) if timing is None else (timing.copy_pairs, timing.copy_bytes)
         self.copy_gbps: float | None = None  # set by measure_copy_bandwidth
         self.device_name = device_name(self.device)
         self.threads = torch.get_num_threads()
@@ -187,7 +188,7 @@ class RowBuilder:
         self.machine = f"{platform.node()} ({platform.machine()})"
 
     def measure_copy_bandwidth(self) -> float:
-        self.copy_gbps = copy_bandwidth(self.device)
+        self.copy_gbps = copy_bandwidth(self.device, self.copy_bytes, pairs=self.copy_pairs)
         return self.copy_gbps
 
     def row(
@@ -382,15 +383,18 @@ def default_device() -> str:
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """How long to measure: `warmup` untimed calls, then as many reps as fit in
-    `budget_s` seconds, clamped to [min_reps, max_reps]."""
+    `budget_s` seconds, clamped to [min_reps, max_reps]; the copy bandwidth before each
+    case over `copy_pairs` buffer pairs of `copy_bytes`."""
 
     warmup: int
     budget_s: float
     min_reps: int
     max_reps: int
+    copy_pairs: int = 3
+    copy_bytes: int = COPY_BYTES
 
 
-QUICK = Timing(warmup=1, budget_s=0.5, min_reps=3, max_reps=20)
+QUICK = Timing(warmup=1, budget_s=0.5, min_reps=3, max_reps=20, copy_pairs=1)
 FULL = Timing(warmup=3, budget_s=3.0, min_reps=10, max_reps=300)
 
 
@@ -426,35 +430,31 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
+# max |provider - reference| allowed, relative to max |reference|: about 2 ulps of the dtype
+REL_TOL = {torch.float32: 1e-5, torch.float16: 2**-10, torch.bfloat16: 2**-7}
+
+
 def measure_providers(
     builder: RowBuilder,
     providers: list[tuple[str, Callable[[], torch.Tensor]]],
     *,
     op: str,
     x: torch.Tensor,
-    nbytes: int,
     expected: torch.Tensor,
     note: str,
     timing: Timing,
-    tol: float,
     warnings: list[str],
+    rel_tol: dict[torch.dtype, float] = REL_TOL,
 ) -> list[Row]:
-    """measure() for each (provider, fn); a MISMATCH line goes to `warnings` for any
-    provider further than `tol` from `expected`."""
+    """measure() for each (provider, fn), bytes moved = x + expected; a MISMATCH line goes
+    to `warnings` for any provider further than rel_tol[dtype] * max |expected| from it."""
+    nbytes = tensor_bytes(x, expected)
+    tol = rel_tol[x.dtype] * expected.abs().max().item()
     rows = []
     for provider, fn in providers:
+        kw = dict(op=op, provider=provider, fn=fn, x=x, nbytes=nbytes, expected=expected, note=note, timing=timing)
         try:
-            row = measure(
-                builder,
-                op=op,
-                provider=provider,
-                fn=fn,
-                x=x,
-                nbytes=nbytes,
-                expected=expected,
-                note=note,
-                timing=timing,
-            )
+            row = measure(builder, **kw)
         except Exception as e:  # a peer that cannot run here (e.g. torch.compile without a compiler)
             warnings.append(f"SKIP {note} {provider}: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}")
             continue
@@ -466,7 +466,8 @@ def measure_providers(
     return rows
 
 
-TINY = Timing(warmup=0, budget_s=0.02, min_reps=1, max_reps=2)  # smoke test of the suite itself
+# smoke test of the suite itself
+TINY = Timing(warmup=0, budget_s=0.02, min_reps=1, max_reps=2, copy_pairs=1, copy_bytes=16 * 1024 * 1024)
 
 MODES = ("tiny", "quick", "standard", "full")
 
@@ -554,6 +555,86 @@ def report(
     (results_dir() / f"{results_name}.md").write_text(text + "\n")
     print(f"rows written to {path}\n")
     return rows
+
+
+def backend_providers(
+    device: torch.device, call: Callable[[str, torch.Tensor | None], torch.Tensor], out_like: torch.Tensor
+) -> list[tuple[str, Callable[[], torch.Tensor]]]:
+    """Each timed backend of ours twice: with a fresh output ("cpu") and writing into a
+    preallocated `out=` ("cpu+out"); `call(backend, out)` runs the op, `out_like` is the
+    output to preallocate."""
+    providers = []
+    for backend in benched_backends(device):
+        out = torch.empty_like(out_like)
+        providers.append((backend, lambda be=backend: call(be, None)))
+        providers.append((f"{backend}+out", lambda be=backend, o=out: call(be, o)))
+    return providers
+
+
+def print_copy_targets(rows: Sequence[Row], label: str) -> None:
+    """The two CPU targets of a memory-bound op on the rows of one case, as PASS/FAIL lines
+    (not asserts): the kernel with a fresh output >= 3x faster than eager, and with `out=`
+    at >= 50% of the copy bandwidth."""
+    fresh = next((r for r in rows if r.provider == "cpu"), None)
+    out = next((r for r in rows if r.provider == "cpu+out"), None)
+    if fresh is None or out is None:
+        print(f"targets ({label}): skipped (no CPU kernel rows)")
+        return
+    ok = fresh.speedup_vs_eager >= 3.0
+    eager_ms = fresh.median_ms * fresh.speedup_vs_eager
+    print(
+        f"{'PASS' if ok else 'FAIL'}: CPU kernel (fresh output) >= 3x faster than eager, {label}: "
+        f"{fresh.speedup_vs_eager:.2f}x ({fresh.median_ms:.2f} ms vs {eager_ms:.2f} ms)"
+    )
+    ok = out.frac_copy_bw >= 0.5
+    print(
+        f"{'PASS' if ok else 'FAIL'}: CPU kernel with out= >= 50% of copy bandwidth, {label}: "
+        f"{100 * out.frac_copy_bw:.0f}% ({out.gbps:.1f} of {out.copy_gbps:.1f} GB/s)"
+    )
+
+
+def run_cases(
+    args,
+    ops: Sequence[str],
+    bench_case: Callable[[RowBuilder, object, str, Timing, list[str]], list[Row]],
+    *,
+    title: str,
+    results_name: str,
+    targets: Callable[[list[Row]], None] | None = None,
+    targets_on: tuple[str, ...] = ("cpu",),
+    extra_warnings: Sequence[str] = (),
+) -> list[Row]:
+    """A bench script's run: `bench_case(builder, case, mode, timing, warnings)` for every case
+    of bench/cases.py of the asked-for `ops` in this mode, then report(): the table, the
+    SKIP / MISMATCH lines, and `targets` (PASS/FAIL lines) on the `targets_on` devices."""
+    from bench.cases import cases
+
+    device, mode, timing = configure(args)
+    busy = busy_machine_note() if device.type == "cpu" else None
+    builder = RowBuilder(device, timing)
+    rows: list[Row] = []
+    warnings = skipped_backends(device) + list(extra_warnings)
+    for op in ops:
+        if wants(args, op):
+            for case in cases(op, mode):
+                rows += bench_case(builder, case, mode, timing, warnings)
+    return report(
+        rows,
+        title=f"{title} ({mode} run)",
+        busy=busy,
+        warnings=warnings,
+        results_name=f"{results_name}_{device.type}",
+        targets=targets if device.type in targets_on and mode != "tiny" else None,
+    )
+
+
+def script_main(run: Callable, doc: str, prog: str, argv: list[str] | None = None) -> list[Row]:
+    """`python -m bench.<script>`: the common flags, then the script's run()."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n")[0])
+    add_common_args(parser)
+    return run(parser.parse_args(argv))
 
 
 def skipped_backends(device: torch.device) -> list[str]:

@@ -2,7 +2,7 @@
 on the nvila_kernels ops. `nvila.load(path)` reads an HF-format checkpoint;
 `nvila.generate(model, text, images=[...])` answers; `nvila.logits(model, text, images=[...])`
 scores (nvila.scoring); `python -m nvila` is the CLI.
-`nvila.load(nvila.TINY_MODEL)` is a tiny NVILA trained on nvila.shapes, shipped here."""
+`nvila.load(nvila.TINY_MODEL)` is a tiny NVILA trained on nvila.tiny.shapes, shipped here."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from .scoring import PromptLogits, logits, logprob, visual_embeddings
 from .tokenizer import Tokenizer
 from .weights import CheckpointError, load, save
 
-ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-TINY_MODEL = os.path.join(ASSETS, "tiny")  # the shipped model, trained by nvila.train_tiny
-SAMPLES = os.path.join(ASSETS, "samples")  # held-out images and a video of nvila.shapes
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny", "assets")
+TINY_MODEL = os.path.join(ASSETS, "tiny")  # the shipped model, trained by nvila.tiny.train
+SAMPLES = os.path.join(ASSETS, "samples")  # held-out images and a video of nvila.tiny.shapes
 
 
 def quantize_fp8(model: NVILA, activation_scale: str | float = "dynamic") -> NVILA:

@@ -1,6 +1,6 @@
 """`nvila` / `python -m nvila`: answer a prompt about images or a video with a local
 NVILA checkpoint (by default the tiny model shipped in the package, which knows
-coloured shapes: see nvila.shapes), streaming the answer."""
+coloured shapes: see nvila.tiny.shapes), streaming the answer."""
 
 from __future__ import annotations
 

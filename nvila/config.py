@@ -226,7 +226,7 @@ PRESETS: dict[str, NVILAConfig] = {
         image_mode="lite",
         scales=(32,),
     ),
-    # The shipped model (nvila/assets/tiny, trained by nvila.train_tiny on nvila.shapes):
+    # The shipped model (nvila/tiny/assets/tiny, trained by nvila.tiny.train on nvila.tiny.shapes):
     # 28-pixel tiles of 7-pixel patches (4x4 tokens), Dynamic-S2 scales 28/56/84, 2x2
     # projector, 8 video frames averaged in pairs. vocab is the tokenizer's size.
     "tiny-shapes": NVILAConfig(

@@ -60,6 +60,16 @@ TOL = {
 DTYPES = list(TOL)
 
 
+def pytest_collection_modifyitems(items):
+    """Every test run on an emulated backend is `slow` (markers: pyproject.toml), so
+    `make test-fast` runs each kernel on the compiled CPU backend and the reference only;
+    `make test` runs them all."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") in SLOW_BACKENDS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

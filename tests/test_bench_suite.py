@@ -14,6 +14,8 @@ import torch
 
 from nvila_kernels import backends
 
+pytestmark = pytest.mark.slow  # runs `python -m bench --tiny`: every op, peers and the model
+
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ("spatial_compress", "temporal_pool", "merge_compress", "multiscale_tile", "fp8_gemm", "fp8_quantize", "model")
 PEERS = {  # peers every op must show on the CPU (the reference too)

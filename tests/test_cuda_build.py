@@ -11,6 +11,7 @@ csrc/cuda/*.cu and arch) and then:
 Needs nvcc and cmake; skipped (with the reason) when either is missing.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -21,7 +22,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHS = ["80", "89", "90a"]
+# the shipped archs, as CMakeLists.txt reads them: "8.0;8.6;8.9;9.0a" -> ["80", "86", "89", "90a"]
+_ARCH_LINE = next(ln for ln in (REPO / "csrc" / "cuda_archs.txt").read_text().splitlines() if ln[:1].isdigit())
+ARCHS = _ARCH_LINE.replace(".", "").split(";")
 CUDA_SOURCES = sorted((REPO / "csrc" / "cuda").glob("*.cu"))
 
 
@@ -36,6 +39,7 @@ def find_nvcc():
 NVCC = find_nvcc()
 
 pytestmark = [
+    pytest.mark.toolchain,
     pytest.mark.skipif(not NVCC.exists(), reason=f"nvcc not found at {NVCC} (set CUDA_HOME)"),
     pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found"),
 ]
@@ -61,7 +65,7 @@ def run(cmd, **kwargs):
 @pytest.fixture(scope="module")
 def cubin_dir(tmp_path_factory):
     build = tmp_path_factory.mktemp("cmake_cubins")
-    run(["cmake", "-S", REPO, "-B", build, f"-DNVILA_CUDA_ARCHS={';'.join(ARCHS)}", f"-DNVCC={NVCC}"])
+    run(["cmake", "-S", REPO, "-B", build, f"-DNVCC={NVCC}"])  # its default archs: ARCHS
     run(["cmake", "--build", build, "--target", "cubins", "-j", "2"])
     return build / "cubins"
 
@@ -182,7 +186,9 @@ def test_resource_table(resources):
 # --- SASS ----------------------------------------------------------------------
 
 
+@functools.cache
 def sass(cubin):
+    """`cuobjdump -sass` of a cubin, once per cubin for all the tests that read it."""
     tool = cuobjdump_path()
     if tool is None:
         pytest.skip("cuobjdump not found (it ships in the triton wheel: pip install triton)")

@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "nvila_kernels"
+pytestmark = pytest.mark.toolchain
 
 # The checkout's editable install adds a meta-path finder that maps nvila_kernels (and
 # nvila_kernels._C) to the checkout; the probe drops it to see only the installed copy.

@@ -27,9 +27,10 @@ FAST_BACKENDS = [b for b in KERNEL_BACKENDS if b not in SLOW_BACKENDS]
 def _cases(backend, plan):
     """(h, C) per backend: tiny tiles (h = w = 2: one output token per block at k=2,3),
     odd sizes, and NVILA's 32x32 tiles on the fast backends. The emulated backends
-    (milliseconds per output token) get the odd size on the 4x3 plan only."""
+    (milliseconds per output token) get the odd size on the 4x3 plan only, and no 3x3
+    plan: its area windows (3/2 and 3 source cells) are among the 4x3 plan's."""
     if backend in SLOW_BACKENDS:
-        return [(2, 3), (4, 5)] if plan is PLANS[1] else [(2, 3)]
+        return [(2, 3), (4, 5)] if plan is PLANS[1] else [] if plan is PLANS[0] else [(2, 3)]
     return [(2, 3), (4, 5), (32, 3)]
 
 
@@ -48,8 +49,15 @@ def _tokens(plan, h, w, k):
 @pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
 @pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("plan", PLANS, ids=PLAN_IDS)
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize(
+    "backend, plan",
+    [
+        pytest.param(b, p, id=f"{b}-{i}")
+        for b in KERNEL_BACKENDS
+        for p, i in zip(PLANS, PLAN_IDS, strict=True)
+        if _cases(b, p)
+    ],
+)
 def test_matches_reference(backend, plan, dtype, k, ln):
     device = backend_device(backend)
     S = len(plan.scales)

@@ -15,6 +15,8 @@ from nvila.projector import Projector, merge_compress
 from nvila.vision import VisionTower
 from nvila_kernels.tiling import plan_lite, plan_single, plan_tiles
 
+pytestmark = pytest.mark.model
+
 # ---- config --------------------------------------------------------------------
 
 

@@ -14,6 +14,8 @@ import nvila
 from nvila.generate import sample
 from nvila_kernels import backends
 
+pytestmark = pytest.mark.model
+
 QUESTION = "What is in the image?"
 
 

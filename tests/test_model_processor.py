@@ -10,6 +10,8 @@ from PIL import Image
 from nvila.processor import chat_template, frame_indices, split_media, tile_image, user_content
 from nvila_kernels.tiling import plan_single, plan_tiles
 
+pytestmark = pytest.mark.model
+
 
 def test_chat_template_exact():
     msgs = [{"role": "user", "content": user_content("What is this?", 1)}]

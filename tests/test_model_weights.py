@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 import nvila
 from nvila.processor import chat_template, user_content
 
+pytestmark = pytest.mark.model
+
 
 @torch.no_grad()
 def _logits(model: nvila.NVILA) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The shipped tiny NVILA (nvila.TINY_MODEL) and its task (nvila.shapes): the dataset
+"""The shipped tiny NVILA (nvila.TINY_MODEL) and its task (nvila.tiny.shapes): the dataset
 generator is deterministic by seed and its answers agree with its pixels, the training
 batch is the prompt the model builds, the shipped checkpoint answers held-out
 questions, the kernel backends and FP8 mode agree with the reference, and the CLI,
@@ -16,8 +16,11 @@ import torch
 import torch.nn.functional as F
 
 import nvila
-from nvila import eval_tiny, shapes, train_tiny
 from nvila.processor import load_image, load_video
+from nvila.tiny import eval as tiny_eval
+from nvila.tiny import shapes, train
+
+pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,13 +127,13 @@ def test_dense_training_questions():
 
 
 def test_images_give_varied_dynamic_s2_grids():
-    model = train_tiny.init_model(train_tiny.build_tokenizer())
+    model = train.init_model(train.build_tokenizer())
     grids = {model.plan(*shapes.image_scene("train", i).image.size).block_size for i in range(60)}
     assert len(grids) >= 5, grids
 
 
 def test_every_answer_is_one_token_and_prompts_fit():
-    tok = train_tiny.build_tokenizer()
+    tok = train.build_tokenizer()
     for word in [*shapes.COLOURS, *shapes.KINDS, "yes", "no", *map(str, range(1, 9))]:
         assert len(tok.encode(word)) == 1, word
     assert len(tok) <= nvila.preset("tiny-shapes").llm.vocab
@@ -143,14 +146,14 @@ def test_training_batch_is_the_prompt_the_model_builds():
     """make_batch's batched vision path and cached media give the embeddings that
     model.embed_prompt computes for the same prompt one image / video at a time."""
     torch.manual_seed(0)
-    model = train_tiny.init_model(train_tiny.build_tokenizer(), seed=1).eval()
+    model = train.init_model(train.build_tokenizer(), seed=1).eval()
     scenes = [shapes.image_scene("train", 2), shapes.video_scene("train", 0), shapes.image_scene("train", 5)]
     with torch.no_grad():
-        x, y, qtypes = train_tiny.make_batch(model, scenes)
+        x, y, qtypes = train.make_batch(model, scenes)
         row = 0
         for sc in scenes:
             for qa in sc.questions:
-                text = train_tiny.prompt_text(qa, sc.is_video) + qa.answer + "<|im_end|>"
+                text = train.prompt_text(qa, sc.is_video) + qa.answer + "<|im_end|>"
                 if sc.is_video:
                     embeds, ids = model.embed_prompt(text, [], sc.frames)
                 else:
@@ -163,13 +166,13 @@ def test_training_batch_is_the_prompt_the_model_builds():
                 row += 1
         assert row == len(x)
         # packed: one multi-turn chat per scene whose targets are all the answers
-        _, yp, qp = train_tiny.make_batch(model, scenes, pack=True)
+        _, yp, qp = train.make_batch(model, scenes, pack=True)
         for b, sc in enumerate(scenes):
             answers = {qa.qtype: qa.answer for qa in sc.questions}
             expected = "".join(answers[q] + "<|im_end|>" for q in qp[b])
             assert model.tokenizer.decode(yp[b][yp[b] != -100].tolist()) == expected
         # dense: a packed chat per group of shapes.dense_questions for images
-        _, yd, qd = train_tiny.make_batch(model, scenes, pack=True, dense=True)
+        _, yd, qd = train.make_batch(model, scenes, pack=True, dense=True)
         groups = shapes.dense_questions(scenes[0]) + [scenes[1].questions] + shapes.dense_questions(scenes[2])
         assert len(yd) == len(groups)
         for b, g in enumerate(groups):
@@ -184,25 +187,25 @@ def test_shared_prefix_batch_computes_what_separate_chats_do(dense):
     tokens once) and packs scenes into rows: the loss at every answer token must equal
     what make_batch's one-chat-per-row batch gives, with fewer tokens through the LLM."""
     torch.manual_seed(0)
-    model = train_tiny.init_model(train_tiny.build_tokenizer(), seed=2).eval()
+    model = train.init_model(train.build_tokenizer(), seed=2).eval()
     scenes = [shapes.image_scene("train", i) for i in (2, 5, 9)] + [shapes.video_scene("train", i) for i in (0, 3)]
 
     def losses(x, y, rope_pos=None, mask=None):
         at = y != -100
-        logits = train_tiny.logits_of(model, x, rope_pos, mask, at)
+        logits = train.logits_of(model, x, rope_pos, mask, at)
         return F.cross_entropy(logits, y[at], reduction="none"), y[at]
 
     with torch.no_grad():
-        blocks = train_tiny.encode_scenes(model, scenes)
-        xb, yb, _ = train_tiny.make_batch(model, scenes, pack=True, blocks=blocks, dense=dense)
+        blocks = train.encode_scenes(model, scenes)
+        xb, yb, _ = train.make_batch(model, scenes, pack=True, blocks=blocks, dense=dense)
         want, want_y = losses(xb, yb)
         assert len(want) > 20
         # one scene at a time: one row, targets in make_batch's order
-        got = [losses(*train_tiny.shared_prefix_batch(model, [sc], blocks=blocks, dense=dense)) for sc in scenes]
+        got = [losses(*train.shared_prefix_batch(model, [sc], blocks=blocks, dense=dense)) for sc in scenes]
         torch.testing.assert_close(torch.cat([g[0] for g in got]), want, rtol=1e-5, atol=1e-5)
         assert torch.equal(torch.cat([g[1] for g in got]), want_y)
         # all scenes packed: the same losses, in row order
-        x, y, rope_pos, mask = train_tiny.shared_prefix_batch(model, scenes, blocks=blocks, dense=dense)
+        x, y, rope_pos, mask = train.shared_prefix_batch(model, scenes, blocks=blocks, dense=dense)
         got, got_y = losses(x, y, rope_pos, mask)
         torch.testing.assert_close(got.sort().values, want.sort().values, rtol=1e-5, atol=1e-5)
         assert torch.equal(got_y.sort().values, want_y.sort().values)
@@ -213,7 +216,7 @@ def test_shared_prefix_batch_computes_what_separate_chats_do(dense):
 
 
 def test_position_targets_are_token_centres_row_major():
-    pos = train_tiny.token_positions(2, 3)
+    pos = train.token_positions(2, 3)
     want = [[(c + 0.5) / 3, (r + 0.5) / 2] for r in range(2) for c in range(3)]
     torch.testing.assert_close(pos, torch.tensor(want))
 
@@ -221,19 +224,19 @@ def test_position_targets_are_token_centres_row_major():
 def test_training_is_reproducible_from_its_seed(tmp_path):
     args = ["--steps", "2", "--images", "2", "--videos", "1", "--val-every", "2", "--val-images", "2",
             "--val-videos", "1", "--pack", "--no-dense", "--aux-position", "0"]  # fmt: skip
-    a = train_tiny.train(train_tiny.parse_args(args))
-    b = train_tiny.train(train_tiny.parse_args(args))
-    c = train_tiny.train(train_tiny.parse_args([*args, "--seed", "1"]))
-    init = train_tiny.init_model(train_tiny.build_tokenizer())
+    a = train.train(train.parse_args(args))
+    b = train.train(train.parse_args(args))
+    c = train.train(train.parse_args([*args, "--seed", "1"]))
+    init = train.init_model(train.build_tokenizer())
     sa, sb, sc, s0 = (m.state_dict() for m in (a, b, c, init))
     assert all(torch.equal(sa[n], sb[n]) for n in sa)
     assert not all(torch.equal(sa[n], sc[n]) for n in sa)  # another seed, other weights
     assert not all(torch.equal(sa[n], s0[n]) for n in sa)  # it trained
     # dense questions with the position probe train too, and to other weights
-    e = train_tiny.train(train_tiny.parse_args([*args, "--dense", "--aux-position", "1"]))
+    e = train.train(train.parse_args([*args, "--dense", "--aux-position", "1"]))
     assert not all(torch.equal(sa[n], t) for n, t in e.state_dict().items())
     # the 3x3 projector variant trains and round-trips too
-    d = train_tiny.train(train_tiny.parse_args([*args, "--projector", "mlp_downsample_3x3_fix"]))
+    d = train.train(train.parse_args([*args, "--projector", "mlp_downsample_3x3_fix"]))
     nvila.save(d, str(tmp_path / "ck3"))
     assert nvila.load(str(tmp_path / "ck3"), dtype="fp32").cfg.k == 3
     nvila.save(a, str(tmp_path / "ck"))
@@ -252,8 +255,8 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def small_eval():
-    """A few dozen held-out questions (the full evaluation is python -m nvila.eval_tiny)."""
-    return eval_tiny.questions("test", 10, 8)
+    """A few dozen held-out questions (the full evaluation is python -m nvila.tiny.eval)."""
+    return tiny_eval.questions("test", 10, 8)
 
 
 def test_shipped_checkpoint_is_the_tiny_shapes_config(shipped):
@@ -266,9 +269,9 @@ def test_shipped_checkpoint_is_the_tiny_shapes_config(shipped):
 
 
 def test_shipped_model_answers_held_out_questions(shipped, small_eval):
-    answers = eval_tiny.answer_all(shipped, small_eval)
-    acc = eval_tiny.accuracy(small_eval, answers)
-    # what the model has learnt well (python -m nvila.eval_tiny has the full picture);
+    answers = tiny_eval.answer_all(shipped, small_eval)
+    acc = tiny_eval.accuracy(small_eval, answers)
+    # what the model has learnt well (python -m nvila.tiny.eval has the full picture);
     # chance: count 1/4, colour lists ~1/30, first colour ~1/5, all image questions ~1/5;
     # the colour of a named kind and the kind of a named colour ~1/2.5 by guessing among
     # the colours / kinds present
@@ -294,9 +297,9 @@ def test_shipped_model_answers_the_samples(shipped):
 
 @pytest.mark.parametrize("fp8", [False, True])
 def test_kernel_backend_and_fp8_agree_with_the_reference(shipped, small_eval, fp8):
-    ref = eval_tiny.answer_all(shipped, small_eval)
-    other = eval_tiny.answer_all(eval_tiny.load_model(None, "cpu", fp8=fp8), small_eval)
-    assert eval_tiny.agreement(ref, other) >= (0.95 if fp8 else 0.97)
+    ref = tiny_eval.answer_all(shipped, small_eval)
+    other = tiny_eval.answer_all(tiny_eval.load_model(None, "cpu", fp8=fp8), small_eval)
+    assert tiny_eval.agreement(ref, other) >= (0.95 if fp8 else 0.97)
 
 
 def test_samples_are_the_held_out_scenes_they_name():
@@ -333,7 +336,7 @@ def _sample_index(name: str) -> int:
 
 
 def test_demo_shows_the_model(capsys):
-    from nvila import demo
+    from nvila.tiny import demo
 
     assert demo.model_demo()
     out = capsys.readouterr().out
@@ -342,9 +345,12 @@ def test_demo_shows_the_model(capsys):
 
 
 def test_package_data_ships_the_assets():
-    section = (ROOT / "pyproject.toml").read_text().split("[tool.setuptools.package-data]")[1]
-    globs = json.loads(re.search(r"^nvila = (\[.*\])$", section, flags=re.M).group(1))
-    files = [p.relative_to(ROOT / "nvila").as_posix() for p in (ROOT / "nvila" / "assets").rglob("*") if p.is_file()]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^packages = \[.*"nvila\.tiny".*\]$', pyproject, flags=re.M), "nvila.tiny is not packaged"
+    section = pyproject.split("[tool.setuptools.package-data]")[1]
+    globs = json.loads(re.search(r'^"nvila.tiny" = (\[.*\])$', section, flags=re.M).group(1))
+    assets = ROOT / "nvila" / "tiny" / "assets"
+    files = [p.relative_to(assets.parent).as_posix() for p in assets.rglob("*") if p.is_file()]
     assert any(f.endswith(".safetensors") for f in files) and any(f.endswith(".mkv") for f in files)
     for f in files:
         assert any(fnmatch.fnmatch(f, g) for g in globs), f

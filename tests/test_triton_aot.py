@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton")
+pytestmark = pytest.mark.toolchain
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,8 +2,8 @@
 bundled held-out images and video, then NVILA's compression step on the kernels,
 checked against the reference.
 
-The model (nvila.TINY_MODEL) was trained by nvila.train_tiny on the procedural
-coloured-shapes task of nvila.shapes; it has the full architecture (Dynamic-S2 over
+The model (nvila.TINY_MODEL) was trained by nvila.tiny.train on the procedural
+coloured-shapes task of nvila.tiny.shapes; it has the full architecture (Dynamic-S2 over
 three scales, SigLIP-style tower, 2x2 compressing projector, Qwen2-style LLM, chat
 template, temporal averaging of video frames) at a tiny size.
 """
@@ -89,7 +89,7 @@ def model_demo() -> bool:
             right += ok
             total += 1
             print(f"  Q: {question:<48} A: {answer:<16} {'ok' if ok else 'WRONG, expected ' + expected}")
-    print(f"\n{right}/{total} answers right (held-out scenes; `python -m nvila.eval_tiny` measures more)\n")
+    print(f"\n{right}/{total} answers right (held-out scenes; `python -m nvila.tiny.eval` measures more)\n")
     return right >= 0.5 * total
 
 

@@ -1,5 +1,5 @@
-"""`python -m nvila.train_tiny`: train the tiny NVILA (preset "tiny-shapes") on the
-procedural task of nvila.shapes, on the CPU, with PyTorch autograd through the
+"""`python -m nvila.tiny.train`: train the tiny NVILA (preset "tiny-shapes") on the
+procedural task of nvila.tiny.shapes, on the CPU, with PyTorch autograd through the
 reference backend of every nvila_kernels op, and save it in the HF layout.
 
 Every step draws fresh scenes of the train split (scene indices step*n .. step*n+n-1,
@@ -17,11 +17,11 @@ image; without the probe the LLM and the vision tower stay at chance for hundred
 AdamW with warm-up and a cosine schedule; the validation accuracy (single-turn, every
 answer token and <|im_end|> right, teacher forced) is logged per question type.
 
-The shipped model (nvila/assets/tiny) is one run of the defaults from seed 0: 3000
+The shipped model (nvila/tiny/assets/tiny) is one run of the defaults from seed 0: 3000
 steps of 16 images (dense questions) + 4 videos, the grounding probe with its position
 loss, 2 torch threads; 1617 s of training (1625 s in all) on the 2-core machine:
 
-    python -m nvila.train_tiny --out nvila/assets/tiny
+    python -m nvila.tiny.train --out nvila/tiny/assets/tiny
 
 Every scene's chats go through the LLM as branches over one shared prefix (the visual
 tokens once; see shared_prefix_batch) and the LM head runs only where there is an
@@ -45,11 +45,11 @@ import torch.nn.functional as F
 import nvila_kernels as nk
 from nvila_kernels.tiling import plan_single
 
+from ..config import preset
+from ..model import NVILA
+from ..processor import IM_END, Tokenizer, chat_template, tile_image, user_content
+from ..weights import save
 from . import shapes
-from .config import preset
-from .model import NVILA
-from .processor import IM_END, Tokenizer, chat_template, tile_image, user_content
-from .weights import save
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "tiny")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<vila/video>"]
@@ -440,7 +440,7 @@ def train(args: argparse.Namespace) -> NVILA:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m nvila.train_tiny", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m nvila.tiny.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--images", type=int, default=16, help="image scenes per step (all their questions)")
     p.add_argument("--videos", type=int, default=4, help="video scenes per step")

@@ -1,8 +1,8 @@
-"""`python -m nvila.eval_tiny`: exact-match accuracy of the tiny NVILA on the held-out
-(test) split of nvila.shapes, per question type, for each backend and in FP8 mode, and
+"""`python -m nvila.tiny.eval`: exact-match accuracy of the tiny NVILA on the held-out
+(test) split of nvila.tiny.shapes, per question type, for each backend and in FP8 mode, and
 how often the backends give the same answer as the reference.
 
-    python -m nvila.eval_tiny --images 500 --videos 250 --backend reference cpu --fp8
+    python -m nvila.tiny.eval --images 500 --videos 250 --backend reference cpu --fp8
 
 Answers are generated greedily as nvila.generate_batch does (the CLI's path, with each
 scene encoded once for all its questions) and compared with the generator's answer.
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..generate import generate_ids
 from . import shapes
-from .generate import generate_ids
 
 GROUPS = {"image": shapes.IMAGE_TYPES, "video": shapes.VIDEO_TYPES}
 
@@ -32,8 +32,8 @@ def questions(split: str, n_images: int, n_videos: int) -> list[tuple[shapes.Sce
 def answer_all(model, items: Sequence[tuple[shapes.Scene, shapes.QA]], batch: int = 32, progress: bool = False):
     """Greedy answers to every (scene, question), as nvila.generate_batch computes them
     (the model's prompt, left-padded batches, stop at <|im_end|>), with each scene's
-    media encoded once for all its questions (train_tiny.encode_scenes)."""
-    from .train_tiny import cached_media, encode_scenes, prompt_text
+    media encoded once for all its questions (train.encode_scenes)."""
+    from .train import cached_media, encode_scenes, prompt_text
 
     tok, out = model.tokenizer, []
     for i in range(0, len(items), batch):
@@ -120,7 +120,7 @@ def report(items, runs) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nvila.eval_tiny", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m nvila.tiny.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped tiny model)")
     p.add_argument("--backend", nargs="+", default=None, help="default: reference and the fastest kernels here")
     p.add_argument("--fp8", action="store_true", help="also run every backend in FP8 mode (nvila.quantize_fp8)")
