@@ -22,6 +22,7 @@ def _python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
+@pytest.mark.slow  # each example in a fresh interpreter
 @pytest.mark.parametrize("index", range(len(_python_blocks(ROOT / "docs" / "INTEGRATION.md"))))
 def test_integration_example_runs(index):
     code = _python_blocks(ROOT / "docs" / "INTEGRATION.md")[index]

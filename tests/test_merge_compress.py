@@ -215,6 +215,7 @@ def test_large_output_at_odd_offset(backend, dtype, ln):
     torch.testing.assert_close(out, expected, atol=atol, rtol=rtol)
 
 
+@pytest.mark.slow  # this file's cpu tests again, in a subprocess
 @pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="no CPU kernels in this build")
 def test_cpu_portable_path():
     """The CPU kernel's portable path (NVILA_KERNELS_CPU_ISA=generic, as on a CPU

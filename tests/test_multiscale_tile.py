@@ -114,6 +114,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # a second pass over the sizes, in a subprocess
 @pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="the CPU kernels are not built")
 def test_cpu_portable_path_is_exact():
     """The CPU kernel without its AVX2 paths (NVILA_KERNELS_CPU_ISA=generic, read once
