@@ -59,6 +59,8 @@ QWEN2_TEMPLATE = (
 )
 QUESTION = "What is in the image? Describe it."
 
+pytestmark = pytest.mark.model
+
 
 def _write_json(path, d):
     with open(path, "w") as f:

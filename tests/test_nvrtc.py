@@ -26,6 +26,8 @@ import nvila_kernels as nk
 from nvila_kernels import _nvrtc, _ops, backends, reference, resample
 from nvila_kernels.tiling import plan_tiles
 
+pytestmark = pytest.mark.toolchain
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("89", "90a")
 SOURCES = tuple(dict.fromkeys(op.source for op in _nvrtc.OPS.values()))
