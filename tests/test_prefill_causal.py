@@ -108,3 +108,17 @@ def test_prefill_runs_the_lm_head_on_the_last_position_only():
     for t, _ in nvila.generate_ids(m, [torch.randn(300, 32), torch.randn(200, 32)], 2):
         assert t.shape == (2,)
     assert seen == [(2, 32), (2, 32)]  # prefill, then one decode step
+
+
+def test_prefill_and_vision_attention_take_the_fused_kernel():
+    """With only SDPA's flash kernel allowed (it raises where it cannot run), the causal
+    prefill of a left-padded batch and the vision tower on a tile batch still run."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    m = tiny_model()
+    llm, x = m.llm, torch.randn(2, 7, m.cfg.llm.hidden)
+    with torch.no_grad(), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        llm.setup_caches(2, 7)
+        pos = torch.arange(7)
+        llm.hidden(x, pos, pos.expand(2, 7), None, left_pad=[0, 3])
+        m.vision(torch.randn(3, 3, m.cfg.vision.image, m.cfg.vision.image))
