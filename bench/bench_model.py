@@ -217,7 +217,7 @@ def peer_tiles(image, plan, mean, std) -> torch.Tensor:
 
     t, tiles = plan.tile, []
     for s in plan.scales:
-        im = torch.from_numpy(np.asarray(image.resize((s.width, s.height), Image.BICUBIC)))  # (H, W, 3) uint8
+        im = torch.from_numpy(np.array(image.resize((s.width, s.height), Image.BICUBIC)))  # (H, W, 3) uint8
         x = im.permute(2, 0, 1).float() / 255  # (3, H, W)
         tiles.append(x.reshape(3, s.rows, t, s.cols, t).permute(1, 3, 0, 2, 4).reshape(-1, 3, t, t))
     m, sd = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
