@@ -269,10 +269,11 @@ def _peak_growth_mb(fn) -> float:
 def run_peer(args) -> list[common.Row]:
     """Stage by stage: nvila (fp32, fp8) against transformers' SiglipVisionModel +
     Qwen2ForCausalLM (sdpa) with NVILA's glue written here, on the same random weights,
-    with the agreement of 16 greedy tokens."""
-    from PIL import Image
+    with the agreement of 16 greedy tokens. Each stage's reps alternate between the three
+    sides, so that a shared machine's load drifts over all of them alike."""
+    import copy
 
-    from nvila.generate import generate_ids
+    from PIL import Image
 
     device, mode, _ = common.configure(args)
     if device.type != "cpu":
@@ -286,68 +287,66 @@ def run_peer(args) -> list[common.Row]:
     for p in model.parameters():  # weights of trained-model scale, so the greedy tokens are not ties
         torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else None
     vision_peer, qwen, projector = peer_models(model)
+    model8 = nvila.quantize_fp8(copy.deepcopy(model))
     image = Image.fromarray(_image(mode))
     plan = model.plan(image.width, image.height)
     v = cfg.vision
     gen = torch.Generator().manual_seed(1)
     text_ids = torch.randint(0, cfg.llm.vocab, (TEXT_TOKENS,), generator=gen)
-    times: dict[tuple[str, str], float] = {}  # (stage, side) -> median ms
     tokens: dict[str, list[int]] = {}
     memory: dict[str, float] = {}
-    rows: list[common.Row] = []
+    fns: dict[str, dict[str, object]] = {}  # side -> stage -> the timed call (inputs computed once)
 
-    def timed(stage: str, side: str, fn, n: int = reps) -> None:
-        t = common.time_fn(fn, warmup=0, reps=n, device=device)
-        times[stage, side] = t[0]
-        r = builder.row(op=OP, provider=side, x=torch.empty(0), times=t, nbytes=0, note=f"peer: {stage}")
-        r.shape, r.dtype = f"{image.width}x{image.height}", "fp8" if side.endswith("fp8") else "fp32"
-        rows.append(r)
-
-    def ours(side: str) -> None:
+    def ours(side: str, m: nvila.NVILA) -> None:
         pixels = tile_image(image, plan, v.image_mean, v.image_std)
-        timed("preprocess", side, lambda: tile_image(image, plan, v.image_mean, v.image_std), 5)
-        feats = model.vision(pixels)
-        timed("vision tower", side, lambda: model.vision(pixels))
-        visual = model.projector(feats, plan)
-        timed("merge + compress + projector", side, lambda: model.projector(feats, plan))
-        embeds = torch.cat([visual, model.llm.embed(text_ids)])
-        tokens[side] = [int(t[0]) for t, _ in generate_ids(model, [embeds], PEER_STEPS)]
+        feats = m.vision(pixels)
+        visual = m.projector(feats, plan)
+        embeds = torch.cat([visual, m.llm.embed(text_ids)])
         T = embeds.shape[0]
-        model.llm.setup_caches(1, T + 1)
+        m.llm.setup_caches(1, T + PEER_STEPS)
         x, pos = embeds[None], torch.arange(T)[None]
-        memory[side] = _peak_growth_mb(lambda: prefill(model, x, pos, [0]))
-        timed("prefill", side, lambda: prefill(model, x, pos, [0]))
-        step = torch.tensor([T])
-        key_valid = torch.ones(1, T + 1, dtype=torch.bool)
-        x1 = model.llm.embed(torch.tensor([[tokens[side][0]]]))
-        timed("decode, per token", side, lambda: decode_one(model, x1, step, step[None], key_valid), 5)
+        logits = []
+        memory[side] = _peak_growth_mb(lambda: logits.append(prefill(m, x, pos, [0])))
+        key_valid = torch.zeros(1, T + PEER_STEPS, dtype=torch.bool)
+        key_valid[:, :T] = True
+        tok = logits[0].argmax(-1)
+        tokens[side] = [int(tok)]
+        for t in range(T, T + PEER_STEPS - 1):  # greedy, as nvila.generate_ids runs it
+            key_valid[:, t] = True
+            step = torch.tensor([t])
+            tok = decode_one(m, m.llm.embed(tok)[:, None], step, step[None], key_valid).argmax(-1)
+            tokens[side].append(int(tok))
+        step, x1 = torch.tensor([T]), m.llm.embed(torch.tensor([[tokens[side][0]]]))
+        key_valid = torch.arange(T + PEER_STEPS)[None] <= T  # the timed step: the prompt and itself
+        fns[side] = {
+            "preprocess": lambda: tile_image(image, plan, v.image_mean, v.image_std),
+            "vision tower": lambda: m.vision(pixels),
+            "merge + compress + projector": lambda: m.projector(feats, plan),
+            "prefill": lambda: prefill(m, x, pos, [0]),
+            "decode, per token": lambda: decode_one(m, x1, step, step[None], key_valid),
+        }
 
     def theirs(side: str) -> None:
         pixels = peer_tiles(image, plan, v.image_mean, v.image_std)
-        timed("preprocess", side, lambda: peer_tiles(image, plan, v.image_mean, v.image_std), 5)
 
         def tower():
             return vision_peer(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]
 
         feats = tower()
-        timed("vision tower", side, tower)
         visual = peer_project(feats, plan, cfg.k, projector)
-        timed("merge + compress + projector", side, lambda: peer_project(feats, plan, cfg.k, projector))
         x = torch.cat([visual, qwen.model.embed_tokens(text_ids)])[None]
 
-        def prefill_peer():
+        def prefill_peer():  # as transformers' generate() runs it: the LM head on the last position
             return qwen(inputs_embeds=x, use_cache=True, logits_to_keep=1)
 
-        out = prefill_peer()
-        cache, T = out.past_key_values, x.shape[1]
-        tok = out.logits[:, -1].argmax(-1)
+        outs = []
+        memory[side] = _peak_growth_mb(lambda: outs.append(prefill_peer()))
+        cache, T = outs[0].past_key_values, x.shape[1]
+        tok = outs[0].logits[:, -1].argmax(-1)
         tokens[side] = [int(tok)]
         for _ in range(PEER_STEPS - 1):
-            out = qwen(input_ids=tok[:, None], past_key_values=cache, use_cache=True)
-            tok = out.logits[:, -1].argmax(-1)
+            tok = qwen(input_ids=tok[:, None], past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1)
             tokens[side].append(int(tok))
-        memory[side] = _peak_growth_mb(prefill_peer)
-        timed("prefill", side, prefill_peer)
         first = torch.tensor([[tokens[side][0]]])
 
         def decode_peer():
@@ -356,13 +355,34 @@ def run_peer(args) -> list[common.Row]:
                 cache.crop(-extra)
             return qwen(input_ids=first, past_key_values=cache, use_cache=True)
 
-        timed("decode, per token", side, decode_peer, 5)
+        fns[side] = {
+            "preprocess": lambda: peer_tiles(image, plan, v.image_mean, v.image_std),
+            "vision tower": tower,
+            "merge + compress + projector": lambda: peer_project(feats, plan, cfg.k, projector),
+            "prefill": prefill_peer,
+            "decode, per token": decode_peer,
+        }
 
+    sides = ("transformers", "cpu", "cpu-fp8")
+    samples: dict[tuple[str, str], list[float]] = {}
     with torch.inference_mode():
         theirs("transformers")
-        ours("cpu")
-        nvila.quantize_fp8(model)
-        ours("cpu-fp8")
+        ours("cpu", model)
+        ours("cpu-fp8", model8)
+        for stage in fns["cpu"]:
+            n = 5 if stage in ("preprocess", "decode, per token") else reps
+            for _ in range(n):
+                for side in sides:
+                    samples.setdefault((stage, side), []).append(
+                        common.time_fn(fns[side][stage], warmup=0, reps=1, device=device)[0]
+                    )
+    times = {key: float(np.median(ts)) for key, ts in samples.items()}
+    rows = []
+    for (stage, side), ts in samples.items():
+        p20, med, p80 = np.percentile(np.asarray(ts), [20, 50, 80])
+        r = builder.row(op=OP, provider=side, x=torch.empty(0), times=(med, p20, p80), nbytes=0, note=f"peer: {stage}")
+        r.shape, r.dtype = f"{image.width}x{image.height}", "fp8" if side.endswith("fp8") else "fp32"
+        rows.append(r)
     n_blocks = v.computed_layers
     for side in ("transformers", "cpu", "cpu-fp8"):
         times["vision, per block", side] = times["vision tower", side] / n_blocks
@@ -376,7 +396,8 @@ def run_peer(args) -> list[common.Row]:
         "",
         f"{plan.n_tiles} tiles, prompt {len(text_ids)} text tokens + visual tokens; {n_blocks} SigLIP blocks, "
         f"{cfg.llm.layers} Qwen2 layer(s), vocabulary {cfg.llm.vocab}; {torch.get_num_threads()} threads; "
-        f"median of {reps} (preprocess, decode: 5); time to first token = preprocess + vision + project + prefill",
+        f"median of {reps} (preprocess, decode: 5), the sides' reps interleaved; time to first token = preprocess + "
+        "vision + project + prefill",
         "",
         "| stage (ms) | nvila fp32 | nvila fp8 | transformers fp32 | transformers / nvila fp32 | fp32 / fp8 |",
         "|---|---:|---:|---:|---:|---:|",
