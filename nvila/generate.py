@@ -35,16 +35,21 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, g
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def prefill(model: NVILA, x: torch.Tensor, input_pos, rope_pos, key_valid) -> torch.Tensor:
-    """Logits (B, vocab) of the last prompt position."""
-    return model.llm(x, input_pos, rope_pos, causal_mask(input_pos, key_valid))[:, -1]
+def prefill(model: NVILA, x: torch.Tensor, rope_pos, left_pad: Sequence[int]) -> torch.Tensor:
+    """Logits (B, vocab) fp32 of the last prompt position, x (B, T, H) left-padded by
+    left_pad, written to cache slots 0..T-1: causal attention without a mask, the LM head
+    on the last position only."""
+    pos = torch.arange(x.shape[1], device=x.device)
+    h = model.llm.hidden(x, pos, rope_pos, None, left_pad=left_pad)
+    return model.llm.logits(h[:, -1]).float()
 
 
 def decode_one(model: NVILA, x: torch.Tensor, input_pos, rope_pos, key_valid) -> torch.Tensor:
-    """Logits (B, vocab) of one new token per sequence, x (B, 1, H). Fixed shapes for a
-    given batch and cache length, so torch.compile (generate(..., compile=True)) traces
-    it once."""
-    return model.llm(x, input_pos, rope_pos, causal_mask(input_pos, key_valid))[:, -1]
+    """Logits (B, vocab) fp32 of one new token per sequence, x (B, 1, H), against the
+    cache's valid keys. Fixed shapes for a given batch and cache length, so torch.compile
+    (generate(..., compile=True)) traces it once."""
+    h = model.llm.hidden(x, input_pos, rope_pos, causal_mask(input_pos, key_valid))
+    return model.llm.logits(h[:, -1]).float()
 
 
 _compiled_decode = None
@@ -91,9 +96,8 @@ def generate_ids(
     for b, e in enumerate(embeds):
         x[b, T - lens[b] :] = e
         key_valid[b, T - lens[b] : T] = True
-    input_pos = torch.arange(T, device=dev)
-    rope_pos = (input_pos[None] - pad[:, None]).clamp(min=0)  # (B, T)
-    logits = prefill(model, x, input_pos, rope_pos, key_valid)
+    rope_pos = (torch.arange(T, device=dev)[None] - pad[:, None]).clamp(min=0)  # (B, T)
+    logits = prefill(model, x, rope_pos, [T - n for n in lens])
     stops = None if stop_id is None else torch.tensor(stop_id, device=dev).reshape(-1)
     alive = torch.ones(B, dtype=torch.bool, device=dev)
     decode = _decode_fn(compile)

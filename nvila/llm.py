@@ -3,13 +3,24 @@ SwiGLU MLP, tied or untied LM head, and a static KV cache.
 
     llm.setup_caches(batch, max_seq_len, dtype, device)
     logits = llm(embeds (B, T, D), input_pos (T,), rope_pos (B, T), mask (B, 1, T, S))
+    h = llm.hidden(embeds, input_pos, rope_pos, None, left_pad=pads)  # causal prefill
+    logits = llm.logits(h[:, -1])                                      # the head where used
 
 input_pos are the cache slots written (shared by the batch), rope_pos the rotary
 positions per sequence (they differ under left padding), mask the keys each query
 may see (True = attend) over the whole cache length S.
+
+mask=None is the prefill of a prompt written from slot 0: query t sees the prompt's
+keys 0..t only (the cache's earlier contents are ignored), through SDPA's causal path
+(no T x S mask is built, the masked half is skipped, the fused kernels stay on).
+left_pad (B ints) are the padding positions at the start of each row of a left-padded
+batch: a row's real queries see its real keys only, its padding queries get a zero
+attention output.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +79,14 @@ class Attention(nn.Module):
         self.o = nn.Linear(cfg.heads * cfg.head_dim, cfg.hidden, bias=False)
         self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor):
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: torch.Tensor,
+        input_pos: torch.Tensor,
+        mask: torch.Tensor | None,
+        left_pad: list[int] | None = None,
+    ):
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -76,9 +94,30 @@ class Attention(nn.Module):
         q, k = apply_rope(q, rope), apply_rope(k, rope)
         if self.cache is None:
             raise RuntimeError("the KV cache is not set up: call setup_caches(batch, max_seq_len) first")
-        k, v = self.cache.update(input_pos, k, v)  # (B, kv_heads, S, head_dim)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
+        gqa = self.heads != self.kv_heads
+        if mask is None:  # causal prefill: attend over the prompt's own k, v
+            self.cache.update(input_pos, k, v)
+            y = causal_attention(q, k, v, left_pad, gqa)
+        else:
+            k, v = self.cache.update(input_pos, k, v)  # (B, kv_heads, S, head_dim)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, left_pad: list[int] | None, gqa: bool
+) -> torch.Tensor:
+    """SDPA with the causal flag, q (B, heads, T, hd), k, v (B, kv_heads, T, hd). Rows of a
+    left-padded batch run one by one on their real positions (a fused kernel each); the
+    padding queries' outputs are zero."""
+    if left_pad is None or not any(left_pad):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    y = q.new_zeros(q.shape)
+    for b, p in enumerate(left_pad):
+        y[b, :, p:] = F.scaled_dot_product_attention(
+            q[b : b + 1, :, p:], k[b : b + 1, :, p:], v[b : b + 1, :, p:], is_causal=True, enable_gqa=gqa
+        )[0]
+    return y
 
 
 class MLP(nn.Module):
@@ -100,8 +139,8 @@ class Layer(nn.Module):
         self.norm2 = RMSNorm(cfg.hidden, cfg.eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rope, input_pos, mask):
-        x = x + self.attn(self.norm1(x), rope, input_pos, mask)
+    def forward(self, x, rope, input_pos, mask, left_pad=None):
+        x = x + self.attn(self.norm1(x), rope, input_pos, mask, left_pad)
         return x + self.mlp(self.norm2(x))
 
 
@@ -128,26 +167,51 @@ class Qwen2(nn.Module):
         self.max_batch, self.max_seq_len = batch, max_seq_len
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., D) from hidden() -> logits (..., vocab): the final norm and
+        the LM head, run only on the positions given."""
         x = self.norm(x)
         return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
 
     def hidden(
-        self, embeds: torch.Tensor, input_pos: torch.Tensor, rope_pos: torch.Tensor, mask: torch.Tensor
+        self,
+        embeds: torch.Tensor,
+        input_pos: torch.Tensor,
+        rope_pos: torch.Tensor,
+        mask: torch.Tensor | None,
+        left_pad: Sequence[int] | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """embeds (B, T, D) -> the last layer's output (B, T, D), before the final norm."""
+        """embeds (B, T, D) -> the last layer's output (B, T, D), before the final norm.
+        mask None: causal prefill from slot 0 (input_pos must be 0..T-1), rows left-padded
+        by left_pad (see the module docstring)."""
         if self.rope is None:
             raise RuntimeError("call setup_caches(batch, max_seq_len) before running the LLM")
+        B, T, _ = embeds.shape
+        if mask is None:
+            if input_pos.shape != (T,) or int(input_pos[0]) != 0 or int(input_pos[-1]) != T - 1:
+                raise ValueError(f"input_pos: a causal prefill (mask=None) writes slots 0..{T - 1}, got {input_pos}")
+            if left_pad is not None:
+                left_pad = [int(p) for p in left_pad]
+                if len(left_pad) != B or not all(0 <= p < T for p in left_pad):
+                    raise ValueError(f"left_pad: expected {B} ints in [0, {T}), got {left_pad}")
+        elif left_pad is not None:
+            raise ValueError("left_pad: only for a causal prefill (mask=None); an explicit mask holds the padding")
         rope = self.rope[rope_pos]  # (B, T, head_dim // 2, 2)
         x = embeds
         for layer in self.layers:
-            x = layer(x, rope, input_pos, mask)
+            x = layer(x, rope, input_pos, mask, left_pad)
         return x
 
     def forward(
-        self, embeds: torch.Tensor, input_pos: torch.Tensor, rope_pos: torch.Tensor, mask: torch.Tensor
+        self,
+        embeds: torch.Tensor,
+        input_pos: torch.Tensor,
+        rope_pos: torch.Tensor,
+        mask: torch.Tensor | None,
+        left_pad: Sequence[int] | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """embeds (B, T, D) -> logits (B, T, vocab) in fp32."""
-        return self.logits(self.hidden(embeds, input_pos, rope_pos, mask)).float()
+        """embeds (B, T, D) -> logits (B, T, vocab) in fp32, at every position (generation
+        uses hidden() and logits() of the last position only)."""
+        return self.logits(self.hidden(embeds, input_pos, rope_pos, mask, left_pad)).float()
 
 
 def causal_mask(input_pos: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:

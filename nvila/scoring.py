@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .llm import causal_mask
 from .model import NVILA
 from .processor import IMAGE_TOKEN, VIDEO_TOKEN, load_video, user_content
 
@@ -96,8 +95,7 @@ def embeds_logits(model: NVILA, embeds: torch.Tensor, positions=None) -> tuple[t
     llm, dev = model.llm, model.device
     llm.setup_caches(1, T, model.dtype, dev)
     slots = torch.arange(T, device=dev)
-    mask = causal_mask(slots, torch.ones(1, T, dtype=torch.bool, device=dev))
-    hidden = llm.hidden(embeds[None].to(dev, model.dtype), slots, slots[None], mask)[0]  # (T, H)
+    hidden = llm.hidden(embeds[None].to(dev, model.dtype), slots, slots[None], None)[0]  # (T, H), causal: no mask
     return llm.logits(hidden[pos.to(dev)]).float(), pos
 
 

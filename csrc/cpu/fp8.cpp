@@ -14,6 +14,11 @@
 //   fp32 panels of kNr columns (shared, in L3) and each thread decodes blocks of
 //   kMc rows of a (its L2); a kMr x kNr register-blocked fp32 FMA micro-kernel
 //   accumulates into fp32, and the last K-slice applies scale, bias and the cast.
+// - bf16 path (larger M on a CPU with AVX512-BF16, chosen at run time): the blocked
+//   path's loops with both operands packed as bf16 pairs (every E4M3 value is exact in
+//   bf16) and a VDPBF16PS micro-kernel, whose products are exact in fp32 and summed in
+//   fp32: the same sums up to order, at twice the fp32 FMA rate, so FP8 prefill is
+//   faster than fp32 torch.matmul. NVILA_KERNELS_CPU_ISA=avx2 keeps the fp32 path.
 // Both have an AVX2+FMA+F16C version (function-level target attributes, chosen at
 // run time with __builtin_cpu_supports, so the build stays portable) and a portable
 // fallback. NVILA_KERNELS_CPU_ISA=generic forces the fallback (for its tests).
@@ -389,11 +394,11 @@ void pack_panel_generic(const uint8_t* src, int64_t K, int64_t r0, int64_t rows,
 
 // The tile epilogue: accumulate the micro-tile into the fp32 accumulator (slices
 // before the last) or apply scale, bias and the cast to the output (the last).
-template <typename T>
+template <typename T, int NR = kNr>
 NVILA_INLINE void finish_tile_body(const float* tile, int64_t mr, int64_t nr, float* cacc, int64_t ldc, bool first,
                                    bool last, const Epilogue& e, int64_t row0, int64_t col0) {
   for (int64_t i = 0; i < mr; ++i) {
-    const float* tr = tile + i * kNr;
+    const float* tr = tile + i * NR;
     float* cr = cacc ? cacc + (row0 + i) * ldc + col0 : nullptr;
     if (!last) {
       if (first)
@@ -403,7 +408,7 @@ NVILA_INLINE void finish_tile_body(const float* tile, int64_t mr, int64_t nr, fl
       continue;
     }
     T* o = static_cast<T*>(e.out) + (row0 + i) * e.ldo + col0;
-    float v[kNr];
+    float v[NR];
     if (first)
       for (int64_t j = 0; j < nr; ++j) v[j] = tr[j] * e.s;
     else
@@ -620,6 +625,161 @@ void gemm_blocked(const Fp8GemmArgs& g, const Epilogue& e) {
   }
 }
 
+// ---- bf16 path (larger M, on CPUs with AVX512-BF16) -------------------------
+
+#if NVILA_HAVE_AVX2_PATH
+#define NVILA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+
+// True when the CPU has AVX512F/BW/BF16 and NVILA_KERNELS_CPU_ISA is neither "generic"
+// nor "avx2" (which keep the fp32 blocked path, for its tests).
+bool use_avx512bf16() {
+  static const bool ok = [] {
+    const char* isa = std::getenv("NVILA_KERNELS_CPU_ISA");
+    if (isa && (std::strcmp(isa, "generic") == 0 || std::strcmp(isa, "avx2") == 0)) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  return ok;
+}
+
+constexpr int kBMr = 8, kBNr = 32;  // micro-tile: 16 zmm accumulators
+constexpr int64_t kBKc = 256;       // K slice (even): a kBKc x kBNr bf16 panel of b is 16 KB (L1)
+constexpr int64_t kBMc = 128;       // rows of a per block: kBMc x kBKc bf16 is 64 KB (L2)
+constexpr int64_t kBNc = 512;       // columns per parallel work item
+
+// bf16 bits of the 256 E4M3 codes: exact (the values have 3 mantissa bits and fit
+// bf16's exponent range), NaN codes decode to a bf16 NaN.
+const uint16_t* e4m3_bf16_table() {
+  static const auto table = [] {
+    std::unique_ptr<uint16_t[]> t(new uint16_t[256]);
+    for (int i = 0; i < 256; ++i) t[i] = uint16_t(float_bits(fp8_decode<Fp8Format::E4M3>(uint8_t(i))) >> 16);
+    return t;
+  }();
+  return table.get();
+}
+
+// Packs rows [r0, r0 + rows) of the (R, K) codes, K range [k0, k0 + kc), as P bf16 rows
+// in K pairs: d[p][i][2] = (x[i, k0 + 2p], x[i, k0 + 2p + 1]), zeros past the ends
+// (rows >= rows, an odd kc's last pair). Each 32-bit pair is one VDPBF16PS operand lane.
+template <int P>
+void pack_pairs_bf16(const uint8_t* src, int64_t K, int64_t r0, int64_t rows, int64_t k0, int64_t kc, uint16_t* d) {
+  const uint16_t* lut = e4m3_bf16_table();
+  const int64_t pairs = ceil_div(kc, 2);
+  for (int64_t i = 0; i < P; ++i) {
+    uint16_t* di = d + 2 * i;
+    if (i >= rows) {
+      for (int64_t p = 0; p < pairs; ++p) di[p * 2 * P] = di[p * 2 * P + 1] = 0;
+      continue;
+    }
+    const uint8_t* s = src + (r0 + i) * K + k0;
+    for (int64_t k = 0; k < kc; ++k) di[(k >> 1) * 2 * P + (k & 1)] = lut[s[k]];
+    if (kc & 1) di[(kc >> 1) * 2 * P + 1] = 0;
+  }
+}
+
+// tile[kBMr][kBNr] = sum over the K pairs p of A[p][i] . B[p][j] (bf16 pairs, fp32 sums)
+NVILA_AVX512BF16 void micro_kernel_bf16(int64_t pairs, const uint16_t* A, const uint16_t* B, float* tile) {
+  __m512 c[kBMr][2];
+  for (int i = 0; i < kBMr; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  const int32_t* a = reinterpret_cast<const int32_t*>(A);
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(B), b1 = (__m512bh)_mm512_load_si512(B + 32);
+    for (int i = 0; i < kBMr; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(a[i]);
+      c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, b0);
+      c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, b1);
+    }
+    a += kBMr;
+    B += 2 * kBNr;
+  }
+  for (int i = 0; i < kBMr; ++i) {
+    _mm512_store_ps(tile + i * kBNr, c[i][0]);
+    _mm512_store_ps(tile + i * kBNr + 16, c[i][1]);
+  }
+}
+
+template <typename T>
+void finish_tile_bf16(const float* tile, int64_t mr, int64_t nr, float* cacc, int64_t ldc, bool first, bool last,
+                      const Epilogue& e, int64_t row0, int64_t col0) {
+  finish_tile_body<T, kBNr>(tile, mr, nr, cacc, ldc, first, last, e, row0, col0);
+}
+
+FinishFn finish_bf16(DType t) {
+  switch (t) {
+    case DType::F32: return finish_tile_bf16<float>;
+    case DType::F16: return finish_tile_bf16<half_t>;
+    default: return finish_tile_bf16<bf16_t>;
+  }
+}
+
+struct AlignedU16 {
+  explicit AlignedU16(int64_t n)
+      : p(static_cast<uint16_t*>(std::aligned_alloc(64, std::max<int64_t>(64, (n * 2 + 63) / 64 * 64)))) {}
+  ~AlignedU16() { std::free(p); }
+  AlignedU16(const AlignedU16&) = delete;
+  AlignedU16& operator=(const AlignedU16&) = delete;
+  uint16_t* p;
+};
+
+// As gemm_blocked (K slices, b packed once per slice and shared, blocks of a per
+// thread), with both operands in bf16 and the VDPBF16PS micro-kernel.
+void gemm_bf16(const Fp8GemmArgs& g, const Epilogue& e) {
+  const int64_t M = g.M, N = g.N, K = g.K;
+  const int64_t n_pad = ceil_div(N, kBNr) * kBNr;
+  const int64_t slices = ceil_div(K, kBKc);
+  std::unique_ptr<float[]> acc_buf;
+  float* cacc = nullptr;
+  if (slices > 1) {
+    if (e.dtype == DType::F32) {
+      cacc = static_cast<float*>(e.out);
+    } else {
+      acc_buf.reset(new float[M * N]);
+      cacc = acc_buf.get();
+    }
+  }
+  AlignedU16 bp(kBKc * n_pad);  // the K slice of b: n_pad / kBNr panels of [pair][kBNr][2]
+  const int64_t m_blocks = ceil_div(M, kBMc), n_blocks = ceil_div(N, kBNc);
+  const int64_t tiles = m_blocks * n_blocks;
+  const FinishFn finish = finish_bf16(e.dtype);
+#pragma omp parallel
+  {
+    AlignedU16 ap(kBMc * kBKc);  // the block of a: kBMc / kBMr panels of [pair][kBMr][2]
+    alignas(64) float tile[kBMr * kBNr];
+    for (int64_t s = 0; s < slices; ++s) {
+      const int64_t k0 = s * kBKc, kc = std::min(kBKc, K - k0), pairs = ceil_div(kc, 2);
+      const bool first = s == 0, last = s == slices - 1;
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < n_pad / kBNr; ++p)
+        pack_pairs_bf16<kBNr>(g.b, K, p * kBNr, std::min<int64_t>(kBNr, N - p * kBNr), k0, kc,
+                              bp.p + p * kBNr * 2 * pairs);
+      // implicit barrier: the slice of b is packed
+      int64_t packed_block = -1;
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t mb = t / n_blocks, nb = t % n_blocks;
+        const int64_t i0 = mb * kBMc, mc = std::min(kBMc, M - i0);
+        if (mb != packed_block) {
+          for (int64_t ir = 0; ir < mc; ir += kBMr)
+            pack_pairs_bf16<kBMr>(g.a, K, i0 + ir, std::min<int64_t>(kBMr, mc - ir), k0, kc, ap.p + ir * 2 * pairs);
+          packed_block = mb;
+        }
+        const int64_t j0 = nb * kBNc, nc = std::min(kBNc, N - j0);
+        for (int64_t jr = 0; jr < nc; jr += kBNr) {
+          const uint16_t* bpanel = bp.p + (j0 + jr) * 2 * pairs;
+          const int64_t nr = std::min<int64_t>(kBNr, nc - jr);
+          for (int64_t ir = 0; ir < mc; ir += kBMr) {
+            micro_kernel_bf16(pairs, ap.p + ir * 2 * pairs, bpanel, tile);
+            finish(tile, std::min<int64_t>(kBMr, mc - ir), nr, cacc, N, first, last, e, i0 + ir, j0 + jr);
+          }
+        }
+      }
+      // implicit barrier: bp is repacked by the next slice only after every tile is done
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 void fp8_quantize(const Fp8QuantizeArgs& a) {
@@ -631,10 +791,11 @@ void fp8_quantize(const Fp8QuantizeArgs& a) {
 
 void fp8_gemm(const Fp8GemmArgs& g) {
   const Epilogue e{g.out, g.out_dtype, g.N, (*g.scale_a) * (*g.scale_b), g.bias};
-  if (g.M <= kDecodeMaxM)
-    gemm_decode(g, e);
-  else
-    gemm_blocked(g, e);
+  if (g.M <= kDecodeMaxM) return gemm_decode(g, e);
+#if NVILA_HAVE_AVX2_PATH
+  if (use_avx512bf16()) return gemm_bf16(g, e);
+#endif
+  gemm_blocked(g, e);
 }
 
 }  // namespace nvila::cpu

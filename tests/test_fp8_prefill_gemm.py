@@ -1,0 +1,50 @@
+"""The CPU FP8 GEMM at prefill-like shapes (M well above the decode path's 16, the LLM's
+K = 3584 in 14 K slices, tails in M, N and K) against the reference: the AVX512-BF16
+path where the CPU has it, and the fp32 blocked path (NVILA_KERNELS_CPU_ISA=avx2, in a
+fresh process)."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import KERNEL_BACKENDS
+
+import nvila_kernels as nk
+from nvila_kernels import reference
+
+pytestmark = pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="no CPU kernels in this build")
+
+SHAPES = [(259, 101, 3584), (300, 72, 1151)]  # (M, N, K)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_prefill_shaped_gemm_matches_reference(out_dtype):
+    g = torch.Generator().manual_seed(0)
+    for M, N, K in SHAPES:
+        a, b = torch.randn(M, K, generator=g), torch.randn(N, K, generator=g) * 0.05
+        a[5, 7] = float("nan")  # a NaN code poisons its row only
+        qa, sa = reference.fp8_quantize(a)
+        qb, sb = reference.fp8_quantize(b)
+        bias = torch.randn(N, generator=g)
+        got = nk.fp8_gemm(qa, qb, sa, sb, bias, out_dtype, backend="cpu")
+        expected = reference.fp8_gemm(qa, qb, sa, sb, bias, out_dtype)
+        assert got[5].isnan().all() and not got[torch.arange(M) != 5].isnan().any()
+        scale = expected[~expected.isnan()].float().abs().max().item()
+        if out_dtype == torch.float32:  # fp32 reordering of K exact products
+            atol, rtol = 1e-6 * math.sqrt(K) * scale, 1e-5
+        else:  # one bf16 rounding apart
+            atol = rtol = torch.finfo(out_dtype).eps * scale
+        torch.testing.assert_close(got.float(), expected.float(), atol=atol, rtol=rtol, equal_nan=True)
+
+
+def test_fp32_blocked_path():
+    """The same shapes through the fp32 blocked path (as on a CPU without AVX512-BF16)."""
+    env = {**os.environ, "NVILA_KERNELS_CPU_ISA": "avx2"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "matches_reference"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "2 passed," in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
