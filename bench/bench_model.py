@@ -7,7 +7,7 @@ A random-weight NVILA with the real Dynamic-S2 geometry (448-pixel tiles of 14-p
 patches, scales 448/896/1344, a 1920x1080 image: 17 tiles, a 96x128 merged map, 3072
 visual tokens after 2x2 compression) and scaled-down widths and depths, so that a CPU
 can run it: the ops see NVILA-8B's token counts, the Linear layers are smaller. Stages:
-  tile      the image -> 17 normalized tiles (nvila.processor.tile_image)
+  tile      the image -> 17 normalized tiles (model.preprocessor(): nvila_kernels' multiscale_tile)
   vision    the SigLIP tower over all tiles
   project   merge + 2x2 compression + LayerNorm + projector MLP
   prefill   the LLM over the prompt (visual tokens + text), tokens/s = prompt tokens / time
@@ -28,7 +28,6 @@ import torch
 import nvila
 from bench import common
 from nvila.generate import decode_one, prefill
-from nvila.processor import tile_image
 
 OP = "model"  # the end-to-end rows
 IMAGE = (1920, 1080)
@@ -76,7 +75,6 @@ def bench_provider(builder, cfg, backend: str, precision: str, mode: str, timing
     wbytes = weight_bytes(model)
     image = _image(mode)
     plan = model.plan(image.shape[1], image.shape[0])
-    v = cfg.vision
     provider = backend  # the precision is the row's dtype
     rows = []
 
@@ -93,10 +91,11 @@ def bench_provider(builder, cfg, backend: str, precision: str, mode: str, timing
         from PIL import Image
 
         pil = Image.fromarray(image)
-        pixels = tile_image(pil, plan, v.image_mean, v.image_std, backend=backend)
+        preprocess = model.preprocessor()  # the model's backend
+        pixels, _ = preprocess(pil)
         row(
             "tile",
-            lambda: tile_image(pil, plan, v.image_mean, v.image_std, backend=backend),
+            lambda: preprocess(pil),
             rate=plan.n_tiles,
             unit="tiles/s",
         )
@@ -298,7 +297,8 @@ def run_peer(args) -> list[common.Row]:
     fns: dict[str, dict[str, object]] = {}  # side -> stage -> the timed call (inputs computed once)
 
     def ours(side: str, m: nvila.NVILA) -> None:
-        pixels = tile_image(image, plan, v.image_mean, v.image_std)
+        preprocess = m.preprocessor()
+        pixels, _ = preprocess(image)
         feats = m.vision(pixels)
         visual = m.projector(feats, plan)
         embeds = torch.cat([visual, m.llm.embed(text_ids)])
@@ -319,7 +319,7 @@ def run_peer(args) -> list[common.Row]:
         step, x1 = torch.tensor([T]), m.llm.embed(torch.tensor([[tokens[side][0]]]))
         key_valid = torch.arange(T + PEER_STEPS)[None] <= T  # the timed step: the prompt and itself
         fns[side] = {
-            "preprocess": lambda: tile_image(image, plan, v.image_mean, v.image_std),
+            "preprocess": lambda: preprocess(image),
             "vision tower": lambda: m.vision(pixels),
             "merge + compress + projector": lambda: m.projector(feats, plan),
             "prefill": lambda: prefill(m, x, pos, [0]),

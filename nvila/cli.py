@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from .processor import MediaError
+    from .media import MediaError
     from .weights import CheckpointError
 
     try:

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .llm import causal_mask
+from .media import IMAGE_TOKEN, VIDEO_TOKEN, user_content
 from .model import NVILA
-from .processor import IMAGE_TOKEN, VIDEO_TOKEN, user_content
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, generator=None) -> torch.Tensor:
@@ -126,7 +126,7 @@ def _prompt(model: NVILA, text: str, images: Sequence, video) -> torch.Tensor:
 def _frames(model: NVILA, video):
     if video is None or not isinstance(video, str):
         return video
-    from .processor import load_video
+    from .media import load_video
 
     return load_video(video, model.cfg.num_video_frames, model.cfg.fps)
 
@@ -151,7 +151,7 @@ def generate(
     them turned into timestamps as VILA's CLI does (the answer then comes as one piece)."""
     pieces = _stream(model, text, images, video, max_new_tokens, temperature, top_p, seed, compile)
     if isinstance(video, str) and model.cfg.num_time_tokens:
-        from .processor import video_duration
+        from .media import video_duration
         from .tokenizer import decode_time_tokens
 
         c = model.cfg

@@ -20,12 +20,14 @@ import torch
 from torch import nn
 
 import nvila_kernels as nk
-from nvila_kernels.tiling import TilePlan, plan_lite, plan_single, plan_tiles
+from nvila_kernels.processor import DynamicS2Preprocessor
+from nvila_kernels.tiling import TilePlan
 
 from .config import NVILAConfig
 from .llm import Qwen2
-from .processor import IMAGE_TOKEN, VIDEO_TOKEN, Tokenizer, load_image, split_media, tile_image
+from .media import IMAGE_TOKEN, VIDEO_TOKEN, load_image, split_media
 from .projector import Projector
+from .tokenizer import Tokenizer
 from .vision import VisionTower
 
 
@@ -54,14 +56,18 @@ class NVILA(nn.Module):
 
     # ---- vision ----------------------------------------------------------------
 
+    def preprocessor(self, tiled: bool = True) -> DynamicS2Preprocessor:
+        """The kernels package's preprocessor for this model's images: Dynamic-S2 tiles, or
+        NVILA-Lite tiles + thumbnail, or (not tiled, or "resize" mode) one tile."""
+        c, v = self.cfg, self.cfg.vision
+        mode = {"dynamic_s2": "dynamic_s2", "lite": "lite", "resize": "single"}[c.image_mode] if tiled else "single"
+        return DynamicS2Preprocessor(
+            c.scales, v.image, c.max_tiles, mode, v.image_mean, v.image_std, backend=self.backend
+        )
+
     def plan(self, width: int, height: int, tiled: bool = True) -> TilePlan:
         """The tile plan NVILA uses for a width x height image."""
-        c, t = self.cfg, self.cfg.vision.image
-        if not tiled or c.image_mode == "resize":
-            return plan_single(width, height, t)
-        if c.image_mode == "lite":
-            return plan_lite(width, height, t, c.max_tiles)
-        return plan_tiles(width, height, c.scales, t, c.max_tiles)
+        return self.preprocessor(tiled).plan(width, height)
 
     def vision_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n, 3, tile, tile) -> (n, grid*grid, mm_hidden): non-tiled inputs get their
@@ -72,10 +78,7 @@ class NVILA(nn.Module):
     def encode_image(self, image, tiled: bool = True) -> list[torch.Tensor]:
         """An image -> its visual token blocks [(n_tokens, H)], each to be followed by "\\n":
         one block for Dynamic-S2 / non-tiled, one per tile (+ thumbnail) for NVILA-Lite."""
-        image = load_image(image)
-        plan = self.plan(image.width, image.height, tiled)
-        v = self.cfg.vision
-        pixels = tile_image(image, plan, v.image_mean, v.image_std, backend=self.backend)
+        pixels, plan = self.preprocessor(tiled)(load_image(image))  # (n_tiles, 3, tile, tile)
         if plan.n_tiles == 1:
             return [self.projector(self.vision_features(pixels), plan, self.backend)]
         feats = self.vision(pixels.to(self.device, self.vision_dtype))  # (n_tiles, grid*grid, C)
@@ -86,16 +89,10 @@ class NVILA(nn.Module):
     def encode_video(self, frames: Sequence) -> list[torch.Tensor]:
         """Frames (already sampled) -> one (tokens, H) block per (pooled) frame: each frame
         one tile, 2x2/3x3 projector, then the mean of groups of cfg.temporal_pool frames."""
-        v, g = self.cfg.vision, self.cfg.temporal_pool
+        g = self.cfg.temporal_pool
         if len(frames) % g:
             raise ValueError(f"frames: {len(frames)} frames are not divisible by temporal_pool={g}")
-        images = [load_image(f) for f in frames]
-        pixels = torch.cat(
-            [
-                tile_image(im, plan_single(*im.size, v.image), v.image_mean, v.image_std, backend=self.backend)
-                for im in images
-            ]
-        )  # (T, 3, tile, tile)
+        pixels, _ = self.preprocessor(tiled=False).batch([load_image(f) for f in frames])  # (T, 3, tile, tile)
         tokens = self.projector.compress_tiles(self.vision_features(pixels), self.backend)  # (T, n, H)
         if g > 1:
             tokens = nk.temporal_pool(tokens.contiguous(), g, backend=self.backend)  # (T / g, n, H)

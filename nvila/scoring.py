@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .media import IMAGE_TOKEN, VIDEO_TOKEN, load_video, user_content
 from .model import NVILA
-from .processor import IMAGE_TOKEN, VIDEO_TOKEN, load_video, user_content
 
 
 @dataclass

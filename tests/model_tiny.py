@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import nvila
-from nvila.processor import Tokenizer
+from nvila.tokenizer import Tokenizer
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<vila/video>"]
 TEXT = [
@@ -57,3 +57,12 @@ def tiny_model(name: str = "tiny", seed: int = 0, **overrides) -> nvila.NVILA:
 def make_image(width: int = 80, height: int = 50, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def tile_image(image, plan, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> torch.Tensor:
+    """An image's tiles of `plan` (n_tiles, 3, tile, tile) through the kernels package's
+    preprocessing (what nvila.model uses), for tests that pick the plan themselves."""
+    from nvila_kernels import multiscale_tile
+    from nvila_kernels.processor import to_uint8_image
+
+    return multiscale_tile(to_uint8_image(image), plan, tuple(mean), tuple(std))

@@ -3,10 +3,9 @@ Qwen2ForCausalLM loaded with the nvila model's weights, and the bench's unfused 
 (preprocessing, merge + compress + projector), compute what nvila computes."""
 
 import torch
-from model_tiny import make_image, tiny_model
+from model_tiny import make_image, tile_image, tiny_model
 
 from bench import bench_model
-from nvila.processor import tile_image
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ import sys
 
 import pytest
 import torch
+from model_tiny import tile_image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -497,13 +498,13 @@ def test_config_key_honoured_as_transformers(ckpt, tmp_path, key):
     else:  # a 32x32 image: one tile, no resize; the pixels transformers' processor gives
         from nvila_kernels.tiling import plan_single
 
-        image = nvila.processor.load_image(torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8,
+        image = nvila.media.load_image(torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8,
                                                          generator=torch.Generator().manual_seed(6)))  # fmt: skip
         hf = transformers.AutoImageProcessor.from_pretrained(str(path / "vision_tower"))
         want = hf(image, return_tensors="pt")["pixel_values"]
         v, b = model.cfg.vision, base.cfg.vision
-        got = nvila.processor.tile_image(image, plan_single(32, 32, 32), v.image_mean, v.image_std)
-        before = nvila.processor.tile_image(image, plan_single(32, 32, 32), b.image_mean, b.image_std)
+        got = tile_image(image, plan_single(32, 32, 32), v.image_mean, v.image_std)
+        before = tile_image(image, plan_single(32, 32, 32), b.image_mean, b.image_std)
     assert _rel_err(got, want) < 1e-5
     assert _rel_err(before, want) > 1e-3  # the key matters
 
@@ -596,7 +597,7 @@ def test_vision_dtype_per_part(ckpt):
 
 def test_time_tokens_become_timestamps_as_vila_cli():
     """VILA's CLI: token t of n -> <round(t * duration / (n - 1), 2)>; <tK>, K >= n -> the end."""
-    from nvila.processor import video_duration
+    from nvila.media import video_duration
     from nvila.tokenizer import decode_time_tokens
 
     text = "From <t0> to <t3>, then <t1><t12> and <t100> (t7 stays)"

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from test_hardening import rss_bytes
 
 import nvila
-from nvila.processor import (
+from nvila.media import (
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
     MediaError,
@@ -249,7 +249,7 @@ def test_extreme_aspect_ratios_run_through_the_model(tmp_path, size):
     m = tiny_model()
     f = tmp_path / "im.png"
     make_image(*size).save(f)
-    prompt = nvila.processor.chat_template([{"role": "user", "content": "<image>What is in the image?"}])
+    prompt = nvila.tokenizer.chat_template([{"role": "user", "content": "<image>What is in the image?"}])
     embeds, ids = m.embed_prompt(prompt, [str(f)])
     assert torch.isfinite(embeds).all() and (ids == -1).sum() > 0
     assert isinstance(nvila.generate(m, "What is in the image?", images=[str(f)], max_new_tokens=2), str)

@@ -34,7 +34,7 @@ def _first_tokens(m, embeds, n):
 
 def test_stops_on_stop_token():
     m = tiny_model()
-    embeds, _ = m.embed_prompt(nvila.processor.chat_template([{"role": "user", "content": "hello"}]))
+    embeds, _ = m.embed_prompt(nvila.tokenizer.chat_template([{"role": "user", "content": "hello"}]))
     free = _first_tokens(m, embeds, 8)
     stop = free[3]
     first = free.index(stop)
@@ -56,7 +56,7 @@ def test_stops_on_stop_token():
 
 def test_compiled_decode_step_gives_the_same_tokens():
     m = tiny_model()
-    embeds, _ = m.embed_prompt(nvila.processor.chat_template([{"role": "user", "content": "hello"}]))
+    embeds, _ = m.embed_prompt(nvila.tokenizer.chat_template([{"role": "user", "content": "hello"}]))
     eager = [int(t[0]) for t, _ in nvila.generate_ids(m, [embeds], 6)]
     assert [int(t[0]) for t, _ in nvila.generate_ids(m, [embeds], 6, compile=True)] == eager
 
@@ -103,7 +103,7 @@ def test_reference_and_kernel_backends_agree(name, backend):
     m = tiny_model(name)
     img = make_image(80, 50)
     m.backend = "reference"
-    prompt = nvila.processor.chat_template([{"role": "user", "content": "<image>What?"}])
+    prompt = nvila.tokenizer.chat_template([{"role": "user", "content": "<image>What?"}])
     ref, _ = m.embed_prompt(prompt, [img])
     ref_tokens = [int(t[0]) for t, _ in nvila.generate_ids(m, [ref], 8)]
     m.backend = backend
@@ -114,7 +114,7 @@ def test_reference_and_kernel_backends_agree(name, backend):
 
 def test_fp8_mode_runs_and_sqnr():
     m = tiny_model()
-    prompt = nvila.processor.chat_template([{"role": "user", "content": "<image>What?"}])
+    prompt = nvila.tokenizer.chat_template([{"role": "user", "content": "<image>What?"}])
     img = make_image(80, 50)
 
     @torch.no_grad()
@@ -183,7 +183,7 @@ def _write_video(path, n_frames=12, size=(48, 32)):
 
 @torch.no_grad()
 def test_video_frames_and_temporal_pooling(tmp_path):
-    from nvila.processor import load_video
+    from nvila.media import load_video
 
     video = tmp_path / "v.mp4"
     _write_video(video)
@@ -194,7 +194,7 @@ def test_video_frames_and_temporal_pooling(tmp_path):
     assert [b.shape for b in blocks] == [(16, 64)] * 2
     per_frame = torch.stack([m.encode_image(f, tiled=False)[0] for f in frames])  # (8, 16, 64)
     torch.testing.assert_close(torch.stack(blocks), per_frame.view(2, 4, 16, 64).mean(1), atol=1e-5, rtol=1e-5)
-    prompt = nvila.processor.chat_template([{"role": "user", "content": "<vila/video>Describe the video."}])
+    prompt = nvila.tokenizer.chat_template([{"role": "user", "content": "<vila/video>Describe the video."}])
     _, ids = m.embed_prompt(prompt, video=frames)
     assert (ids == -1).sum() == 2 * 16
     answer = nvila.generate(m, "Describe the video.", video=str(video), max_new_tokens=5)

@@ -4,10 +4,11 @@ frame sampling, where visual tokens land in the prompt."""
 import numpy as np
 import pytest
 import torch
-from model_tiny import make_image, tiny_model
+from model_tiny import make_image, tile_image, tiny_model
 from PIL import Image
 
-from nvila.processor import chat_template, frame_indices, split_media, tile_image, user_content
+from nvila.media import frame_indices, split_media, user_content
+from nvila.tokenizer import chat_template
 from nvila_kernels.tiling import plan_single, plan_tiles
 
 pytestmark = pytest.mark.model

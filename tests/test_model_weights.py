@@ -11,7 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import nvila
-from nvila.processor import chat_template, user_content
+from nvila.media import user_content
+from nvila.tokenizer import chat_template
 
 pytestmark = pytest.mark.model
 

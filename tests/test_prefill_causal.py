@@ -9,7 +9,7 @@ from model_tiny import make_image, randomize, tiny_model
 import nvila
 from nvila.config import LLMConfig
 from nvila.llm import Qwen2, causal_mask
-from nvila.processor import chat_template
+from nvila.tokenizer import chat_template
 
 CFG = LLMConfig(hidden=64, layers=2, heads=4, kv_heads=2, ffn=96, vocab=101, rope_theta=1e4)
 

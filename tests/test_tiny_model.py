@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import nvila
-from nvila.processor import load_image, load_video
+from nvila.media import load_image, load_video
 from nvila.tiny import eval as tiny_eval
 from nvila.tiny import shapes, train
 

@@ -58,7 +58,7 @@ def describe(model, image) -> str:
 
 def model_demo() -> bool:
     import nvila
-    from nvila.processor import load_image, load_video
+    from nvila.media import load_image, load_video
 
     model = nvila.load(nvila.TINY_MODEL, dtype="fp32")
     n = sum(p.numel() for p in model.parameters())

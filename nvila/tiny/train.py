@@ -43,11 +43,11 @@ import torch
 import torch.nn.functional as F
 
 import nvila_kernels as nk
-from nvila_kernels.tiling import plan_single
 
 from ..config import preset
+from ..media import user_content
 from ..model import NVILA
-from ..processor import IM_END, Tokenizer, chat_template, tile_image, user_content
+from ..tokenizer import IM_END, Tokenizer, chat_template
 from ..weights import save
 from . import shapes
 
@@ -101,16 +101,17 @@ def encode_scenes(model: NVILA, scenes: Sequence[shapes.Scene]) -> dict[int, lis
     """The visual blocks of every scene, keyed by id(scene), as model.encode_image /
     model.encode_video compute them, with all tiles and frames in one vision batch
     (and a video's tokens before temporal pooling under ("frames", id(scene)))."""
-    v, cfg = model.cfg.vision, model.cfg
+    cfg = model.cfg
+    tiled, frames = model.preprocessor(), model.preprocessor(tiled=False)
     pixels, plans = [], []
     for sc in scenes:
         if sc.is_video:
             plans.append(None)
-            pixels += [tile_image(f, plan_single(*f.size, v.image), v.image_mean, v.image_std) for f in sc.frames]
+            pixels.append(frames.batch(sc.frames)[0])  # (T, 3, tile, tile)
         else:
-            plan = model.plan(*sc.image.size)
+            p, plan = tiled(sc.image)
             plans.append(plan)
-            pixels.append(tile_image(sc.image, plan, v.image_mean, v.image_std))
+            pixels.append(p)
     feats = model.vision(torch.cat(pixels).to(model.dtype))
     blocks, t0 = {}, 0
     for sc, plan in zip(scenes, plans, strict=True):

@@ -1,6 +1,7 @@
-"""Everything between user input and the LLM's embeddings: image tiling, video frames,
-and the prompt as text pieces and media slots (NVILA.md sections 2, 5 and 6). The
-tokenizer and chat template live in nvila.tokenizer (re-exported here)."""
+"""Media in: images and video files checked and decoded (caps, modes, EXIF, frames
+sampled as NVILA does), and the prompt cut into text pieces and media slots (NVILA.md
+sections 2, 5 and 6). Tiling is the kernels package's (nvila_kernels.processor, used by
+nvila.model); the tokenizer and chat template are in nvila.tokenizer."""
 
 from __future__ import annotations
 
@@ -15,15 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-import nvila_kernels as nk
 from nvila_kernels.functional import TILE_MAX_SIDE
-from nvila_kernels.tiling import TilePlan
-
-from .tokenizer import DEFAULT_SYSTEM as DEFAULT_SYSTEM
-from .tokenizer import IM_END as IM_END
-from .tokenizer import IM_START as IM_START
-from .tokenizer import Tokenizer as Tokenizer
-from .tokenizer import chat_template as chat_template
 
 IMAGE_TOKEN = "<image>"
 VIDEO_TOKEN = "<vila/video>"
@@ -138,21 +131,6 @@ def load_image(image) -> Image.Image:
         check_size(image.shape[1], image.shape[0], "image: array")
         return Image.fromarray(image)
     raise TypeError(f"image: expected a path, a PIL image or an (H, W, 3) uint8 array, got {type(image).__name__}")
-
-
-def tile_image(
-    image: Image.Image,
-    plan: TilePlan,
-    mean: Sequence[float] = (0.5, 0.5, 0.5),
-    std: Sequence[float] = (0.5, 0.5, 0.5),
-    out_dtype: torch.dtype = torch.float32,
-    backend: str | None = None,
-) -> torch.Tensor:
-    """Every tile of `plan` as normalized pixels (n_tiles, 3, tile, tile): per scale, the
-    whole image resized (Pillow's bicubic, bit-exact) to the scale's size, cut
-    row-major, x/255, then (x - mean) / std; one nvila_kernels.multiscale_tile call."""
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())  # (H, W, 3)
-    return nk.multiscale_tile(pixels, plan, tuple(mean), tuple(std), out_dtype, backend=backend)
 
 
 # ---- video -------------------------------------------------------------------------
