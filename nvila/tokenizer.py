@@ -61,8 +61,8 @@ class Tokenizer:
         stop ids also take the eos_token_id of the `generation_configs` files that exist
         (the checkpoint's top-level generation_config.json). Raises TokenizerError naming
         the file that is missing or unusable."""
-        config = _json(os.path.join(folder, "tokenizer_config.json"))
-        special_map = _json(os.path.join(folder, "special_tokens_map.json"))
+        config = read_json_object(os.path.join(folder, "tokenizer_config.json"))
+        special_map = read_json_object(os.path.join(folder, "special_tokens_map.json"))
         try:
             tok = _read_tokenizer(folder, config, special_map)
         except TokenizerError:
@@ -160,18 +160,21 @@ def decode_time_tokens(text: str, duration: float, num_time_tokens: int, time_to
 # ---- files ----------------------------------------------------------------------
 
 
-def _json(path: str, required: bool = False):
+def read_json_object(path: str, required: bool = False, error: type[Exception] = TokenizerError, what="tokenizer"):
+    """The JSON object in `path` ({} when the file is missing and not required); `error`
+    (naming the file, prefixed by `what`) when it is missing and required, not valid JSON,
+    or not an object. nvila.weights reads the checkpoint's configs with it too."""
     if not os.path.isfile(path):
         if required:
-            raise TokenizerError(f"tokenizer: {path} not found")
+            raise error(f"{what}: {path} not found")
         return {}
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TokenizerError(f"tokenizer: {path} is not valid JSON ({e})") from e
+        raise error(f"{what}: {path} is not valid JSON ({e})") from e
     if not isinstance(d, dict):
-        raise TokenizerError(f"tokenizer: {path} must hold a JSON object, got {type(d).__name__}")
+        raise error(f"{what}: {path} must hold a JSON object, got {type(d).__name__}")
     return d
 
 
@@ -196,7 +199,7 @@ def _read_tokenizer(folder: str, config: dict, special_map: dict):
             f"byte-level BPE is built from vocab.json + merges.txt (or give tokenizer.json)"
         )
     return qwen2_bpe(
-        _json(vocab_path, required=True),
+        read_json_object(vocab_path, required=True),
         _merges(merges_path),
         _added_tokens(folder, config, special_map),
         add_prefix_space=bool(config.get("add_prefix_space") or False),
@@ -241,7 +244,7 @@ def _added_tokens(folder: str, config: dict, special_map: dict) -> list[dict]:
     for v in special_map.values():
         for x in v if isinstance(v, list) else [v]:
             named.add(x.get("content") if isinstance(x, dict) else x)
-    for content, i in _json(os.path.join(folder, "added_tokens.json")).items():
+    for content, i in read_json_object(os.path.join(folder, "added_tokens.json")).items():
         if int(i) in tokens:
             if tokens[int(i)]["content"] != content:
                 raise TokenizerError(
@@ -302,7 +305,7 @@ def _stop_ids(gen_paths: Sequence[str], tok, eos_token: str | None) -> list[int]
     token, then <|im_end|>: an answer ends at any of them."""
     ids = []
     for path in gen_paths:
-        eos = _json(path).get("eos_token_id")
+        eos = read_json_object(path).get("eos_token_id")
         for i in eos if isinstance(eos, list) else [] if eos is None else [eos]:
             if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < tok.get_vocab_size(with_added_tokens=True):
                 raise TokenizerError(f"tokenizer: {path} eos_token_id {i!r} is not a token id of the tokenizer")

@@ -26,7 +26,7 @@ import torch
 
 from .config import LLMConfig, NVILAConfig, VisionConfig
 from .model import NVILA
-from .tokenizer import Tokenizer, TokenizerError
+from .tokenizer import Tokenizer, TokenizerError, read_json_object
 
 SUBDIRS = ("llm", "vision_tower", "mm_projector")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -99,16 +99,7 @@ def _unused(cfg: NVILAConfig, sub: str, name: str, vision_prefix: str) -> bool:
 
 
 def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint: {path} not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint: {path} is not valid JSON ({e})") from e
-    if not isinstance(d, dict):
-        raise CheckpointError(f"checkpoint: {path} must hold a JSON object, got {type(d).__name__}")
-    return d
+    return read_json_object(path, required=True, error=CheckpointError, what="checkpoint")
 
 
 def _get(d: dict, key: str, path: str):
