@@ -561,37 +561,39 @@ BlockedKernels blocked_kernels(DType t) {
   }
 }
 
-struct AlignedFloats {
-  explicit AlignedFloats(int64_t n)
-      : p(static_cast<float*>(std::aligned_alloc(64, std::max<int64_t>(64, (n * 4 + 63) / 64 * 64)))) {}
-  ~AlignedFloats() { std::free(p); }
-  AlignedFloats(const AlignedFloats&) = delete;
-  AlignedFloats& operator=(const AlignedFloats&) = delete;
-  float* p;
+// n elements of T, 64-byte aligned (the packed panels of both blocked paths).
+template <typename T>
+struct AlignedArray {
+  explicit AlignedArray(int64_t n)
+      : p(static_cast<T*>(std::aligned_alloc(64, std::max<int64_t>(64, (n * int64_t(sizeof(T)) + 63) / 64 * 64)))) {}
+  ~AlignedArray() { std::free(p); }
+  AlignedArray(const AlignedArray&) = delete;
+  AlignedArray& operator=(const AlignedArray&) = delete;
+  T* p;
 };
+
+// The fp32 accumulator of a GEMM summed over K slices: none for one slice, out itself
+// when it is fp32, else `buf` (allocated here).
+float* slice_accumulator(const Epilogue& e, int64_t M, int64_t N, int64_t slices, std::unique_ptr<float[]>& buf) {
+  if (slices <= 1) return nullptr;
+  if (e.dtype == DType::F32) return static_cast<float*>(e.out);
+  buf.reset(new float[M * N]);
+  return buf.get();
+}
 
 void gemm_blocked(const Fp8GemmArgs& g, const Epilogue& e) {
   const int64_t M = g.M, N = g.N, K = g.K;
   const int64_t n_pad = ceil_div(N, kNr) * kNr;
   const int64_t slices = ceil_div(K, kKc);
-  // fp32 accumulator over K slices: out itself when it is fp32, else a buffer
   std::unique_ptr<float[]> acc_buf;
-  float* cacc = nullptr;
-  if (slices > 1) {
-    if (e.dtype == DType::F32) {
-      cacc = static_cast<float*>(e.out);
-    } else {
-      acc_buf.reset(new float[M * N]);
-      cacc = acc_buf.get();
-    }
-  }
-  AlignedFloats bp(kKc * n_pad);  // the K slice of b: n_pad / kNr panels of [k][kNr]
+  float* cacc = slice_accumulator(e, M, N, slices, acc_buf);
+  AlignedArray<float> bp(kKc * n_pad);  // the K slice of b: n_pad / kNr panels of [k][kNr]
   const int64_t m_blocks = ceil_div(M, kMc), n_blocks = ceil_div(N, kNc);
   const int64_t tiles = m_blocks * n_blocks;
   const BlockedKernels kern = blocked_kernels(e.dtype);
 #pragma omp parallel
   {
-    AlignedFloats ap(kMc * kKc);
+    AlignedArray<float> ap(kMc * kKc);
     alignas(64) float tile[kMr * kNr];
     for (int64_t s = 0; s < slices; ++s) {
       const int64_t k0 = s * kKc, kc = std::min(kKc, K - k0);
@@ -713,15 +715,6 @@ FinishFn finish_bf16(DType t) {
   }
 }
 
-struct AlignedU16 {
-  explicit AlignedU16(int64_t n)
-      : p(static_cast<uint16_t*>(std::aligned_alloc(64, std::max<int64_t>(64, (n * 2 + 63) / 64 * 64)))) {}
-  ~AlignedU16() { std::free(p); }
-  AlignedU16(const AlignedU16&) = delete;
-  AlignedU16& operator=(const AlignedU16&) = delete;
-  uint16_t* p;
-};
-
 // As gemm_blocked (K slices, b packed once per slice and shared, blocks of a per
 // thread), with both operands in bf16 and the VDPBF16PS micro-kernel.
 void gemm_bf16(const Fp8GemmArgs& g, const Epilogue& e) {
@@ -729,22 +722,14 @@ void gemm_bf16(const Fp8GemmArgs& g, const Epilogue& e) {
   const int64_t n_pad = ceil_div(N, kBNr) * kBNr;
   const int64_t slices = ceil_div(K, kBKc);
   std::unique_ptr<float[]> acc_buf;
-  float* cacc = nullptr;
-  if (slices > 1) {
-    if (e.dtype == DType::F32) {
-      cacc = static_cast<float*>(e.out);
-    } else {
-      acc_buf.reset(new float[M * N]);
-      cacc = acc_buf.get();
-    }
-  }
-  AlignedU16 bp(kBKc * n_pad);  // the K slice of b: n_pad / kBNr panels of [pair][kBNr][2]
+  float* cacc = slice_accumulator(e, M, N, slices, acc_buf);
+  AlignedArray<uint16_t> bp(kBKc * n_pad);  // the K slice of b: n_pad / kBNr panels of [pair][kBNr][2]
   const int64_t m_blocks = ceil_div(M, kBMc), n_blocks = ceil_div(N, kBNc);
   const int64_t tiles = m_blocks * n_blocks;
   const FinishFn finish = finish_bf16(e.dtype);
 #pragma omp parallel
   {
-    AlignedU16 ap(kBMc * kBKc);  // the block of a: kBMc / kBMr panels of [pair][kBMr][2]
+    AlignedArray<uint16_t> ap(kBMc * kBKc);  // the block of a: kBMc / kBMr panels of [pair][kBMr][2]
     alignas(64) float tile[kBMr * kBNr];
     for (int64_t s = 0; s < slices; ++s) {
       const int64_t k0 = s * kBKc, kc = std::min(kBKc, K - k0), pairs = ceil_div(kc, 2);
