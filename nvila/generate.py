@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .llm import causal_mask
-from .media import IMAGE_TOKEN, VIDEO_TOKEN, user_content
 from .model import NVILA
+from .scoring import prompt_embeds
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, generator=None) -> torch.Tensor:
@@ -114,23 +114,6 @@ def generate_ids(
         logits = decode(model, x, pos, (pos - pad)[:, None], key_valid)
 
 
-@torch.inference_mode()
-def _prompt(model: NVILA, text: str, images: Sequence, video) -> torch.Tensor:
-    has_media = IMAGE_TOKEN in text or VIDEO_TOKEN in text
-    content = text if has_media else user_content(text, len(images), video is not None)
-    prompt = model.tokenizer.apply_chat_template([{"role": "user", "content": content}])
-    embeds, _ = model.embed_prompt(prompt, images, video)
-    return embeds
-
-
-def _frames(model: NVILA, video):
-    if video is None or not isinstance(video, str):
-        return video
-    from .media import load_video
-
-    return load_video(video, model.cfg.num_video_frames, model.cfg.fps)
-
-
 def generate(
     model: NVILA,
     text: str,
@@ -171,7 +154,7 @@ def _stream(model, text, images, video, max_new_tokens, temperature, top_p, seed
     (it is dropped at the end), and an incomplete UTF-8 sequence until it completes."""
     tok = model.tokenizer
     gen = None if seed is None else torch.Generator(model.device).manual_seed(seed)
-    embeds = _prompt(model, text, images, _frames(model, video))
+    embeds, _ = prompt_embeds(model, text, images, video)
     ids, emitted = [], ""
     for t, alive in generate_ids(model, [embeds], max_new_tokens, temperature, top_p, tok.stop_ids, gen, compile):
         if not alive[0]:
@@ -202,7 +185,7 @@ def generate_batch(
     """Answers to several (text, images, video) requests, run as one left-padded batch."""
     tok = model.tokenizer
     gen = None if seed is None else torch.Generator(model.device).manual_seed(seed)
-    embeds = [_prompt(model, text, images, _frames(model, video)) for text, images, video in requests]
+    embeds = [prompt_embeds(model, text, images, video)[0] for text, images, video in requests]
     out: list[list[int]] = [[] for _ in requests]
     done = [False] * len(requests)
     for t, alive in generate_ids(model, embeds, max_new_tokens, temperature, top_p, tok.stop_ids, gen, compile):
