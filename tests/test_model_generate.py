@@ -97,8 +97,12 @@ def test_sample_top_p_keeps_the_nucleus():
 FAST = [b for b in ("cpu", "triton", "emu") if backends.unavailable_reason(b, torch.device("cpu")) is None]
 
 
-@pytest.mark.parametrize("backend", FAST)
-@pytest.mark.parametrize("name", ["tiny", "tiny-lite"])
+# The model's wiring of each op is backend-independent (nvila_kernels.functional): the
+# Dynamic-S2 model on Triton's interpreter (its merge_compress alone ~3 min) adds nothing
+# the cpu/emu runs and tests/test_merge_compress.py's Triton cases do not check.
+@pytest.mark.parametrize(
+    ("name", "backend"), [(n, b) for n in ("tiny", "tiny-lite") for b in FAST if (n, b) != ("tiny", "triton")]
+)
 def test_reference_and_kernel_backends_agree(name, backend):
     m = tiny_model(name)
     img = make_image(80, 50)
