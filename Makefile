@@ -10,7 +10,7 @@ export CUDA_HOME ?= /usr/local/cuda
 # Tests that use the Triton interpreter on CPU tensors need it set before import.
 TEST_ENV := TRITON_INTERPRET=1
 
-.PHONY: demo test test-fast coverage build lint format bench install-check clean eval-tiny sanitize
+.PHONY: demo test test-fast coverage build lint format bench install-check clean eval-tiny sanitize gpu-check
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ sanitize: build
 		PYTORCH_NO_CUDA_MEMORY_CACHING=1 $(SANITIZER) --tool $$tool --error-exitcode 99 \
 			$(PY) -m pytest -q -x -k cuda $(SANITIZE_TESTS) || exit 1; \
 	done
+
+# the day a GPU is lent: build for its arch, the CUDA/Triton/NVRTC tests, compute-sanitizer on a
+# subset, the kernel benchmarks on the GPU, one report (gpu-check/report.{json,md}); under 8 min.
+# Without a GPU it says so and exits 0. See .ci/gpu_check.sh.
+gpu-check:
+	bash .ci/gpu_check.sh
 
 lint: $(VENV)/.deps
 	$(VENV)/bin/ruff check .

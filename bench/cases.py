@@ -19,7 +19,8 @@ class Case:
     """One case of an op. `note` names it in the tables; `modes` are the run modes that
     time it; `compile`: the modes that also time torch.compile of the eager composition
     (10-20 s to compile per shape on a CPU); `sweep`: the sweep the case is a point of
-    ("" = a model shape); `args`: what the op's script builds its inputs from."""
+    ("" = a model shape); `args`: what the op's script builds its inputs from; `devices`:
+    where it is timed (a GPU's peak shape would take minutes a call on a CPU)."""
 
     op: str
     note: str
@@ -27,6 +28,7 @@ class Case:
     args: dict
     compile: tuple[str, ...] = ALL
     sweep: str = ""
+    devices: tuple[str, ...] = ("cpu", "cuda")  # the device types it is timed on
 
 
 def _spatial_compress() -> list[Case]:
@@ -126,6 +128,8 @@ def _fp8() -> list[Case]:
         Case("fp8_gemm", note, MODEL, dict(M=M, N=N, K=K), ALL if i == 0 else NOT_QUICK)
         for i, (note, M, N, K) in enumerate(gemm)
     ]
+    # FP8 tensor-core peak (TFLOP/s and % of the GPU's dense FP8 peak beside torch._scaled_mm)
+    out.append(Case("fp8_gemm", "GPU peak, 8192^3", MODEL, dict(M=8192, N=8192, K=8192), (), devices=("cuda",)))
     out += [
         Case("fp8_gemm", "tiny decode", TINY, dict(M=1, N=64, K=96)),
         Case("fp8_gemm", "tiny prefill", TINY, dict(M=40, N=48, K=80), ()),
@@ -153,6 +157,6 @@ CASES: tuple[Case, ...] = (*_spatial_compress(), *_temporal_pool(), *_merge_comp
 OPS = tuple(dict.fromkeys(c.op for c in CASES))
 
 
-def cases(op: str, mode: str) -> list[Case]:
-    """The cases of `op` timed in `mode`, in table order."""
-    return [c for c in CASES if c.op == op and mode in c.modes]
+def cases(op: str, mode: str, device: str = "cpu") -> list[Case]:
+    """The cases of `op` timed in `mode` on `device` (a device type), in table order."""
+    return [c for c in CASES if c.op == op and mode in c.modes and device in c.devices]

@@ -284,6 +284,24 @@ DENSE_PEAK_TFLOPS = {
 }
 
 
+# memory bandwidth (spec sheet, 1e9 bytes/s) of known GPUs, by name fragment
+HBM_PEAK_GBPS = {
+    "H100 SXM": 3350.0,
+    "H100 80GB HBM3": 3350.0,
+    "H100 PCIe": 2000.0,
+    "H100 NVL": 3900.0,
+    "H200": 4800.0,
+    "L40S": 864.0,
+    "RTX 4090": 1008.0,
+    "A100-SXM4-80GB": 2039.0,
+    "A100": 1555.0,
+}
+
+
+def hbm_peak_gbps(device_name: str) -> float | None:
+    return next((peak for fragment, peak in HBM_PEAK_GBPS.items() if fragment in device_name), None)
+
+
 def dense_peak_tflops(device_name: str, math: str | None) -> float | None:
     for fragment, peaks in DENSE_PEAK_TFLOPS.items():
         if fragment in device_name:
@@ -616,7 +634,7 @@ def run_cases(
     warnings = skipped_backends(device) + list(extra_warnings)
     for op in ops:
         if wants(args, op):
-            for case in cases(op, mode):
+            for case in cases(op, mode, device.type):
                 rows += bench_case(builder, case, mode, timing, warnings)
     return report(
         rows,
