@@ -281,16 +281,7 @@ case(
 
 # ---- backends (every op resolves its backend the same way: nvila_kernels.backends.resolve) ----
 
-OP_CALLS = {
-    SC: lambda b, d: sc(sc_x(d), 2, backend=b),
-    TP: lambda b, d: tp(tp_x(d), 2, backend=b),
-    MM: lambda b, d: mm(feats(d), PLAN, **H4, backend=b),
-    MC: lambda b, d: mc(feats(d), PLAN, 2, **H4, backend=b),
-    MT: lambda b, d: mt(img(d), PLAN, backend=b),
-    FQ: lambda b, d: fq(torch.ones(4, device=d), backend=b),
-    FG: lambda b, d: fg(fp8(d, A_), fp8(d, B_), one(d), one(d), backend=b),
-}
-for P, call in OP_CALLS.items():
+for P, spec in OPS.items():  # spec.example(device, backend): a valid call
     p = "".join(w[0] for w in P.split("_"))  # sc, tp, mm, mc, mt, fq, fg
     case(
         f"{p}-backend-name",
@@ -300,7 +291,7 @@ for P, call in OP_CALLS.items():
         "'gpu'",
         ValueError,
         "backend: expected one of reference, cpu, cuda, triton, emu",
-        lambda b, d, c=call: c("gpu", "cpu"),
+        lambda b, d, e=spec.example: e("cpu", "gpu"),
         SELECTION,
     )
     case(
@@ -311,7 +302,7 @@ for P, call in OP_CALLS.items():
         "'cuda' with CPU tensors",
         RuntimeError,
         f"{P}: backend 'cuda' is not available",
-        lambda b, d, c=call: c("cuda", "cpu"),
+        lambda b, d, e=spec.example: e("cpu", "cuda"),
         SELECTION,
     )
     case(
@@ -322,7 +313,7 @@ for P, call in OP_CALLS.items():
         "'cpu' with meta tensors",
         RuntimeError,
         f"{P}: backend 'cpu' is not available",
-        lambda b, d, c=call: c("cpu", OTHER),
+        lambda b, d, e=spec.example: e(OTHER, "cpu"),
         SELECTION,
     )
 case(

@@ -55,6 +55,8 @@ class OpSpec:
                 normalized form back into `args` (e.g. an image as (H, W, 3))
     kernel_args kernel_args(args, *outputs) -> the op's schema arguments, in order
     differentiable  the tensor arguments autograd flows through (by the reference; see run)
+    example     example(device, backend) calls the public function with small valid inputs
+                (tests/test_input_errors.py asks it for backends that cannot run)
     refusals    the inputs the op refuses, with their messages (docs/INPUTS.md)
     """
 
@@ -63,6 +65,7 @@ class OpSpec:
     reference: Callable
     check: Callable[[dict], Output | tuple[Output, ...]]
     kernel_args: Callable[..., tuple]
+    example: Callable[[torch.device, str | None], Any]
     differentiable: tuple[str, ...] = ()
     refusals: tuple[Refusal, ...] = field(default=(), repr=False)
 

@@ -79,6 +79,7 @@ SPEC = OpSpec(
     reference=reference.fp8_gemm,
     check=check,
     kernel_args=kernel_args,
+    example=lambda d, backend: fg(fp8(d, A), fp8(d, B), one(d), one(d), backend=backend),
     refusals=(
         Refusal("fg-a-type", "a", "a torch.Tensor", "a list", TypeError, "a: expected a torch.Tensor",
                 lambda d: fg([[0]], fp8(d, B), one(d), one(d))),

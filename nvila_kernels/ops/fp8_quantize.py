@@ -79,6 +79,7 @@ SPEC = OpSpec(
     reference=reference.fp8_quantize,
     check=check,
     kernel_args=kernel_args,
+    example=lambda d, backend: fq(_ones(d), backend=backend),
     refusals=(
         Refusal("fq-x-type", "x", "a torch.Tensor", "a list", TypeError, "x: expected a torch.Tensor",
                 lambda d: fq([1.0])),

@@ -88,6 +88,7 @@ SPEC = OpSpec(
     reference=reference.merge_compress,
     check=check,
     kernel_args=kernel_args,
+    example=lambda d, backend: mc(feats(d), PLAN, 2, **H4, backend=backend),
     differentiable=("features", "ln_weight", "ln_bias"),
     refusals=merge_refusals("mc", mc, (2,), (_last.rows * 2 * _last.cols * 2, D)) + (
         Refusal("mc-k-zero", "k", "int >= 1 (k > h, w allowed)", "0", ValueError, "k: expected an int >= 1",

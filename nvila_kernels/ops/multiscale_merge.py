@@ -132,6 +132,7 @@ SPEC = OpSpec(
     reference=reference.multiscale_merge,
     check=check,
     kernel_args=kernel_args,
+    example=lambda d, backend: multiscale_merge(ex.features(d), ex.PLAN, **ex.H4, backend=backend),
     differentiable=("features",),
     refusals=merge_refusals("mm", multiscale_merge, (), (2 * 8, _last.rows * 4, _last.cols * 4)),
 )

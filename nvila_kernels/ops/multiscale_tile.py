@@ -187,6 +187,7 @@ SPEC = OpSpec(
     reference=reference.multiscale_tile,
     check=check,
     kernel_args=kernel_args,
+    example=lambda d, backend: mt(img(d), PLAN, backend=backend),
     refusals=(
         Refusal("mt-image-type", "image", "a torch.Tensor", "a list", TypeError, "image: expected a torch.Tensor",
                 lambda d: mt([[0]], PLAN)),

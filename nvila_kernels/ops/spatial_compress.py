@@ -76,6 +76,7 @@ SPEC = OpSpec(
     reference=reference.spatial_compress,
     check=check,
     kernel_args=kernel_args,
+    example=lambda d, backend: sc(_x(d), 2, backend=backend),
     differentiable=("x", "ln_weight", "ln_bias"),
     refusals=(
         Refusal("sc-x-type", "x", "a torch.Tensor", "a list", TypeError, "x: expected a torch.Tensor",

@@ -60,6 +60,7 @@ SPEC = OpSpec(
     reference=reference.temporal_pool,
     check=check,
     kernel_args=kernel_args,
+    example=lambda d, backend: tp(_x(d), 2, backend=backend),
     differentiable=("x",),
     refusals=(
         Refusal("tp-x-type", "x", "a torch.Tensor", "a float", TypeError, "x: expected a torch.Tensor",
