@@ -1,7 +1,8 @@
 """Every op's accepted inputs and the error for each violation: one case per row of
-docs/INPUTS.md. The refusals of the ops' argument checks are declared with each op
-(nvila_kernels/ops/<op>.py: OpSpec.refusals) and enumerated here; the accepted views,
-backend selection, the tile planners and the layers have their cases in this file.
+docs/INPUTS.md. Each op declares the views it takes and the inputs it refuses
+(nvila_kernels/ops/<op>.py: OpSpec.accepts, OpSpec.refusals) and a valid call
+(OpSpec.example, for the backend-selection rows); this file enumerates them. The tile
+planners and the layers have their cases here.
 
 Where a case runs follows from where the input is decided:
 - a refusal made by the argument checks (each op's `check`, the planners, the layers)
@@ -32,9 +33,6 @@ from torch import nn
 import nvila_kernels as nk
 from nvila_kernels.layers import Fp8Linear, SpatialCompress, TemporalPool, quantize_linears
 from nvila_kernels.ops import OPS
-from nvila_kernels.ops._examples import H4, PLAN, fp8, one, padded_view
-from nvila_kernels.ops._examples import features as feats
-from nvila_kernels.ops._examples import image as img
 from nvila_kernels.tiling import plan_lite, plan_single, plan_tiles
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "INPUTS.md"
@@ -67,9 +65,11 @@ def case(id, op, argument, accepted, violation, exc, match, call, stage=None):
     CASES.append(Case(id, op, argument, accepted, violation, exc, match, call, stage))
 
 
-# ---- the refusals every op declares (nvila_kernels/ops/<op>.py: OpSpec.refusals) ----------
+# ---- every op's declared inputs (nvila_kernels/ops/<op>.py: OpSpec.accepts, .refusals) -----
 
 for spec in OPS.values():
+    for v in spec.accepts:
+        case(v.id, spec.name, v.argument, v.accepted, v.view, None, "", lambda b, d, v=v: v.call(d, b))
     for r in spec.refusals:
         case(
             r.id,
@@ -81,203 +81,6 @@ for spec in OPS.values():
             r.message,
             lambda b, d, r=r: r.call(d),
         )
-
-# ---- accepted views (run on every backend) ------------------------------------------------
-
-
-def sc_x(d, shape=(1, 4, 4, 3), dtype=torch.float32):
-    return torch.randn(shape, device=d).to(dtype)
-
-
-def tp_x(d, shape=(4, 3, 5), dtype=torch.float32):
-    return torch.randn(shape, device=d).to(dtype)
-
-
-# a 5x3 image, upscaled (few taps): the views below run the (slow) kernels on every backend
-SMALL_PLAN = plan_tiles(5, 3, (4, 8), 4)
-
-
-def same_as_contiguous(fn, view: torch.Tensor):
-    """(fn(view), fn(a contiguous copy of view)): a view is accepted when the two agree."""
-    return fn(view), fn(view.contiguous())
-
-
-# ---- spatial_compress -----------------------------------------------------------------
-
-SC = "spatial_compress"
-sc = nk.spatial_compress
-case(
-    "sc-x-padded-view",
-    SC,
-    "x",
-    "any strides with channel stride 1 (read in place)",
-    "padded rows (view)",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: sc(v, 2, backend=b), padded_view(sc_x(d, (2, 5, 3, 4)))),
-)
-case(
-    "sc-x-transposed-view",
-    SC,
-    "x",
-    "H/W transposed view (read in place)",
-    "transposed H and W",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: sc(v, 2, backend=b), sc_x(d, (2, 5, 3, 4)).transpose(1, 2)),
-)
-case(
-    "sc-x-expanded-view",
-    SC,
-    "x",
-    "expanded (stride 0) view",
-    "expand of one token",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: sc(v, 2, backend=b), sc_x(d, (1, 1, 1, 8)).expand(2, 3, 3, 8)),
-)
-case(
-    "sc-x-channel-strided-view",
-    SC,
-    "x",
-    "channel stride != 1 (copied first)",
-    "every other channel",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: sc(v, 2, backend=b), sc_x(d, (1, 4, 4, 6))[..., ::2]),
-)
-case(
-    "sc-ln_weight-strided-view",
-    SC,
-    "ln_weight",
-    "any strides (copied)",
-    "every other element",
-    None,
-    "",
-    lambda b, d: (lambda x: same_as_contiguous(lambda v: sc(x, 2, v, backend=b), torch.randn(24, device=d)[::2]))(
-        sc_x(d)
-    ),
-)
-
-# ---- temporal_pool --------------------------------------------------------------------
-
-TP = "temporal_pool"
-tp = nk.temporal_pool
-case(
-    "tp-x-frame-strided-view",
-    TP,
-    "x",
-    "any frame stride, contiguous frames (read in place)",
-    "every other frame",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: tp(v, 2, backend=b), tp_x(d, (8, 3, 5))[::2]),
-)
-case(
-    "tp-x-expanded-view",
-    TP,
-    "x",
-    "expanded frames (stride 0)",
-    "one frame expanded to 4",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: tp(v, 2, backend=b), tp_x(d, (1, 3, 5)).expand(4, 3, 5)),
-)
-case(
-    "tp-x-1d-strided-view",
-    TP,
-    "x",
-    "1-D strided",
-    "every other element",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: tp(v, 2, backend=b), tp_x(d, (16,))[::2]),
-)
-case(
-    "tp-x-noncontiguous-frames",
-    TP,
-    "x",
-    "non-contiguous frames (copied first)",
-    "transposed frames",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: tp(v, 2, backend=b), tp_x(d).transpose(1, 2)),
-)
-
-# ---- multiscale_merge / merge_compress -------------------------------------------------
-
-MM, MC = "multiscale_merge", "merge_compress"
-mm, mc = nk.multiscale_merge, nk.merge_compress
-for P, fn, k in ((MM, mm, ()), (MC, mc, (2,))):  # k: merge_compress's positional k
-    case(
-        f"{'mm' if P == MM else 'mc'}-features-strided-view",
-        P,
-        "features",
-        "any strides (copied)",
-        "padded channels",
-        None,
-        "",
-        lambda b, d, fn=fn, k=k: same_as_contiguous(lambda v: fn(v, PLAN, *k, **H4, backend=b), padded_view(feats(d))),
-    )
-
-
-# ---- multiscale_tile / multiscale_tile_batch ---------------------------------------------
-
-MT, MTB = "multiscale_tile", "multiscale_tile_batch"
-mt, mtb = nk.multiscale_tile, nk.multiscale_tile_batch
-case(
-    "mt-image-chw-view",
-    MT,
-    "image",
-    "(3, H, W) and any strides (copied)",
-    "channels-first",
-    None,
-    "",
-    lambda b, d: (
-        lambda im: (mt(im.permute(2, 0, 1).contiguous(), SMALL_PLAN, backend=b), mt(im, SMALL_PLAN, backend=b))
-    )(img(d, (3, 5, 3))),
-)
-case(
-    "mt-image-strided-view",
-    MT,
-    "image",
-    "any strides (copied)",
-    "a crop of a larger image",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: mt(v, SMALL_PLAN, backend=b), img(d, (5, 7, 3))[1:4, 1:6]),
-)
-
-# ---- fp8_quantize / fp8_gemm --------------------------------------------------------------
-
-FQ, FG = "fp8_quantize", "fp8_gemm"
-fq, fg = nk.fp8_quantize, nk.fp8_gemm
-case(
-    "fq-x-transposed-view",
-    FQ,
-    "x",
-    "any strides (copied)",
-    "a transposed view",
-    None,
-    "",
-    lambda b, d: same_as_contiguous(lambda v: fq(v, backend=b)[0].view(torch.uint8), torch.randn(5, 7, device=d).t()),
-)
-A_, B_ = (4, 32), (8, 32)
-case(
-    "fg-a-b-views",
-    FG,
-    "a",
-    "any strides (copied)",
-    "a, b transposed views",
-    None,
-    "",
-    lambda b, d: (
-        lambda a, w: (
-            fg(a, w, one(d, 0.5), one(d), backend=b),
-            fg(a.contiguous(), w.contiguous(), one(d, 0.5), one(d), backend=b),
-        )
-    )(fp8(d, (32, 4)).t(), fp8(d, (32, 8)).t()),
-)
 
 # ---- backends (every op resolves its backend the same way: nvila_kernels.backends.resolve) ----
 
@@ -318,13 +121,13 @@ for P, spec in OPS.items():  # spec.example(device, backend): a valid call
     )
 case(
     "sc-backend-env",
-    SC,
+    "spatial_compress",
     "NVILA_KERNELS_BACKEND",
     "unset, or a backend name",
     "'gpu'",
     ValueError,
     "NVILA_KERNELS_BACKEND: expected one of",
-    lambda b, d: sc(sc_x("cpu"), 2),
+    lambda b, d: OPS["spatial_compress"].example("cpu", None),
     SELECTION,
 )
 

@@ -42,3 +42,8 @@ def padded_view(t: torch.Tensor) -> torch.Tensor:
     big = torch.zeros(*t.shape[:-1], t.shape[-1] + 3, dtype=t.dtype, device=t.device)
     big[..., : t.shape[-1]] = t
     return big[..., : t.shape[-1]]
+
+
+def same_as_contiguous(fn, view: torch.Tensor):
+    """(fn(view), fn(a contiguous copy of view)): a view is accepted when the two agree."""
+    return fn(view), fn(view.contiguous())

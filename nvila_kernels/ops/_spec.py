@@ -44,6 +44,19 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """An input view the op takes (a row of docs/INPUTS.md): `call(device, backend)` returns
+    (the result for the view, the result for a contiguous copy of it), which
+    tests/test_input_errors.py compares on every backend."""
+
+    id: str
+    argument: str
+    accepted: str
+    view: str
+    call: Callable[[torch.device, str], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
 class OpSpec:
     """Everything about one op that is not its kernels.
 
@@ -57,6 +70,7 @@ class OpSpec:
     differentiable  the tensor arguments autograd flows through (by the reference; see run)
     example     example(device, backend) calls the public function with small valid inputs
                 (tests/test_input_errors.py asks it for backends that cannot run)
+    accepts     the input views it takes, run on every backend (docs/INPUTS.md)
     refusals    the inputs the op refuses, with their messages (docs/INPUTS.md)
     """
 
@@ -67,6 +81,7 @@ class OpSpec:
     kernel_args: Callable[..., tuple]
     example: Callable[[torch.device, str | None], Any]
     differentiable: tuple[str, ...] = ()
+    accepts: tuple[Accepted, ...] = field(default=(), repr=False)
     refusals: tuple[Refusal, ...] = field(default=(), repr=False)
 
     @property

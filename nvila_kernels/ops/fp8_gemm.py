@@ -9,7 +9,7 @@ from ._checks import FLOAT_DTYPES, check_float, check_same_device, check_tensor
 from ._examples import fp8, one
 from ._spec import FLOAT_NAMES as F
 from ._spec import OTHER_DEVICE as OTHER
-from ._spec import OpSpec, Output, Refusal
+from ._spec import Accepted, OpSpec, Output, Refusal
 from .fp8_quantize import check_scale
 
 __all__ = ["fp8_gemm"]
@@ -80,6 +80,12 @@ SPEC = OpSpec(
     check=check,
     kernel_args=kernel_args,
     example=lambda d, backend: fg(fp8(d, A), fp8(d, B), one(d), one(d), backend=backend),
+    accepts=(
+        Accepted("fg-a-b-views", "a", "any strides (copied)", "a, b transposed views",
+                 lambda d, b: (lambda x, w: (fg(x, w, one(d, 0.5), one(d), backend=b),
+                                             fg(x.contiguous(), w.contiguous(), one(d, 0.5), one(d), backend=b)))(
+                     fp8(d, (32, 4)).t(), fp8(d, (32, 8)).t())),
+    ),
     refusals=(
         Refusal("fg-a-type", "a", "a torch.Tensor", "a list", TypeError, "a: expected a torch.Tensor",
                 lambda d: fg([[0]], fp8(d, B), one(d), one(d))),

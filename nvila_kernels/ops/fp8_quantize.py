@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 
 from .. import reference
+from . import _examples as ex
 from ._checks import check_float, check_non_empty, check_same_device, is_fake
 from ._examples import one
 from ._spec import FLOAT_NAMES as F
 from ._spec import OTHER_DEVICE as OTHER
-from ._spec import OpSpec, Output, Refusal
+from ._spec import Accepted, OpSpec, Output, Refusal
 
 __all__ = ["fp8_quantize"]
 
@@ -72,6 +73,7 @@ def kernel_args(a: dict, q: torch.Tensor, scale_out: torch.Tensor) -> tuple:
 
 fq = fp8_quantize
 _ones = lambda d: torch.ones(4, device=d)
+same = ex.same_as_contiguous
 SPEC = OpSpec(
     name="fp8_quantize",
     # q and scale_out are written; scale None = dynamic (amax computed on the device)
@@ -80,6 +82,10 @@ SPEC = OpSpec(
     check=check,
     kernel_args=kernel_args,
     example=lambda d, backend: fq(_ones(d), backend=backend),
+    accepts=(
+        Accepted("fq-x-transposed-view", "x", "any strides (copied)", "a transposed view",
+                 lambda d, b: same(lambda v: fq(v, backend=b)[0].view(torch.uint8), torch.randn(5, 7, device=d).t())),
+    ),
     refusals=(
         Refusal("fq-x-type", "x", "a torch.Tensor", "a list", TypeError, "x: expected a torch.Tensor",
                 lambda d: fq([1.0])),

@@ -10,7 +10,7 @@ from . import _examples as ex
 from ._checks import check_eps, check_layernorm, check_positive_int, check_token_channels
 from ._spec import FLOAT_NAMES as F
 from ._spec import OTHER_DEVICE as OTHER
-from ._spec import OpSpec, Output, Refusal
+from ._spec import Accepted, OpSpec, Output, Refusal
 from .multiscale_merge import check_merge_inputs, merge_refusals
 
 __all__ = ["merge_compress"]
@@ -78,6 +78,7 @@ def kernel_args(a: dict, out: torch.Tensor) -> tuple:
 _last = ex.PLAN.scales[-1]
 D = 2 * 2 * 2 * 8  # k = 2, two scales, C = 8
 mc, feats, PLAN, H4 = merge_compress, ex.features, ex.PLAN, ex.H4
+same = ex.same_as_contiguous
 SPEC = OpSpec(
     name="merge_compress",
     # multiscale_merge's plan, then spatial_compress's k / LayerNorm per h x w block; out is (tokens, k*k*S*C)
@@ -90,6 +91,10 @@ SPEC = OpSpec(
     kernel_args=kernel_args,
     example=lambda d, backend: mc(feats(d), PLAN, 2, **H4, backend=backend),
     differentiable=("features", "ln_weight", "ln_bias"),
+    accepts=(
+        Accepted("mc-features-strided-view", "features", "any strides (copied)", "padded channels",
+                 lambda d, b: same(lambda v: mc(v, PLAN, 2, **H4, backend=b), ex.padded_view(feats(d)))),
+    ),
     refusals=merge_refusals("mc", mc, (2,), (_last.rows * 2 * _last.cols * 2, D)) + (
         Refusal("mc-k-zero", "k", "int >= 1 (k > h, w allowed)", "0", ValueError, "k: expected an int >= 1",
                 lambda d: mc(feats(d), PLAN, 0, **H4)),

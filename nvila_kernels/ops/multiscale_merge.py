@@ -10,7 +10,7 @@ from . import _examples as ex
 from ._checks import check_float, check_plan_type, check_positive_int, check_scale_grids
 from ._spec import FLOAT_NAMES as F
 from ._spec import OTHER_DEVICE as OTHER
-from ._spec import OpSpec, Output, Refusal
+from ._spec import Accepted, OpSpec, Output, Refusal
 
 __all__ = ["multiscale_merge"]
 
@@ -125,6 +125,7 @@ def merge_refusals(p: str, fn, k: tuple, out_shape: tuple) -> tuple[Refusal, ...
 
 
 _last = ex.PLAN.scales[-1]
+mm, same = multiscale_merge, ex.same_as_contiguous
 SPEC = OpSpec(
     name="multiscale_merge",
     # the plan's scales as (rows, cols) lists, ascending; out is (S*C, rows[-1]*h, cols[-1]*w)
@@ -134,5 +135,14 @@ SPEC = OpSpec(
     kernel_args=kernel_args,
     example=lambda d, backend: multiscale_merge(ex.features(d), ex.PLAN, **ex.H4, backend=backend),
     differentiable=("features",),
+    accepts=(
+        Accepted(
+            "mm-features-strided-view",
+            "features",
+            "any strides (copied)",
+            "padded channels",
+            lambda d, b: same(lambda v: mm(v, ex.PLAN, **ex.H4, backend=b), ex.padded_view(ex.features(d))),
+        ),
+    ),
     refusals=merge_refusals("mm", multiscale_merge, (), (2 * 8, _last.rows * 4, _last.cols * 4)),
 )

@@ -13,7 +13,7 @@ from . import _examples as ex
 from ._checks import FLOAT_DTYPES, check_plan_type, check_scale_grids, check_tensor
 from ._spec import FLOAT_NAMES as F
 from ._spec import OTHER_DEVICE as OTHER
-from ._spec import OpSpec, Output, Refusal
+from ._spec import Accepted, OpSpec, Output, Refusal
 
 __all__ = ["multiscale_tile", "multiscale_tile_batch"]
 
@@ -176,6 +176,7 @@ def multiscale_tile_batch(
 mt, mtb, img, PLAN = multiscale_tile, multiscale_tile_batch, ex.image, ex.PLAN
 MTB = "multiscale_tile_batch"
 OUT = (PLAN.n_tiles, 3, 28, 28)
+same, SMALL = ex.same_as_contiguous, plan_tiles(5, 3, (4, 8), 4)
 SPEC = OpSpec(
     name="multiscale_tile",
     # one image (H, W, 3) uint8 -> every tile of every scale (n_tiles, 3, T, T); per-scale grids and pass
@@ -188,6 +189,14 @@ SPEC = OpSpec(
     check=check,
     kernel_args=kernel_args,
     example=lambda d, backend: mt(img(d), PLAN, backend=backend),
+    accepts=(
+        # a 5x3 image, upscaled (few taps): these run the (slow) kernels on every backend
+        Accepted("mt-image-chw-view", "image", "(3, H, W) and any strides (copied)", "channels-first",
+                 lambda d, b: (lambda im: (mt(im.permute(2, 0, 1).contiguous(), SMALL, backend=b),
+                                           mt(im, SMALL, backend=b)))(img(d, (3, 5, 3)))),
+        Accepted("mt-image-strided-view", "image", "any strides (copied)", "a crop of a larger image",
+                 lambda d, b: same(lambda v: mt(v, SMALL, backend=b), img(d, (5, 7, 3))[1:4, 1:6])),
+    ),
     refusals=(
         Refusal("mt-image-type", "image", "a torch.Tensor", "a list", TypeError, "image: expected a torch.Tensor",
                 lambda d: mt([[0]], PLAN)),

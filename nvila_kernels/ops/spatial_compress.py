@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from .. import reference
+from . import _examples as ex
 from ._checks import check_eps, check_float, check_layernorm, check_non_empty, check_positive_int, check_token_channels
 from ._spec import FLOAT_NAMES as F
 from ._spec import OTHER_DEVICE as OTHER
-from ._spec import OpSpec, Output, Refusal
+from ._spec import Accepted, OpSpec, Output, Refusal
 
 __all__ = ["spatial_compress"]
 
@@ -70,6 +71,7 @@ def _out(d, shape=(1, 2, 2, 12), **kw):
 
 
 sc = spatial_compress
+same = ex.same_as_contiguous
 SPEC = OpSpec(
     name="spatial_compress",
     schema="(Tensor x, int k, Tensor? ln_weight, Tensor? ln_bias, float eps, Tensor(a!) out) -> ()",
@@ -78,6 +80,19 @@ SPEC = OpSpec(
     kernel_args=kernel_args,
     example=lambda d, backend: sc(_x(d), 2, backend=backend),
     differentiable=("x", "ln_weight", "ln_bias"),
+    accepts=(
+        Accepted("sc-x-padded-view", "x", "any strides with channel stride 1 (read in place)", "padded rows (view)",
+                 lambda d, b: same(lambda v: sc(v, 2, backend=b), ex.padded_view(_x(d, (2, 5, 3, 4))))),
+        Accepted("sc-x-transposed-view", "x", "H/W transposed view (read in place)", "transposed H and W",
+                 lambda d, b: same(lambda v: sc(v, 2, backend=b), _x(d, (2, 5, 3, 4)).transpose(1, 2))),
+        Accepted("sc-x-expanded-view", "x", "expanded (stride 0) view", "expand of one token",
+                 lambda d, b: same(lambda v: sc(v, 2, backend=b), _x(d, (1, 1, 1, 8)).expand(2, 3, 3, 8))),
+        Accepted("sc-x-channel-strided-view", "x", "channel stride != 1 (copied first)", "every other channel",
+                 lambda d, b: same(lambda v: sc(v, 2, backend=b), _x(d, (1, 4, 4, 6))[..., ::2])),
+        Accepted("sc-ln_weight-strided-view", "ln_weight", "any strides (copied)", "every other element",
+                 lambda d, b: (lambda x: same(lambda v: sc(x, 2, v, backend=b), torch.randn(24, device=d)[::2]))(
+                     _x(d))),
+    ),
     refusals=(
         Refusal("sc-x-type", "x", "a torch.Tensor", "a list", TypeError, "x: expected a torch.Tensor",
                 lambda d: sc([[1.0]], 2)),

@@ -6,9 +6,10 @@ import torch
 
 from .. import reference
 from ._checks import check_float, check_non_empty, check_positive_int
+from ._examples import same_as_contiguous
 from ._spec import FLOAT_NAMES as F
 from ._spec import OTHER_DEVICE as OTHER
-from ._spec import OpSpec, Output, Refusal
+from ._spec import Accepted, OpSpec, Output, Refusal
 
 __all__ = ["temporal_pool"]
 
@@ -53,7 +54,7 @@ def _x(d, shape=(4, 3, 5), dtype=torch.float32):
     return torch.randn(shape, device=d).to(dtype)
 
 
-tp = temporal_pool
+tp, same = temporal_pool, same_as_contiguous
 SPEC = OpSpec(
     name="temporal_pool",
     schema="(Tensor x, int group, Tensor(a!) out) -> ()",
@@ -62,6 +63,16 @@ SPEC = OpSpec(
     kernel_args=kernel_args,
     example=lambda d, backend: tp(_x(d), 2, backend=backend),
     differentiable=("x",),
+    accepts=(
+        Accepted("tp-x-frame-strided-view", "x", "any frame stride, contiguous frames (read in place)",
+                 "every other frame", lambda d, b: same(lambda v: tp(v, 2, backend=b), _x(d, (8, 3, 5))[::2])),
+        Accepted("tp-x-expanded-view", "x", "expanded frames (stride 0)", "one frame expanded to 4",
+                 lambda d, b: same(lambda v: tp(v, 2, backend=b), _x(d, (1, 3, 5)).expand(4, 3, 5))),
+        Accepted("tp-x-1d-strided-view", "x", "1-D strided", "every other element",
+                 lambda d, b: same(lambda v: tp(v, 2, backend=b), _x(d, (16,))[::2])),
+        Accepted("tp-x-noncontiguous-frames", "x", "non-contiguous frames (copied first)", "transposed frames",
+                 lambda d, b: same(lambda v: tp(v, 2, backend=b), _x(d).transpose(1, 2))),
+    ),
     refusals=(
         Refusal("tp-x-type", "x", "a torch.Tensor", "a float", TypeError, "x: expected a torch.Tensor",
                 lambda d: tp(1.0, 1)),
