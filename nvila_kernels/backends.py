@@ -122,7 +122,7 @@ def resolve(op: str, backend: str | None, device: torch.device) -> str:
             f"nvila_kernels: no compiled kernel for {op} on {device.type} tensors "
             f"({unavailable_reason(order[0], device)}); running the slow PyTorch reference. "
             f"`python -m nvila_kernels` shows what is available.",
-            stacklevel=3,
+            stacklevel=4,  # the caller of the public function (<- its OpSpec.run <- resolve)
         )
     return "reference"
 

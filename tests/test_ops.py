@@ -75,7 +75,7 @@ def _sample_args(name, device):
 @pytest.mark.parametrize("name", list(_ops.SCHEMAS))
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_schema_is_the_one_in_ops(backend, name):
-    """Every backend's op has the schema listed once in nvila_kernels/_ops.py
+    """Every backend's op has the schema declared once (nvila_kernels/ops/<op>.py, OpSpec.schema; _ops.SCHEMAS)
     (the Triton op's is inferred from its Python signature: int becomes SymInt and
     the alias set gets a number)."""
 

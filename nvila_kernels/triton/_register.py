@@ -13,18 +13,21 @@ import os
 
 import torch
 
+from ..ops import OPS
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def kernel_op(name: str, mutates_args: set[str]):
-    """Decorator: register `fn(..., out) -> None` as the op `name`."""
+def kernel_op(op: str):
+    """Decorator: register `fn(..., out) -> None` as nvila::<op>_triton (it writes the op's schema outputs)."""
+    name, mutates_args = f"nvila::{op}_triton", OPS[op].mutated
 
     def register(fn):
         if not INTERPRET:
             return torch.library.triton_op(name, mutates_args=mutates_args)(fn)
-        op = torch.library.custom_op(name, mutates_args=mutates_args)(fn)
-        op.register_fake(lambda *args, **kwargs: None)  # only writes `out`
-        return op
+        registered = torch.library.custom_op(name, mutates_args=mutates_args)(fn)
+        registered.register_fake(lambda *args, **kwargs: None)  # only writes its outputs
+        return registered
 
     return register
 

@@ -121,7 +121,7 @@ def _hardware_fp8_cvt(device: torch.device) -> bool:
     return not INTERPRET and device.type == "cuda" and _capability(device) >= (8, 9)
 
 
-@kernel_op("nvila::fp8_quantize_triton", mutates_args={"q", "scale_out"})
+@kernel_op("fp8_quantize")
 def fp8_quantize_triton(x: torch.Tensor, scale: torch.Tensor | None, q: torch.Tensor, scale_out: torch.Tensor) -> None:
     n = x.numel()
     mant, bias = _FP8_FORMATS[q.dtype]
@@ -251,7 +251,7 @@ def _tuner(regime: str, family: str):
 _TUNERS = {key: _tuner(*key) for key in GEMM_TILES} if not INTERPRET else {}
 
 
-@kernel_op("nvila::fp8_gemm_triton", mutates_args={"out"})
+@kernel_op("fp8_gemm")
 def fp8_gemm_triton(
     a: torch.Tensor,
     b: torch.Tensor,

@@ -156,7 +156,7 @@ def _merge_compress_kernel(
     )  # fmt: skip
 
 
-@kernel_op("nvila::merge_compress_triton", mutates_args={"out"})
+@kernel_op("merge_compress")
 def merge_compress_triton(
     features: torch.Tensor,
     scale_rows: list[int],

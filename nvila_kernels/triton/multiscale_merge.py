@@ -46,7 +46,7 @@ def _window(n_in: int, n_out: int) -> int:
     return max(((o + 1) * n_in + n_out - 1) // n_out - (o * n_in) // n_out for o in range(n_out))
 
 
-@kernel_op("nvila::multiscale_merge_triton", mutates_args={"out"})
+@kernel_op("multiscale_merge")
 def multiscale_merge_triton(
     features: torch.Tensor, scale_rows: list[int], scale_cols: list[int], h: int, w: int, out: torch.Tensor
 ) -> None:

@@ -106,7 +106,7 @@ def _tile_kernel(
     _store(out_ptr, base + 2 * T * T, p, mask, ab, m2, s2, EXACT)
 
 
-@kernel_op("nvila::multiscale_tile_triton", mutates_args={"out"})
+@kernel_op("multiscale_tile")
 def multiscale_tile_triton(
     image: torch.Tensor,
     scale_rows: list[int],

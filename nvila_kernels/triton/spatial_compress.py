@@ -93,7 +93,7 @@ def _spatial_compress_kernel(
                 tl.store(out_row + slot * C + c, v, mask=cm)
 
 
-@kernel_op("nvila::spatial_compress_triton", mutates_args={"out"})
+@kernel_op("spatial_compress")
 def spatial_compress_triton(
     x: torch.Tensor,
     k: int,

@@ -22,7 +22,7 @@ def _temporal_pool_kernel(x_ptr, out_ptr, N, sT, group, BLOCK: tl.constexpr):
     tl.store(out_ptr + g * N + offs, (acc / group).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@kernel_op("nvila::temporal_pool_triton", mutates_args={"out"})
+@kernel_op("temporal_pool")
 def temporal_pool_triton(x: torch.Tensor, group: int, out: torch.Tensor) -> None:
     T = x.shape[0]
     N = x.numel() // T
