@@ -179,7 +179,8 @@ class BuildExt(cpp_extension.BuildExtension):
 
 class BuildPy(_build_py):
     """Also installs the torch-free CUDA sources as nvila_kernels/_csrc (cuda/, include/nvila/):
-    without a compiled extension they are compiled at first use with NVRTC (nvila_kernels/_nvrtc.py)."""
+    when the extension was built without CUDA kernels they are compiled at first use with NVRTC
+    (nvila_kernels/_nvrtc.py)."""
 
     def run(self):
         super().run()

@@ -16,9 +16,11 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <initializer_list>
 #include <optional>
 
 #include "../cuda/launchers.h"
+#include "args_layout.h"
 #include "nvila/multiscale_merge.h"
 
 namespace nvila::binding {
@@ -69,6 +71,14 @@ void run_emu(const char* op, const at::Tensor& x, const Args& a) {
 template <typename Args>
 void run_cuda(const char* op, const at::Tensor& x, const Args& a) {
   launch_cuda(op, x, &a, sizeof(Args));
+}
+
+// Registers the fields of op `op`'s args struct `Args` for the args_layout test hook, at
+// static initialization: const bool registered = register_args_layout<Args>(op, {NVILA_ARGS_FIELD(Args, x), ...});
+template <typename Args>
+bool register_args_layout(const char* op, std::initializer_list<ArgsField> fields) {
+  args_layouts().push_back({op, sizeof(Args), fields});
+  return true;
 }
 
 // Whether the cuda backend goes through NVRTC (nvila_kernels._nvrtc set a launcher).

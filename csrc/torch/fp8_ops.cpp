@@ -110,6 +110,19 @@ void fp8_gemm_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& s
   run_cuda("fp8_gemm", a, fp8_gemm_args(a, b, scale_a, scale_b, bias, out));
 }
 
+const bool fp8_quantize_layout = register_args_layout<Fp8QuantizeArgs>(
+    "fp8_quantize", {NVILA_ARGS_FIELD(Fp8QuantizeArgs, x), NVILA_ARGS_FIELD(Fp8QuantizeArgs, dtype),
+                     NVILA_ARGS_FIELD(Fp8QuantizeArgs, n), NVILA_ARGS_FIELD(Fp8QuantizeArgs, scale),
+                     NVILA_ARGS_FIELD(Fp8QuantizeArgs, scale_out), NVILA_ARGS_FIELD(Fp8QuantizeArgs, workspace),
+                     NVILA_ARGS_FIELD(Fp8QuantizeArgs, q), NVILA_ARGS_FIELD(Fp8QuantizeArgs, format)});
+
+const bool fp8_gemm_layout = register_args_layout<Fp8GemmArgs>(
+    "fp8_gemm",
+    {NVILA_ARGS_FIELD(Fp8GemmArgs, a), NVILA_ARGS_FIELD(Fp8GemmArgs, b), NVILA_ARGS_FIELD(Fp8GemmArgs, scale_a),
+     NVILA_ARGS_FIELD(Fp8GemmArgs, scale_b), NVILA_ARGS_FIELD(Fp8GemmArgs, bias), NVILA_ARGS_FIELD(Fp8GemmArgs, out),
+     NVILA_ARGS_FIELD(Fp8GemmArgs, out_dtype), NVILA_ARGS_FIELD(Fp8GemmArgs, M), NVILA_ARGS_FIELD(Fp8GemmArgs, N),
+     NVILA_ARGS_FIELD(Fp8GemmArgs, K)});
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nvila, CPU, m) {

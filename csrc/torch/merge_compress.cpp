@@ -51,6 +51,11 @@ void merge_compress_cuda(const at::Tensor& features, at::IntArrayRef scale_rows,
            merge_compress_args(features, scale_rows, scale_cols, h, w, k, ln_weight, ln_bias, eps, out));
 }
 
+const bool merge_compress_layout = register_args_layout<MergeCompressArgs>(
+    "merge_compress", {NVILA_ARGS_FIELD(MergeCompressArgs, m), NVILA_ARGS_FIELD(MergeCompressArgs, out),
+                       NVILA_ARGS_FIELD(MergeCompressArgs, ln_weight), NVILA_ARGS_FIELD(MergeCompressArgs, ln_bias),
+                       NVILA_ARGS_FIELD(MergeCompressArgs, k), NVILA_ARGS_FIELD(MergeCompressArgs, eps)});
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nvila, CPU, m) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "../cuda/launchers.h"
+#include "args_layout.h"
 
 #ifndef NVILA_CUDA_ARCHS
 #define NVILA_CUDA_ARCHS ""
@@ -60,84 +61,6 @@ PyObject* config_tuple(const nvila::LaunchConfig& c) {
                        c.variant[0], c.variant[1], c.variant[2]);
 }
 
-struct Field {
-  const char* name;
-  size_t offset, size;
-};
-#define NVILA_FIELD(S, f) \
-  Field { #f, offsetof(S, f), sizeof(S::f) }
-
-template <typename Args>
-PyObject* layout(std::initializer_list<Field> fields) {
-  PyObject* d = PyDict_New();
-  for (const Field& f : fields) {
-    PyObject* v = Py_BuildValue("(nn)", Py_ssize_t(f.offset), Py_ssize_t(f.size));
-    PyDict_SetItemString(d, f.name, v);
-    Py_DECREF(v);
-  }
-  return Py_BuildValue("{s:n,s:N}", "sizeof", Py_ssize_t(sizeof(Args)), "fields", d);
-}
-
-using namespace nvila;
-struct OpLayout {
-  const char* name;
-  PyObject* (*layout)();
-};
-const OpLayout kLayouts[] = {
-    {"spatial_compress",
-     [] {
-       using S = SpatialCompressArgs;
-       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, ln_weight), NVILA_FIELD(S, ln_bias),
-                         NVILA_FIELD(S, B), NVILA_FIELD(S, H), NVILA_FIELD(S, W), NVILA_FIELD(S, C), NVILA_FIELD(S, k),
-                         NVILA_FIELD(S, sB), NVILA_FIELD(S, sH), NVILA_FIELD(S, sW), NVILA_FIELD(S, eps),
-                         NVILA_FIELD(S, dtype)});
-     }},
-    {"temporal_pool",
-     [] {
-       using S = TemporalPoolArgs;
-       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, T), NVILA_FIELD(S, N),
-                         NVILA_FIELD(S, group), NVILA_FIELD(S, sT), NVILA_FIELD(S, dtype)});
-     }},
-    {"multiscale_merge",
-     [] {
-       using S = MultiscaleMergeArgs;
-       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, S), NVILA_FIELD(S, C),
-                         NVILA_FIELD(S, h), NVILA_FIELD(S, w), NVILA_FIELD(S, rows), NVILA_FIELD(S, cols),
-                         NVILA_FIELD(S, tile0), NVILA_FIELD(S, dtype)});
-     }},
-    {"merge_compress",
-     [] {
-       using S = MergeCompressArgs;
-       return layout<S>({NVILA_FIELD(S, m), NVILA_FIELD(S, out), NVILA_FIELD(S, ln_weight), NVILA_FIELD(S, ln_bias),
-                         NVILA_FIELD(S, k), NVILA_FIELD(S, eps)});
-     }},
-    {"multiscale_tile",
-     [] {
-       using S = MultiscaleTileArgs;
-       return layout<S>(
-           {NVILA_FIELD(S, image),   NVILA_FIELD(S, out),      NVILA_FIELD(S, H),       NVILA_FIELD(S, W),
-            NVILA_FIELD(S, T),       NVILA_FIELD(S, S),        NVILA_FIELD(S, rows),    NVILA_FIELD(S, cols),
-            NVILA_FIELD(S, tile0),   NVILA_FIELD(S, xoff),     NVILA_FIELD(S, yoff),    NVILA_FIELD(S, vfirst),
-            NVILA_FIELD(S, xbounds), NVILA_FIELD(S, xweights), NVILA_FIELD(S, ybounds), NVILA_FIELD(S, yweights),
-            NVILA_FIELD(S, KX),      NVILA_FIELD(S, KY),       NVILA_FIELD(S, mean),    NVILA_FIELD(S, std),
-            NVILA_FIELD(S, exact),   NVILA_FIELD(S, dtype)});
-     }},
-    {"fp8_quantize",
-     [] {
-       using S = Fp8QuantizeArgs;
-       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, dtype), NVILA_FIELD(S, n), NVILA_FIELD(S, scale),
-                         NVILA_FIELD(S, scale_out), NVILA_FIELD(S, workspace), NVILA_FIELD(S, q),
-                         NVILA_FIELD(S, format)});
-     }},
-    {"fp8_gemm",
-     [] {
-       using S = Fp8GemmArgs;
-       return layout<S>({NVILA_FIELD(S, a), NVILA_FIELD(S, b), NVILA_FIELD(S, scale_a), NVILA_FIELD(S, scale_b),
-                         NVILA_FIELD(S, bias), NVILA_FIELD(S, out), NVILA_FIELD(S, out_dtype), NVILA_FIELD(S, M),
-                         NVILA_FIELD(S, N), NVILA_FIELD(S, K)});
-     }},
-};
-
 const nvila::OpLaunchers* find_op(const char* name) {
   for (const nvila::OpLaunchers& op : nvila::emu::registry())
     if (std::strcmp(op.op, name) == 0) return &op;
@@ -179,11 +102,24 @@ static PyObject* launch_config(PyObject*, PyObject* args) {
   return out;
 }
 
+std::vector<nvila::ArgsLayout>& nvila::args_layouts() {
+  static std::vector<ArgsLayout> layouts;  // filled by csrc/torch/<op>.cpp's NVILA_ARGS_LAYOUT
+  return layouts;
+}
+
 static PyObject* args_layout(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (!name) return nullptr;
-  for (const OpLayout& op : kLayouts)
-    if (std::strcmp(op.name, name) == 0) return op.layout();
+  for (const nvila::ArgsLayout& op : nvila::args_layouts()) {
+    if (std::strcmp(op.op, name) != 0) continue;
+    PyObject* fields = PyDict_New();
+    for (const nvila::ArgsField& f : op.fields) {
+      PyObject* v = Py_BuildValue("(nn)", Py_ssize_t(f.offset), Py_ssize_t(f.size));
+      PyDict_SetItemString(fields, f.name, v);
+      Py_DECREF(v);
+    }
+    return Py_BuildValue("{s:n,s:N}", "sizeof", Py_ssize_t(op.size), "fields", fields);
+  }
   PyErr_Format(PyExc_ValueError, "op: no args struct for %s", name);
   return nullptr;
 }

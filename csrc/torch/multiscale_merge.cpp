@@ -69,6 +69,13 @@ void multiscale_merge_cuda(const at::Tensor& features, at::IntArrayRef scale_row
   run_cuda("multiscale_merge", features, multiscale_merge_args(features, scale_rows, scale_cols, h, w, out));
 }
 
+const bool multiscale_merge_layout = register_args_layout<MultiscaleMergeArgs>(
+    "multiscale_merge", {NVILA_ARGS_FIELD(MultiscaleMergeArgs, x), NVILA_ARGS_FIELD(MultiscaleMergeArgs, out),
+                         NVILA_ARGS_FIELD(MultiscaleMergeArgs, S), NVILA_ARGS_FIELD(MultiscaleMergeArgs, C),
+                         NVILA_ARGS_FIELD(MultiscaleMergeArgs, h), NVILA_ARGS_FIELD(MultiscaleMergeArgs, w),
+                         NVILA_ARGS_FIELD(MultiscaleMergeArgs, rows), NVILA_ARGS_FIELD(MultiscaleMergeArgs, cols),
+                         NVILA_ARGS_FIELD(MultiscaleMergeArgs, tile0), NVILA_ARGS_FIELD(MultiscaleMergeArgs, dtype)});
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nvila, CPU, m) {

@@ -118,6 +118,19 @@ void multiscale_tile_cuda(const at::Tensor& image, at::IntArrayRef scale_rows, a
                                 mean, std, exact, out));
 }
 
+const bool multiscale_tile_layout = register_args_layout<MultiscaleTileArgs>(
+    "multiscale_tile", {NVILA_ARGS_FIELD(MultiscaleTileArgs, image),   NVILA_ARGS_FIELD(MultiscaleTileArgs, out),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, H),       NVILA_ARGS_FIELD(MultiscaleTileArgs, W),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, T),       NVILA_ARGS_FIELD(MultiscaleTileArgs, S),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, rows),    NVILA_ARGS_FIELD(MultiscaleTileArgs, cols),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, tile0),   NVILA_ARGS_FIELD(MultiscaleTileArgs, xoff),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, yoff),    NVILA_ARGS_FIELD(MultiscaleTileArgs, vfirst),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, xbounds), NVILA_ARGS_FIELD(MultiscaleTileArgs, xweights),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, ybounds), NVILA_ARGS_FIELD(MultiscaleTileArgs, yweights),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, KX),      NVILA_ARGS_FIELD(MultiscaleTileArgs, KY),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, mean),    NVILA_ARGS_FIELD(MultiscaleTileArgs, std),
+                        NVILA_ARGS_FIELD(MultiscaleTileArgs, exact),   NVILA_ARGS_FIELD(MultiscaleTileArgs, dtype)});
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nvila, CPU, m) {

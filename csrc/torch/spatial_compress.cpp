@@ -57,6 +57,16 @@ void spatial_compress_cuda(const at::Tensor& x, int64_t k, const std::optional<a
   run_cuda("spatial_compress", x, spatial_compress_args(x, k, ln_weight, ln_bias, eps, out));
 }
 
+const bool spatial_compress_layout = register_args_layout<SpatialCompressArgs>(
+    "spatial_compress",
+    {NVILA_ARGS_FIELD(SpatialCompressArgs, x), NVILA_ARGS_FIELD(SpatialCompressArgs, out),
+     NVILA_ARGS_FIELD(SpatialCompressArgs, ln_weight), NVILA_ARGS_FIELD(SpatialCompressArgs, ln_bias),
+     NVILA_ARGS_FIELD(SpatialCompressArgs, B), NVILA_ARGS_FIELD(SpatialCompressArgs, H),
+     NVILA_ARGS_FIELD(SpatialCompressArgs, W), NVILA_ARGS_FIELD(SpatialCompressArgs, C),
+     NVILA_ARGS_FIELD(SpatialCompressArgs, k), NVILA_ARGS_FIELD(SpatialCompressArgs, sB),
+     NVILA_ARGS_FIELD(SpatialCompressArgs, sH), NVILA_ARGS_FIELD(SpatialCompressArgs, sW),
+     NVILA_ARGS_FIELD(SpatialCompressArgs, eps), NVILA_ARGS_FIELD(SpatialCompressArgs, dtype)});
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nvila, CPU, m) {

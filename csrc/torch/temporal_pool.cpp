@@ -45,6 +45,12 @@ void temporal_pool_cuda(const at::Tensor& x, int64_t group, at::Tensor& out) {
   run_cuda("temporal_pool", x, temporal_pool_args(x, group, out));
 }
 
+const bool temporal_pool_layout = register_args_layout<TemporalPoolArgs>(
+    "temporal_pool", {NVILA_ARGS_FIELD(TemporalPoolArgs, x), NVILA_ARGS_FIELD(TemporalPoolArgs, out),
+                      NVILA_ARGS_FIELD(TemporalPoolArgs, T), NVILA_ARGS_FIELD(TemporalPoolArgs, N),
+                      NVILA_ARGS_FIELD(TemporalPoolArgs, group), NVILA_ARGS_FIELD(TemporalPoolArgs, sT),
+                      NVILA_ARGS_FIELD(TemporalPoolArgs, dtype)});
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nvila, CPU, m) {
