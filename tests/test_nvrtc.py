@@ -131,6 +131,17 @@ def test_arch_for_a_device():
 # ---- what the NVRTC route launches == what the C++ launcher launches ------------------
 
 
+def _tile_call(image, plan, out_dtype, exact):
+    """The schema arguments of nvila::multiscale_tile for `plan`, as nvila_kernels.functional passes them."""
+    H, W, _ = image.shape
+    widths, heights = tuple(s.width for s in plan.scales), tuple(s.height for s in plan.scales)
+    coeffs = [t.to(image.device) for t in resample.plan_coeff_tensors(W, H, widths, heights)]
+    vfirst = [resample.vertical_first(W, H, s.width, s.height) for s in plan.scales]
+    out = torch.empty(plan.n_tiles, 3, plan.tile, plan.tile, dtype=out_dtype, device=image.device)
+    rows, cols = [s.rows for s in plan.scales], [s.cols for s in plan.scales]
+    return (image, rows, cols, vfirst, *coeffs, [0.5, 0.25, 0.75], [0.5, 2.0, 0.25], exact, out)
+
+
 class Recorder:
     """An NVRTC launcher that records instead of launching; its target is the emulator's device."""
 
@@ -219,17 +230,6 @@ def _workspace_mask(op):
         return lambda b: b
     offset, size = _C.args_layout(op)["fields"]["workspace"]
     return lambda b: b[:offset] + bytes(size) + b[offset + size :]
-
-
-def _tile_call(image, plan, out_dtype, exact):
-    """The schema arguments of nvila::multiscale_tile for `plan`, as nvila_kernels.functional passes them."""
-    H, W, _ = image.shape
-    widths, heights = tuple(s.width for s in plan.scales), tuple(s.height for s in plan.scales)
-    coeffs = [t.to(image.device) for t in resample.plan_coeff_tensors(W, H, widths, heights)]
-    vfirst = [resample.vertical_first(W, H, s.width, s.height) for s in plan.scales]
-    out = torch.empty(plan.n_tiles, 3, plan.tile, plan.tile, dtype=out_dtype, device=image.device)
-    rows, cols = [s.rows for s in plan.scales], [s.cols for s in plan.scales]
-    return (image, rows, cols, vfirst, *coeffs, [0.5, 0.25, 0.75], [0.5, 2.0, 0.25], exact, out)
 
 
 # ---- which installs serve the cuda backend through NVRTC --------------------------------
