@@ -3,6 +3,7 @@
 // With NVRTC the plan, the args struct and the kernel names still come from here: the
 // op's registered planner and kernel table (csrc/cuda/<op>.cu, through its emulator
 // build, which every build has); Python only compiles, caches, loads and launches.
+#define PY_SSIZE_T_CLEAN  // Py_ssize_t lengths for the y# formats
 #include <Python.h>
 
 #include <string>

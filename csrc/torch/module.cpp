@@ -1,6 +1,7 @@
 // The Python module nvila_kernels._C. Importing it registers the kernels with
-// the torch dispatcher (TORCH_LIBRARY_IMPL in ops_*.cpp); build_info() says what
+// the torch dispatcher (TORCH_LIBRARY_IMPL in csrc/torch/<op>.cpp); build_info() says what
 // this build contains. Plain CPython API, no torch headers.
+#define PY_SSIZE_T_CLEAN  // Py_ssize_t lengths for the y# formats
 #include <Python.h>
 
 #include <cstddef>
