@@ -50,7 +50,8 @@ static PyObject* emulated_wgmma_count(PyObject*, PyObject*) { return PyLong_From
 // launch_config(op, args, cc, max_dynamic_smem, sm90a): the op's registered planner on its
 // args struct given as bytes: (dtype, grid_x, grid_y, block, smem, (variant...)).
 // args_layout(op): {"sizeof": n, "fields": {name: (offset, size)}} of the op's args struct.
-// emulated_launches(): the emulator's launches since the last call: [(kernel, config, args bytes)].
+// emulated_launches(): the emulator's launches since the last call (the first 1024 are kept):
+// [(kernel, config, args bytes)].
 namespace nvila::binding {
 PyObject* set_nvrtc_launcher(PyObject* launcher);  // csrc/torch/launch.cpp
 }  // namespace nvila::binding
