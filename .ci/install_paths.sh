@@ -5,8 +5,8 @@
 #      CUDA arch list, installed into a fresh target dir: `python -m nvila_kernels`
 #      reports the cpu backend and the compiled archs.
 #   2. NVILA_KERNELS_NO_BUILD=1: a pure-Python wheel; the package imports and says that
-#      no compiled extension is present, and that the CUDA kernels come from NVRTC (it
-#      ships the CUDA sources; cuda-python is in the dev venv).
+#      no compiled extension is present and that, without it, NVRTC cannot stand in for
+#      the CUDA kernels (the launch planners are C++): reference and Triton only.
 #   3. CPU-only torch ($CPU_TORCH, its +cpu wheel) in a fresh venv, installed from the
 #      sdist: the CPU kernels build, CUDA is skipped, and the CPU kernel tests pass.
 # The versions ($PYTHON, $CPU_TORCH) are pinned in the Makefile, which runs this script.
@@ -55,7 +55,7 @@ if compgen -G "$WORK/site-pure/nvila_kernels/_C*" >/dev/null; then
   exit 1
 fi
 probe "$WORK/site-pure" "$PY" "compiled extension: not available (this install has no compiled extension" "backend reference available on cpu" \
-  "CUDA kernels: compiled at first use with NVRTC"
+  "CUDA kernels through NVRTC: unavailable (it needs the compiled extension's launch planners"
 
 echo "== 3. CPU-only torch ($CPU_TORCH+cpu), installed from the sdist"
 "$PYTHON" -m venv "$WORK/venv-cpu"

@@ -4,8 +4,9 @@ Backends:
   reference  pure PyTorch (nvila_kernels.reference), any device, always present
   cpu        C++ kernels of the compiled extension, CPU tensors
   cuda       CUDA kernels of the compiled extension, CUDA tensors; when the extension
-             has none (pure-Python install, no nvcc), the same kernels compiled at
-             first use with NVRTC through cuda-python (nvila_kernels/_nvrtc.py)
+             was built without them (no nvcc), the same kernels compiled at first use
+             with NVRTC through cuda-python (nvila_kernels/_nvrtc.py; $NVILA_KERNELS_NVRTC=1
+             forces it). A pure-Python install (no extension) has no cuda backend.
   triton     Triton kernels: CUDA tensors, or CPU tensors when TRITON_INTERPRET=1
              was set before nvila_kernels was imported (the Triton interpreter)
   emu        the CUDA kernels run on CPU tensors by the SIMT emulator (csrc/emu):
@@ -32,6 +33,7 @@ import torch
 __all__ = [
     "BACKENDS",
     "ENV_VAR",
+    "NVRTC_ENV_VAR",
     "state",
     "resolve",
     "auto_order",
@@ -53,8 +55,8 @@ state = {
     "triton": False,  # Triton kernels imported
     "triton_error": None,
     "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
-    "nvrtc": False,  # the cuda backend is served by NVRTC (_C has no CUDA kernels)
-    "nvrtc_error": None,  # why not, when _C has no CUDA kernels either
+    "nvrtc": False,  # the cuda backend is served by NVRTC (_C has no CUDA kernels, or forced)
+    "nvrtc_error": None,  # why not, when _C has no CUDA kernels
 }
 
 _warned: set[tuple[str, str]] = set()
@@ -65,6 +67,7 @@ def triton_installed() -> bool:
 
 
 def ext_has_cuda() -> bool:
+    """Whether _C was built with CUDA kernels (nvcc)."""
     return state["ext"] is not None and bool(state["ext"].build_info()["cuda"])
 
 
@@ -190,15 +193,23 @@ def _load_extension() -> None:
     state["ext"] = _C
 
 
-def _setup_nvrtc(lib) -> None:
-    """Without CUDA kernels in _C, serve the cuda backend with NVRTC where it can run."""
-    if ext_has_cuda():
+NVRTC_ENV_VAR = "NVILA_KERNELS_NVRTC"
+
+
+def _setup_nvrtc() -> None:
+    """Without CUDA kernels in _C (or with $NVILA_KERNELS_NVRTC=1), serve the cuda backend with
+    NVRTC where it can run: _C's CUDA ops plan and build the launches, NVRTC compiles the kernels."""
+    ext = state["ext"]
+    if ext is None:
+        state["nvrtc_error"] = "it needs the compiled extension's launch planners (nvila_kernels._C)"
+        return
+    if ext_has_cuda() and os.environ.get(NVRTC_ENV_VAR) != "1":
         return
     from . import _nvrtc
 
     reason = _nvrtc.unavailable_reason()
     if reason is None:
-        _nvrtc.register(lib)
+        _nvrtc.register(ext)
         state["nvrtc"] = True
     state["nvrtc_error"] = reason
 
@@ -216,10 +227,10 @@ def _load_triton() -> None:
 
 
 def load(lib: torch.library.Library) -> None:
-    """Fill in `state`: the compiled extension, NVRTC (registering its ops in `lib`), Triton.
-    Called once, by nvila_kernels/__init__.py after the op schemas are defined."""
+    """Fill in `state`: the compiled extension, NVRTC, Triton. Called once, by
+    nvila_kernels/__init__.py after the op schemas are defined (`lib`: their library)."""
     _load_extension()
-    _setup_nvrtc(lib)
+    _setup_nvrtc()
     _load_triton()
 
 

@@ -3,18 +3,19 @@
 Tensors that large do not fit this machine's tests, so the shape logic runs on meta
 tensors (the reference backend) and under FakeTensorMode (each kernel backend: the
 public function validates, allocates its output and calls the op's fake kernel). The
-launch planners (<op>_launch_config in csrc/include/nvila, mirrored in
-nvila_kernels/_nvrtc.py) are called on argument structs describing such sizes: they
-must give a launchable grid whose kernel covers every element (grid-stride loops with
-64-bit indices), or refuse with an over-limit grid the launcher turns into an error,
-and the C++ and Python planners must agree. Expected shapes are the docstrings'
+launch planners (<op>_launch_config in csrc/include/nvila, reached through the
+_C.launch_config test hook) are called on argument structs describing such sizes (packed
+at the C++ field offsets, _C.args_layout): they must give a launchable grid whose kernel
+covers every element (grid-stride loops with 64-bit indices), or refuse with an
+over-limit grid the launcher turns into an error. Expected shapes are the docstrings'
 formulas, written out here. The kernels' index arithmetic itself is listed in
 docs/INPUTS.md ("Sizes beyond 2^31 elements").
 """
 
 from __future__ import annotations
 
-import ctypes
+import struct
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from conftest import KERNEL_BACKENDS, backend_device
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import nvila_kernels as nk
-from nvila_kernels import _nvrtc, backends
+from nvila_kernels import backends
 from nvila_kernels.tiling import ScalePlan, TilePlan, plan_tiles
 
 BIG = 2**31
@@ -95,81 +96,101 @@ def test_fake_shapes_beyond_2_31_elements(backend, name):
 # ---- launch planners --------------------------------------------------------------------
 
 _C = backends.state["ext"]
-TARGETS = [_nvrtc.LaunchTarget(89, 101376, 0), _nvrtc.LaunchTarget(90, 232448, 1)]
 needs_hook = pytest.mark.skipif(
     _C is None or not hasattr(_C, "launch_config"), reason="the C++ planners are reached through nvila_kernels._C"
 )
 A16 = 1 << 12  # a 16-byte aligned fake address
+TARGETS = [(89, 101376, 0), (90, 232448, 1)]  # LaunchTarget: cc, max dynamic smem, sm90a
 
 
-def _plans(op: str, args) -> list[_nvrtc.LaunchConfig]:
-    """The launch plan of `args` per target, the same from C++ and from the Python mirror."""
-    out = []
-    for t in TARGETS:
-        py = _nvrtc.OPS[op].plan(args, t)
-        assert tuple(py) == _C.launch_config(op, bytes(args), *t), f"{op} {t}: Python and C++ plans differ"
-        out.append(py)
-    return out
+class Plan(NamedTuple):  # nvila::LaunchConfig
+    dtype: int
+    grid_x: int
+    grid_y: int
+    block: int
+    smem: int
+    variant: tuple[int, int, int]
 
 
-def _merge_args(rows, cols, h, w, C):
-    n = len(rows)
-    arr = ctypes.c_int64 * 8
-    tile0 = [sum(r * c for r, c in zip(rows[:s], cols[:s], strict=True)) for s in range(n)]
-    pad = [0] * (8 - n)
-    return _nvrtc.MultiscaleMergeArgs(A16, A16, n, C, h, w, arr(*rows, *pad), arr(*cols, *pad), arr(*tile0, *pad), 1)
+def grid_ok(c: Plan) -> bool:
+    return c.grid_x <= 0x7FFFFFFF and c.grid_y <= 65535
+
+
+def pack(op: str, **fields) -> bytes:
+    """The op's C++ args struct with `fields` set (ints, floats, lists for arrays, bytes for
+    nested structs), the rest zero, at the offsets and sizes _C reports."""
+    layout = _C.args_layout(op)
+    buf = bytearray(layout["sizeof"])
+    for name, value in fields.items():
+        offset, size = layout["fields"][name]
+        if isinstance(value, bytes):
+            raw = value
+        elif isinstance(value, float):
+            raw = struct.pack("<f", value)
+        elif isinstance(value, list):
+            n = size // 8 if size % 8 == 0 and size >= 64 else size  # int64[8] or bool[8]
+            raw = b"".join(v.to_bytes(size // n, "little", signed=True) for v in value + [0] * (n - len(value)))
+        else:
+            raw = value.to_bytes(size, "little", signed=True)
+        assert len(raw) == size, name
+        buf[offset : offset + size] = raw
+    return bytes(buf)
+
+
+def _plans(op: str, **fields) -> list[Plan]:
+    """The C++ launch plan of the args struct with `fields`, per target."""
+    args = pack(op, **fields)
+    return [Plan(*_C.launch_config(op, args, *t)) for t in TARGETS]
+
+
+def _merge_fields(rows, cols, h, w, C):
+    tile0 = [sum(r * c for r, c in zip(rows[:s], cols[:s], strict=True)) for s in range(len(rows))]
+    return dict(x=A16, out=A16, S=len(rows), C=C, h=h, w=w, rows=rows, cols=cols, tile0=tile0, dtype=1)
 
 
 @needs_hook
 def test_grid_stride_plans_beyond_2_31_elements():
     """Ops with grid-stride loops over 64-bit indices: a capped, launchable grid for any size."""
-    S = _nvrtc
     # spatial_compress: 2 x 2^16 x 2^16 output tokens (k = 1): one block per token, capped at 2^30 blocks
-    sc = S.SpatialCompressArgs(A16, A16, None, None, 2, 2**16, 2**16, 8, 1, 2**35, 2**19, 8, 1e-5, 1)
-    for c in _plans("spatial_compress", sc):
-        assert S.grid_ok(c) and c.grid_x == 2**30
+    sc = dict(x=A16, out=A16, B=2, H=2**16, W=2**16, C=8, k=1, sB=2**35, sH=2**19, sW=8, eps=1e-5, dtype=1)
+    for c in _plans("spatial_compress", **sc):
+        assert grid_ok(c) and c.grid_x == 2**30
     # temporal_pool: 2^31 groups x 2^8 elements per frame
-    tp = S.TemporalPoolArgs(A16, A16, 2**34, 2**8, 8, 2**8, 0)
-    for c in _plans("temporal_pool", tp):
-        assert S.grid_ok(c) and c.grid_x == 65536 * 8 and c.block == 256
+    for c in _plans("temporal_pool", x=A16, out=A16, T=2**34, N=2**8, group=8, sT=2**8, dtype=0):
+        assert grid_ok(c) and c.grid_x == 65536 * 8 and c.block == 256
     # fp8_quantize: 2^34 elements, at most 4096 blocks
-    fq = S.Fp8QuantizeArgs(A16, 0, 2**34, None, A16, A16, A16, 0)
-    for c in _plans("fp8_quantize", fq):
-        assert S.grid_ok(c) and c.grid_x == 4096
+    for c in _plans("fp8_quantize", x=A16, n=2**34, scale_out=A16, workspace=A16, q=A16):
+        assert grid_ok(c) and c.grid_x == 4096
     # multiscale_tile: 2^33 output pixels (beyond the functional caps; the planner alone)
-    arr = ctypes.c_int64 * 8
-    mt = S.MultiscaleTileArgs(A16, A16, 16384, 16384, 2**15, 1)
-    mt.rows, mt.cols, mt.tile0 = arr(2, *[0] * 7), arr(4, *[0] * 7), arr()
-    for c in _plans("multiscale_tile", mt):
-        assert S.grid_ok(c) and c.grid_x == 65536 * 8
+    mt = dict(image=A16, out=A16, H=16384, W=16384, T=2**15, S=1, rows=[2], cols=[4], tile0=[0])
+    for c in _plans("multiscale_tile", **mt):
+        assert grid_ok(c) and c.grid_x == 65536 * 8
 
 
 @needs_hook
 def test_fp8_gemm_plans_every_row_beyond_65535_tiles():
     """fp8_gemm's grid is 1-D over output tiles: M is not bound by CUDA's grid_y limit (65535)."""
     for M, N in [(65536 * 64 + 1, 2), (2**26, 4096), (1, 2**31 - 1), (2**31, 2**16)]:
-        args = _nvrtc.Fp8GemmArgs(A16, A16, A16, A16, None, A16, 2, M, N, 64)
-        for t, c in zip(TARGETS, _plans("fp8_gemm", args), strict=True):
-            bm, bn = (64, 128) if t.sm90a else (64, 64)
+        fields = dict(a=A16, b=A16, scale_a=A16, scale_b=A16, out=A16, out_dtype=2, M=M, N=N, K=64)
+        for (_, _, sm90a), c in zip(TARGETS, _plans("fp8_gemm", **fields), strict=True):
+            bm, bn = (64, 128) if sm90a else (64, 64)
             assert (c.grid_x, c.grid_y) == (_cdiv(M, bm) * _cdiv(N, bn), 1)
-            assert _nvrtc.grid_ok(c) == (c.grid_x < BIG)  # the last case: 2^35 tiles, refused
+            assert grid_ok(c) == (c.grid_x < BIG)  # the last case: 2^35 tiles, refused
 
 
 @needs_hook
 def test_merge_plans_refuse_beyond_32_bit_indexing():
     """multiscale_merge / merge_compress index tokens in 32 bits: beyond 2^31 feature tokens the
     plan is an over-limit grid (the launcher's error), just below it a launchable one."""
-    S = _nvrtc
     # 2^14 tiles of 2^9 x 2^9 tokens = 2^32 tokens: refused
-    big = _merge_args([128], [128], 512, 512, 1)
-    for c in _plans("multiscale_merge", big):
-        assert not S.grid_ok(c)
-    mc = S.MergeCompressArgs(big, A16, None, None, 2, 1e-5)
-    for c in _plans("merge_compress", mc):
-        assert not S.grid_ok(c)
+    big = _merge_fields([128], [128], 512, 512, 1)
+    for c in _plans("multiscale_merge", **big):
+        assert not grid_ok(c)
+    for c in _plans("merge_compress", m=pack("multiscale_merge", **big), out=A16, k=2, eps=1e-5):
+        assert not grid_ok(c)
     # NVILA-8B's largest plan (1 + 4 + 12 tiles of 32 x 32 x 1152): launchable
-    ok = _merge_args([1, 2, 3], [1, 2, 4], 32, 32, 1152)
-    for c in _plans("multiscale_merge", ok):
-        assert S.grid_ok(c) and c.grid_x > 0
-    for c in _plans("merge_compress", S.MergeCompressArgs(ok, A16, None, None, 2, 1e-5)):
-        assert S.grid_ok(c) and c.grid_x == 4 * 16 * 3 * 16
+    ok = _merge_fields([1, 2, 3], [1, 2, 4], 32, 32, 1152)
+    for c in _plans("multiscale_merge", **ok):
+        assert grid_ok(c) and c.grid_x > 0
+    for c in _plans("merge_compress", m=pack("multiscale_merge", **ok), out=A16, k=2, eps=1e-5):
+        assert grid_ok(c) and c.grid_x == 4 * 16 * 3 * 16

@@ -240,7 +240,7 @@ def test_info_cli():
 @pytest.mark.parametrize("backend", ["cpu", "emu"])
 def test_raw_ops_check_their_arguments(backend):
     """Calling torch.ops.nvila.* directly, past the Python checks, still gives a
-    clear error, never a crash (the memory-safety checks of csrc/torch/args.h)."""
+    clear error, never a crash (the memory-safety checks of csrc/torch/<op>.cpp)."""
     x = torch.randn(1, 4, 4, 3)
     with pytest.raises(RuntimeError, match=r"out: expected a contiguous tensor of shape \(1, 2, 2, 12\)"):
         _op("spatial_compress", backend)(x, 2, None, None, 1e-5, torch.empty(1, 2, 2, 11))

@@ -33,8 +33,8 @@
 #include <vector>
 
 #include "avx2.h"
-#include "kernels.h"
 #include "nvila/dtype.h"
+#include "nvila/fp8_ops.h"
 
 namespace nvila::cpu {
 namespace {

@@ -8,6 +8,8 @@
 // sum-of-squares pass and one pass that normalizes, converts and writes the output
 // row (streaming stores for large outputs: no read-for-ownership of the output).
 // The gather and the last pass have an AVX2 version (avx2.h) and a portable one.
+#include "nvila/merge_compress.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -16,7 +18,6 @@
 #include <vector>
 
 #include "avx2.h"
-#include "kernels.h"
 #include "layernorm_row.h"
 #include "nvila/dtype.h"
 #include "nvila/layernorm.h"

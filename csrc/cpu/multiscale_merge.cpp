@@ -3,12 +3,13 @@
 // output pixel sums its window of C-channel feature rows (contiguous reads) into an
 // fp32 row buffer (W x C), which is then written transposed to the channel-first
 // output, contiguous along x for each channel.
+#include "nvila/multiscale_merge.h"
+
 #include <omp.h>
 
 #include <algorithm>
 #include <vector>
 
-#include "kernels.h"
 #include "nvila/dtype.h"
 
 namespace nvila::cpu {

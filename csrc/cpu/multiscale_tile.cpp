@@ -16,6 +16,8 @@
 // sums, the clip to levels and the fp32 normalize with AVX2 intrinsics (the same
 // integer and fp32 operations, so the same bits as the portable code); large fp32
 // outputs are written with streaming stores, on huge pages where Linux gives them.
+#include "nvila/multiscale_tile.h"
+
 #include <emmintrin.h>
 #include <omp.h>
 
@@ -25,7 +27,6 @@
 #include <vector>
 
 #include "avx2.h"
-#include "kernels.h"
 #include "nvila/dtype.h"
 #include "stream_store.h"
 

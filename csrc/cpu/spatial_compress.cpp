@@ -3,6 +3,8 @@
 // row is staged once in an fp32 buffer (D*4 bytes, L1/L2 resident) for the
 // statistics passes and the normalized write, so every input element is read
 // from memory once and every output element written once.
+#include "nvila/spatial_compress.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -10,7 +12,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels.h"
 #include "layernorm_row.h"
 #include "nvila/dtype.h"
 #include "nvila/layernorm.h"

@@ -1,11 +1,12 @@
 // CPU kernel of temporal_pool: out[g, n] = mean_t x[g*group + t, n], fp32 sums.
 // Work is split over (group, chunk of N) so both long videos and few frames with
 // many tokens keep every core busy; each chunk accumulates in a small fp32 buffer.
+#include "nvila/temporal_pool.h"
+
 #include <omp.h>
 
 #include <algorithm>
 
-#include "kernels.h"
 #include "nvila/dtype.h"
 
 namespace nvila::cpu {

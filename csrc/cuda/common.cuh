@@ -18,6 +18,7 @@
 #define NVILA_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, static_cast<cudaStream_t>(stream)>>>
 #endif
 
+#include "launchers.h"
 #include "nvila/common.h"
 #include "nvila/dtype.h"
 
@@ -48,16 +49,67 @@ cudaError_t allow_dynamic_smem(Kernel kernel, size_t bytes) {
 #endif
 }
 
-// Launches `kernel(args)` as planned by `c` on `stream`; 0 or a CUDA error code.
+// One kernel instance in an op's table: the plan key that selects it, its name
+// expression (NVRTC compiles and looks it up by this name) and the function.
+// NVILA_KERNEL(F32, 4, 1, 0, kernel<float, 4, true, true>) spells the name once: the
+// name is the stringized template-id, qualified as it must be at global scope.
 template <typename Args>
-int launch_planned(void (*kernel)(Args), const LaunchConfig& c, const Args& args, void* stream) {
+struct Kernel {
+  KernelName id;
+  void (*fn)(Args);
+};
+#define NVILA_KERNEL(dtype, v0, v1, v2, ...) {{{::nvila::DType::dtype, {v0, v1, v2}}, #__VA_ARGS__}, __VA_ARGS__}
+
+#ifdef NVILA_EMU
+void record_launch(const char* kernel, const LaunchConfig& c, const void* args, size_t size);
+#endif
+
+// Launches `k(args)` as planned by `c` on `stream`; 0 or a CUDA error code.
+template <typename Args>
+int launch_planned(const Kernel<Args>& k, const LaunchConfig& c, const Args& args, void* stream) {
   if (c.grid_x == 0) return 0;
   if (!grid_ok(c)) return int(cudaErrorInvalidValue);
-  if (const cudaError_t e = allow_dynamic_smem(kernel, size_t(c.smem)); e != cudaSuccess) return int(e);
-  NVILA_LAUNCH(kernel, dim3(unsigned(c.grid_x), unsigned(c.grid_y)), dim3(unsigned(c.block)), size_t(c.smem),
+  if (const cudaError_t e = allow_dynamic_smem(k.fn, size_t(c.smem)); e != cudaSuccess) return int(e);
+#ifdef NVILA_EMU
+  record_launch(k.id.name, c, &args, sizeof(Args));
+#endif
+  NVILA_LAUNCH(k.fn, dim3(unsigned(c.grid_x), unsigned(c.grid_y)), dim3(unsigned(c.block)), size_t(c.smem),
                stream)(args);
   return int(cudaGetLastError());
 }
+
+// Launches, in table order, every kernel of `table` the plan `c` selects (nvila/common.h
+// selects()); none selected is a planner/table mismatch: invalid value.
+template <typename Args, size_t N>
+int launch_selected(const Kernel<Args> (&table)[N], const LaunchConfig& c, const Args& args, void* stream) {
+  if (c.grid_x == 0) return 0;
+  bool any = false;
+  for (const Kernel<Args>& k : table) {
+    if (!selects(c, k.id.key)) continue;
+    any = true;
+    if (const int e = launch_planned(k, c, args, stream); e != 0) return e;
+  }
+  return any ? 0 : int(cudaErrorInvalidValue);
+}
+
+// Registers an op's planner `Plan`, kernel table `Table` and launcher `Launch` (int(const
+// Args&, void* stream)) under the name `op` in this namespace's registry (launchers.h).
+template <typename Args, LaunchConfig (*Plan)(const Args&, const LaunchTarget&), int (*Launch)(const Args&, void*)>
+struct OpRegistration {
+  template <size_t N>
+  OpRegistration(const char* op, const char* file, const Kernel<Args> (&table)[N]) {
+    std::string source = file;
+    source = source.substr(source.find_last_of('/') + 1);
+    std::vector<KernelName> names;
+    for (const Kernel<Args>& k : table) names.push_back(k.id);
+    registry().push_back(
+        OpLaunchers{op, source, sizeof(Args), names,
+                    [](const void* a, const LaunchTarget& t) { return Plan(*static_cast<const Args*>(a), t); },
+                    [](const void* a, void* stream) { return Launch(*static_cast<const Args*>(a), stream); }});
+  }
+};
+#define NVILA_REGISTER_OP(op, Args, table, launch) \
+  const OpRegistration<Args, op##_launch_config, launch> op##_registration(#op, __FILE__, table)
 #endif
 
 // N elements of T moved as one (16-byte when N * sizeof(T) == 16) access.

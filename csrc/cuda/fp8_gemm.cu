@@ -229,23 +229,30 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_wgmma_kernel(Fp8GemmArgs p)
 }
 
 #ifndef __CUDACC_RTC__
-template <typename OutT>
-int launch(const Fp8GemmArgs& p, void* stream) {
-  const LaunchConfig c = fp8_gemm_launch_config(p, launch_target());
-  void (*kernel)(Fp8GemmArgs);
-  if (c.variant[1])
-    kernel = c.variant[0] ? fp8_gemm_wgmma_kernel<OutT, true> : fp8_gemm_wgmma_kernel<OutT, false>;
-  else
-    kernel = c.variant[0] ? fp8_gemm_kernel<OutT, true> : fp8_gemm_kernel<OutT, false>;
-  return launch_planned(kernel, c, p, stream);
+// Every instance the planner may select, keyed by (dtype, variant): ALIGNED, wgmma.
+const Kernel<Fp8GemmArgs> kKernels[] = {
+    NVILA_KERNEL(F32, 0, 0, 0, fp8_gemm_kernel<float, false>),
+    NVILA_KERNEL(F32, 1, 0, 0, fp8_gemm_kernel<float, true>),
+    NVILA_KERNEL(F32, 0, 1, 0, fp8_gemm_wgmma_kernel<float, false>),
+    NVILA_KERNEL(F32, 1, 1, 0, fp8_gemm_wgmma_kernel<float, true>),
+    NVILA_KERNEL(F16, 0, 0, 0, fp8_gemm_kernel<nvila::half_t, false>),
+    NVILA_KERNEL(F16, 1, 0, 0, fp8_gemm_kernel<nvila::half_t, true>),
+    NVILA_KERNEL(F16, 0, 1, 0, fp8_gemm_wgmma_kernel<nvila::half_t, false>),
+    NVILA_KERNEL(F16, 1, 1, 0, fp8_gemm_wgmma_kernel<nvila::half_t, true>),
+    NVILA_KERNEL(BF16, 0, 0, 0, fp8_gemm_kernel<nvila::bf16_t, false>),
+    NVILA_KERNEL(BF16, 1, 0, 0, fp8_gemm_kernel<nvila::bf16_t, true>),
+    NVILA_KERNEL(BF16, 0, 1, 0, fp8_gemm_wgmma_kernel<nvila::bf16_t, false>),
+    NVILA_KERNEL(BF16, 1, 1, 0, fp8_gemm_wgmma_kernel<nvila::bf16_t, true>),
+};
+
+int launch(const Fp8GemmArgs& a, void* stream) {
+  return launch_selected(kKernels, fp8_gemm_launch_config(a, launch_target()), a, stream);
 }
 #endif
 }  // namespace
 
 #ifndef __CUDACC_RTC__
-int fp8_gemm(const Fp8GemmArgs& p, void* stream) {
-  return dispatch_dtype(p.out_dtype, [&](auto t) { return launch<decltype(t)>(p, stream); });
-}
+NVILA_REGISTER_OP(fp8_gemm, Fp8GemmArgs, kKernels, launch);
 #endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -53,31 +53,27 @@ __global__ void __launch_bounds__(kThreads) fp8_quantize_kernel(Fp8QuantizeArgs 
 }
 
 #ifndef __CUDACC_RTC__
-template <typename T, Fp8Format F>
-int launch(const Fp8QuantizeArgs& p, void* stream) {
-  const LaunchConfig c = fp8_quantize_launch_config(p, launch_target());
-  if (c.variant[0]) {  // dynamic scale: amax first
-    if (!p.workspace) return int(cudaErrorInvalidValue);
-    if (const cudaError_t e = cudaMemsetAsync(p.workspace, 0, sizeof(float), static_cast<cudaStream_t>(stream));
-        e != cudaSuccess)
-      return int(e);
-    if (const int e = launch_planned(fp8_amax_kernel<T>, c, p, stream); e != 0) return e;
-  }
-  return launch_planned(fp8_quantize_kernel<T, F>, c, p, stream);
-}
+// Every instance the planner may select, keyed by (dtype, variant): dynamic (the amax kernel first), Fp8Format.
+const Kernel<Fp8QuantizeArgs> kKernels[] = {
+    NVILA_KERNEL(F32, 1, kAnyVariant, 0, fp8_amax_kernel<float>),
+    NVILA_KERNEL(F16, 1, kAnyVariant, 0, fp8_amax_kernel<nvila::half_t>),
+    NVILA_KERNEL(BF16, 1, kAnyVariant, 0, fp8_amax_kernel<nvila::bf16_t>),
+    NVILA_KERNEL(F32, kAnyVariant, 0, 0, fp8_quantize_kernel<float, nvila::Fp8Format::E4M3>),
+    NVILA_KERNEL(F32, kAnyVariant, 1, 0, fp8_quantize_kernel<float, nvila::Fp8Format::E5M2>),
+    NVILA_KERNEL(F16, kAnyVariant, 0, 0, fp8_quantize_kernel<nvila::half_t, nvila::Fp8Format::E4M3>),
+    NVILA_KERNEL(F16, kAnyVariant, 1, 0, fp8_quantize_kernel<nvila::half_t, nvila::Fp8Format::E5M2>),
+    NVILA_KERNEL(BF16, kAnyVariant, 0, 0, fp8_quantize_kernel<nvila::bf16_t, nvila::Fp8Format::E4M3>),
+    NVILA_KERNEL(BF16, kAnyVariant, 1, 0, fp8_quantize_kernel<nvila::bf16_t, nvila::Fp8Format::E5M2>),
+};
 
-template <typename T>
-int dispatch_format(const Fp8QuantizeArgs& p, void* stream) {
-  return p.format == Fp8Format::E4M3 ? launch<T, Fp8Format::E4M3>(p, stream) : launch<T, Fp8Format::E5M2>(p, stream);
+int launch(const Fp8QuantizeArgs& a, void* stream) {
+  return launch_selected(kKernels, fp8_quantize_launch_config(a, launch_target()), a, stream);
 }
 #endif
 }  // namespace
 
 #ifndef __CUDACC_RTC__
-int fp8_quantize(const Fp8QuantizeArgs& p, void* stream) {
-  if (p.n == 0) return 0;
-  return dispatch_dtype(p.dtype, [&](auto t) { return dispatch_format<decltype(t)>(p, stream); });
-}
+NVILA_REGISTER_OP(fp8_quantize, Fp8QuantizeArgs, kKernels, launch);
 #endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -1,27 +1,54 @@
 // Host-side entry points of the CUDA kernels. The same .cu sources are built
 // twice: by nvcc into nvila::cuda (real GPU launches) and by g++ with
 // csrc/emu/emu.h into nvila::emu (SIMT emulation on the CPU, for the tests).
-// `stream` is a cudaStream_t (ignored by the emulator). Each returns 0 or a CUDA
-// error code that error_string() describes. No CUDA or torch headers needed.
+// Each .cu file registers its ops here (NVILA_REGISTER_OP, csrc/cuda/common.cuh): the
+// launch planner, the kernel instances and the launcher, looked up by op name; the
+// bindings (csrc/torch) launch through it and NVRTC compiles the instances it names.
+// No CUDA or torch headers needed; NVRTC sees none of it.
 #pragma once
 
-#include "nvila/fp8_ops.h"
-#include "nvila/merge_compress.h"
-#include "nvila/multiscale_merge.h"
-#include "nvila/multiscale_tile.h"
-#include "nvila/spatial_compress.h"
-#include "nvila/temporal_pool.h"
+#ifndef __CUDACC_RTC__
+#include <cstddef>
+#include <string>
+#include <vector>
 
-#define NVILA_DECLARE_LAUNCHERS(NS)                                 \
-  namespace nvila::NS {                                             \
-  int spatial_compress(const SpatialCompressArgs& a, void* stream); \
-  int temporal_pool(const TemporalPoolArgs& a, void* stream);       \
-  int multiscale_merge(const MultiscaleMergeArgs& a, void* stream); \
-  int merge_compress(const MergeCompressArgs& a, void* stream);     \
-  int multiscale_tile(const MultiscaleTileArgs& a, void* stream);   \
-  int fp8_quantize(const Fp8QuantizeArgs& a, void* stream);         \
-  int fp8_gemm(const Fp8GemmArgs& a, void* stream);                 \
-  const char* error_string(int code);                               \
+#include "nvila/common.h"
+
+namespace nvila {
+
+// One kernel instance of an op: the plan key that selects it and its name expression
+// inside namespace nvila::cuda, e.g. "spatial_compress_kernel<nvila::half_t, 8, true, true>".
+struct KernelName {
+  KernelKey key;
+  const char* name;
+};
+
+// One op's CUDA code as built in one namespace (cuda or emu). The launch functions take
+// the op's args struct (`args_size` bytes) by address.
+struct OpLaunchers {
+  const char* op;      // nvila::<op>_cuda / _emu
+  std::string source;  // the .cu file, relative to csrc/cuda
+  size_t args_size;
+  std::vector<KernelName> kernels;
+  LaunchConfig (*plan)(const void* args, const LaunchTarget& t);
+  int (*launch)(const void* args, void* stream);  // plans for the current device and launches: 0 or an error code
+};
+
+// What the emulator launched (test hook, nvila::emu::take_launches).
+struct LaunchRecord {
+  std::string kernel;  // the KernelName's name
+  LaunchConfig config;
+  std::string args;  // the args struct's bytes
+};
+
+}  // namespace nvila
+
+#define NVILA_DECLARE_LAUNCHERS(NS)                                   \
+  namespace nvila::NS {                                               \
+  std::vector<OpLaunchers>& registry();                               \
+  /* nullptr if no .cu file registered `op` (or args_size differs) */ \
+  const OpLaunchers* find_op(const char* op, size_t args_size);       \
+  const char* error_string(int code);                                 \
   }
 
 NVILA_DECLARE_LAUNCHERS(cuda)
@@ -29,9 +56,11 @@ NVILA_DECLARE_LAUNCHERS(emu)
 
 // Test hooks of the emulator: the compute capability the emulated device reports
 // (major * 10 + minor, default 89; launchers that choose kernels by architecture
-// follow it), returning the previous one; and the number of warpgroup MMAs
-// (wgmma.mma_async) executed so far.
+// follow it), returning the previous one; the number of warpgroup MMAs
+// (wgmma.mma_async) executed so far; and the launches since the last call.
 namespace nvila::emu {
 int set_compute_capability(int cc);
 int64_t wgmma_count();
+std::vector<LaunchRecord> take_launches();
 }  // namespace nvila::emu
+#endif

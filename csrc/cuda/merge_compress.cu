@@ -174,27 +174,36 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks) merge_compress_kernel
 }
 
 #ifndef __CUDACC_RTC__
-template <typename T, int VEC>
-int launch(const MergeCompressArgs& a, const LaunchConfig& c, void* stream) {
-  void (*kernel)(MergeCompressArgs) = c.variant[1] == kLayerNormNone     ? merge_compress_kernel<T, VEC, false, false>
-                                      : c.variant[1] == kLayerNormCached ? merge_compress_kernel<T, VEC, true, true>
-                                                                         : merge_compress_kernel<T, VEC, true, false>;
-  return launch_planned(kernel, c, a, stream);
-}
+// Every instance the planner may select, keyed by (dtype, variant): VEC, LayerNormVariant.
+const Kernel<MergeCompressArgs> kKernels[] = {
+    NVILA_KERNEL(F32, 1, kLayerNormNone, 0, merge_compress_kernel<float, 1, false, false>),
+    NVILA_KERNEL(F32, 1, kLayerNormCached, 0, merge_compress_kernel<float, 1, true, true>),
+    NVILA_KERNEL(F32, 1, kLayerNormUncached, 0, merge_compress_kernel<float, 1, true, false>),
+    NVILA_KERNEL(F32, 4, kLayerNormNone, 0, merge_compress_kernel<float, 4, false, false>),
+    NVILA_KERNEL(F32, 4, kLayerNormCached, 0, merge_compress_kernel<float, 4, true, true>),
+    NVILA_KERNEL(F32, 4, kLayerNormUncached, 0, merge_compress_kernel<float, 4, true, false>),
+    NVILA_KERNEL(F16, 1, kLayerNormNone, 0, merge_compress_kernel<nvila::half_t, 1, false, false>),
+    NVILA_KERNEL(F16, 1, kLayerNormCached, 0, merge_compress_kernel<nvila::half_t, 1, true, true>),
+    NVILA_KERNEL(F16, 1, kLayerNormUncached, 0, merge_compress_kernel<nvila::half_t, 1, true, false>),
+    NVILA_KERNEL(F16, 8, kLayerNormNone, 0, merge_compress_kernel<nvila::half_t, 8, false, false>),
+    NVILA_KERNEL(F16, 8, kLayerNormCached, 0, merge_compress_kernel<nvila::half_t, 8, true, true>),
+    NVILA_KERNEL(F16, 8, kLayerNormUncached, 0, merge_compress_kernel<nvila::half_t, 8, true, false>),
+    NVILA_KERNEL(BF16, 1, kLayerNormNone, 0, merge_compress_kernel<nvila::bf16_t, 1, false, false>),
+    NVILA_KERNEL(BF16, 1, kLayerNormCached, 0, merge_compress_kernel<nvila::bf16_t, 1, true, true>),
+    NVILA_KERNEL(BF16, 1, kLayerNormUncached, 0, merge_compress_kernel<nvila::bf16_t, 1, true, false>),
+    NVILA_KERNEL(BF16, 8, kLayerNormNone, 0, merge_compress_kernel<nvila::bf16_t, 8, false, false>),
+    NVILA_KERNEL(BF16, 8, kLayerNormCached, 0, merge_compress_kernel<nvila::bf16_t, 8, true, true>),
+    NVILA_KERNEL(BF16, 8, kLayerNormUncached, 0, merge_compress_kernel<nvila::bf16_t, 8, true, false>),
+};
 
-template <typename T>
-int dispatch_vec(const MergeCompressArgs& a, void* stream) {
-  const LaunchConfig c = merge_compress_launch_config(a, launch_target());
-  return c.variant[0] == 1 ? launch<T, 1>(a, c, stream) : launch<T, 16 / sizeof(T)>(a, c, stream);
+int launch(const MergeCompressArgs& a, void* stream) {
+  return launch_selected(kKernels, merge_compress_launch_config(a, launch_target()), a, stream);
 }
 #endif
-
 }  // namespace
 
 #ifndef __CUDACC_RTC__
-int merge_compress(const MergeCompressArgs& a, void* stream) {
-  return dispatch_dtype(a.m.dtype, [&](auto t) { return dispatch_vec<decltype(t)>(a, stream); });
-}
+NVILA_REGISTER_OP(merge_compress, MergeCompressArgs, kKernels, launch);
 #endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -75,17 +75,21 @@ __global__ void __launch_bounds__(kMultiscaleMergeThreads, 4) multiscale_merge_k
 }
 
 #ifndef __CUDACC_RTC__
-template <typename T>
+// Every instance the planner may select, keyed by (dtype, variant): the element type only.
+const Kernel<MultiscaleMergeArgs> kKernels[] = {
+    NVILA_KERNEL(F32, 0, 0, 0, multiscale_merge_kernel<float>),
+    NVILA_KERNEL(F16, 0, 0, 0, multiscale_merge_kernel<nvila::half_t>),
+    NVILA_KERNEL(BF16, 0, 0, 0, multiscale_merge_kernel<nvila::bf16_t>),
+};
+
 int launch(const MultiscaleMergeArgs& a, void* stream) {
-  return launch_planned(multiscale_merge_kernel<T>, multiscale_merge_launch_config(a, launch_target()), a, stream);
+  return launch_selected(kKernels, multiscale_merge_launch_config(a, launch_target()), a, stream);
 }
 #endif
 }  // namespace
 
 #ifndef __CUDACC_RTC__
-int multiscale_merge(const MultiscaleMergeArgs& a, void* stream) {
-  return dispatch_dtype(a.dtype, [&](auto t) { return launch<decltype(t)>(a, stream); });
-}
+NVILA_REGISTER_OP(multiscale_merge, MultiscaleMergeArgs, kKernels, launch);
 #endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -97,20 +97,24 @@ __global__ void __launch_bounds__(kMultiscaleTileThreads) multiscale_tile_kernel
 }
 
 #ifndef __CUDACC_RTC__
-template <typename Out>
-int launch_mode(const MultiscaleTileArgs& a, void* stream) {
-  const LaunchConfig c = multiscale_tile_launch_config(a, launch_target());
-  return launch_planned(c.variant[0] ? multiscale_tile_kernel<true, Out> : multiscale_tile_kernel<false, Out>, c, a,
-                        stream);
+// Every instance the planner may select, keyed by (dtype, variant): EXACT.
+const Kernel<MultiscaleTileArgs> kKernels[] = {
+    NVILA_KERNEL(F32, 0, 0, 0, multiscale_tile_kernel<false, float>),
+    NVILA_KERNEL(F32, 1, 0, 0, multiscale_tile_kernel<true, float>),
+    NVILA_KERNEL(F16, 0, 0, 0, multiscale_tile_kernel<false, nvila::half_t>),
+    NVILA_KERNEL(F16, 1, 0, 0, multiscale_tile_kernel<true, nvila::half_t>),
+    NVILA_KERNEL(BF16, 0, 0, 0, multiscale_tile_kernel<false, nvila::bf16_t>),
+    NVILA_KERNEL(BF16, 1, 0, 0, multiscale_tile_kernel<true, nvila::bf16_t>),
+};
+
+int launch(const MultiscaleTileArgs& a, void* stream) {
+  return launch_selected(kKernels, multiscale_tile_launch_config(a, launch_target()), a, stream);
 }
 #endif
-
 }  // namespace
 
 #ifndef __CUDACC_RTC__
-int multiscale_tile(const MultiscaleTileArgs& a, void* stream) {
-  return dispatch_dtype(a.dtype, [&](auto t) { return launch_mode<decltype(t)>(a, stream); });
-}
+NVILA_REGISTER_OP(multiscale_tile, MultiscaleTileArgs, kKernels, launch);
 #endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -1,4 +1,8 @@
 // Device queries and error strings shared by the launchers.
+#include <cstring>
+#include <mutex>
+#include <utility>
+
 #include "common.cuh"
 #include "launchers.h"
 
@@ -62,7 +66,33 @@ LaunchTarget launch_target() { return {compute_capability(), max_dynamic_smem(),
 #ifdef NVILA_EMU
 int set_compute_capability(int cc) { return emu_rt::g_compute_capability.exchange(cc); }
 int64_t wgmma_count() { return emu_rt::g_wgmma_count.load(); }
+
+namespace {
+std::mutex g_records_mutex;
+std::vector<LaunchRecord> g_records;
+}  // namespace
+
+void record_launch(const char* kernel, const LaunchConfig& c, const void* args, size_t size) {
+  const std::lock_guard<std::mutex> lock(g_records_mutex);
+  if (g_records.size() < 1024) g_records.push_back({kernel, c, std::string(static_cast<const char*>(args), size)});
+}
+
+std::vector<LaunchRecord> take_launches() {
+  const std::lock_guard<std::mutex> lock(g_records_mutex);
+  return std::exchange(g_records, {});
+}
 #endif
+
+std::vector<OpLaunchers>& registry() {
+  static std::vector<OpLaunchers> ops;  // filled by the .cu files' static NVILA_REGISTER_OP objects
+  return ops;
+}
+
+const OpLaunchers* find_op(const char* op, size_t args_size) {
+  for (const OpLaunchers& o : registry())
+    if (std::strcmp(o.op, op) == 0 && o.args_size == args_size) return &o;
+  return nullptr;
+}
 
 const char* error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 

@@ -123,30 +123,36 @@ __global__ void __launch_bounds__(kMaxThreads, 4) spatial_compress_kernel(Spatia
 }
 
 #ifndef __CUDACC_RTC__
-// The instantiation for a vector width and a LayerNormVariant.
-template <typename T, int VEC>
-void (*kernel_of(int variant))(SpatialCompressArgs) {
-  switch (variant) {
-    case kLayerNormNone: return spatial_compress_kernel<T, VEC, false, false>;
-    case kLayerNormCached: return spatial_compress_kernel<T, VEC, true, true>;
-    default: return spatial_compress_kernel<T, VEC, true, false>;
-  }
-}
+// Every instance the planner may select, keyed by (dtype, variant): VEC, LayerNormVariant.
+const Kernel<SpatialCompressArgs> kKernels[] = {
+    NVILA_KERNEL(F32, 1, kLayerNormNone, 0, spatial_compress_kernel<float, 1, false, false>),
+    NVILA_KERNEL(F32, 1, kLayerNormCached, 0, spatial_compress_kernel<float, 1, true, true>),
+    NVILA_KERNEL(F32, 1, kLayerNormUncached, 0, spatial_compress_kernel<float, 1, true, false>),
+    NVILA_KERNEL(F32, 4, kLayerNormNone, 0, spatial_compress_kernel<float, 4, false, false>),
+    NVILA_KERNEL(F32, 4, kLayerNormCached, 0, spatial_compress_kernel<float, 4, true, true>),
+    NVILA_KERNEL(F32, 4, kLayerNormUncached, 0, spatial_compress_kernel<float, 4, true, false>),
+    NVILA_KERNEL(F16, 1, kLayerNormNone, 0, spatial_compress_kernel<nvila::half_t, 1, false, false>),
+    NVILA_KERNEL(F16, 1, kLayerNormCached, 0, spatial_compress_kernel<nvila::half_t, 1, true, true>),
+    NVILA_KERNEL(F16, 1, kLayerNormUncached, 0, spatial_compress_kernel<nvila::half_t, 1, true, false>),
+    NVILA_KERNEL(F16, 8, kLayerNormNone, 0, spatial_compress_kernel<nvila::half_t, 8, false, false>),
+    NVILA_KERNEL(F16, 8, kLayerNormCached, 0, spatial_compress_kernel<nvila::half_t, 8, true, true>),
+    NVILA_KERNEL(F16, 8, kLayerNormUncached, 0, spatial_compress_kernel<nvila::half_t, 8, true, false>),
+    NVILA_KERNEL(BF16, 1, kLayerNormNone, 0, spatial_compress_kernel<nvila::bf16_t, 1, false, false>),
+    NVILA_KERNEL(BF16, 1, kLayerNormCached, 0, spatial_compress_kernel<nvila::bf16_t, 1, true, true>),
+    NVILA_KERNEL(BF16, 1, kLayerNormUncached, 0, spatial_compress_kernel<nvila::bf16_t, 1, true, false>),
+    NVILA_KERNEL(BF16, 8, kLayerNormNone, 0, spatial_compress_kernel<nvila::bf16_t, 8, false, false>),
+    NVILA_KERNEL(BF16, 8, kLayerNormCached, 0, spatial_compress_kernel<nvila::bf16_t, 8, true, true>),
+    NVILA_KERNEL(BF16, 8, kLayerNormUncached, 0, spatial_compress_kernel<nvila::bf16_t, 8, true, false>),
+};
 
-template <typename T>
 int launch(const SpatialCompressArgs& a, void* stream) {
-  const LaunchConfig c = spatial_compress_launch_config(a, launch_target());
-  constexpr int V = 16 / sizeof(T);
-  return launch_planned(c.variant[0] == V ? kernel_of<T, V>(c.variant[1]) : kernel_of<T, 1>(c.variant[1]), c, a,
-                        stream);
+  return launch_selected(kKernels, spatial_compress_launch_config(a, launch_target()), a, stream);
 }
 #endif
 }  // namespace
 
 #ifndef __CUDACC_RTC__
-int spatial_compress(const SpatialCompressArgs& a, void* stream) {
-  return dispatch_dtype(a.dtype, [&](auto t) { return launch<decltype(t)>(a, stream); });
-}
+NVILA_REGISTER_OP(spatial_compress, SpatialCompressArgs, kKernels, launch);
 #endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -39,19 +39,24 @@ __global__ void __launch_bounds__(kTemporalPoolThreads) temporal_pool_kernel(Tem
 }
 
 #ifndef __CUDACC_RTC__
-template <typename T>
+// Every instance the planner may select, keyed by (dtype, variant): VEC.
+const Kernel<TemporalPoolArgs> kKernels[] = {
+    NVILA_KERNEL(F32, 1, 0, 0, temporal_pool_kernel<float, 1>),
+    NVILA_KERNEL(F32, 4, 0, 0, temporal_pool_kernel<float, 4>),
+    NVILA_KERNEL(F16, 1, 0, 0, temporal_pool_kernel<nvila::half_t, 1>),
+    NVILA_KERNEL(F16, 8, 0, 0, temporal_pool_kernel<nvila::half_t, 8>),
+    NVILA_KERNEL(BF16, 1, 0, 0, temporal_pool_kernel<nvila::bf16_t, 1>),
+    NVILA_KERNEL(BF16, 8, 0, 0, temporal_pool_kernel<nvila::bf16_t, 8>),
+};
+
 int launch(const TemporalPoolArgs& a, void* stream) {
-  const LaunchConfig c = temporal_pool_launch_config(a, launch_target());
-  constexpr int V = 16 / sizeof(T);
-  return launch_planned(c.variant[0] == V ? temporal_pool_kernel<T, V> : temporal_pool_kernel<T, 1>, c, a, stream);
+  return launch_selected(kKernels, temporal_pool_launch_config(a, launch_target()), a, stream);
 }
 #endif
 }  // namespace
 
 #ifndef __CUDACC_RTC__
-int temporal_pool(const TemporalPoolArgs& a, void* stream) {
-  return dispatch_dtype(a.dtype, [&](auto t) { return launch<decltype(t)>(a, stream); });
-}
+NVILA_REGISTER_OP(temporal_pool, TemporalPoolArgs, kKernels, launch);
 #endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -15,8 +15,9 @@
 // every live lane of the warp aborts the launch with an error.
 // Launches are serialized by a global mutex (the shared statics are global).
 //
-// Usage: csrc/emu/<name>_emu.cpp includes this header and then the .cu file; the
-// launchers in the .cu file land in namespace nvila::emu instead of nvila::cuda.
+// Usage: a translation unit that includes this header and then the .cu file (setup.py
+// generates one per csrc/cuda/*.cu, build/emu/<name>_emu.cpp); the launchers in the .cu
+// file land in namespace nvila::emu instead of nvila::cuda.
 #pragma once
 
 #define NVILA_EMU 1

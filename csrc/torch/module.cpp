@@ -1,13 +1,16 @@
 // The Python module nvila_kernels._C. Importing it registers the kernels with
-// the torch dispatcher (TORCH_LIBRARY_IMPL in ops_*.cpp); build_info() says what
+// the torch dispatcher (TORCH_LIBRARY_IMPL in csrc/torch/<op>.cpp); build_info() says what
 // this build contains. Plain CPython API, no torch headers.
+#define PY_SSIZE_T_CLEAN  // Py_ssize_t lengths for the y# formats
 #include <Python.h>
 
 #include <cstddef>
 #include <cstring>
 #include <initializer_list>
+#include <string>
 
 #include "../cuda/launchers.h"
+#include "args_layout.h"
 
 #ifndef NVILA_CUDA_ARCHS
 #define NVILA_CUDA_ARCHS ""
@@ -42,131 +45,100 @@ static PyObject* set_emulated_compute_capability(PyObject*, PyObject* arg) {
 
 static PyObject* emulated_wgmma_count(PyObject*, PyObject*) { return PyLong_FromLongLong(nvila::emu::wgmma_count()); }
 
-// ---- test hooks of the launch planners (nvila_kernels/_nvrtc.py mirrors them) -----------
-// launch_config(op, args, cc, max_dynamic_smem, sm90a): <op>_launch_config of the op's
-// args struct given as its bytes; (grid_x, grid_y, block, smem, (variant...)).
-// args_layout(op): {"sizeof": n, "fields": {name: offset}} of the op's args struct.
+// ---- the CUDA ops' registry (csrc/cuda/launchers.h), as built for the emulator --------
+// kernels(): {op: (source, [kernel name expressions in nvila::cuda])}, what NVRTC compiles.
+// launch_config(op, args, cc, max_dynamic_smem, sm90a): the op's registered planner on its
+// args struct given as bytes: (dtype, grid_x, grid_y, block, smem, (variant...)).
+// args_layout(op): {"sizeof": n, "fields": {name: (offset, size)}} of the op's args struct.
+// emulated_launches(): the emulator's launches since the last call (the first 1024 are kept):
+// [(kernel, config, args bytes)].
+namespace nvila::binding {
+PyObject* set_nvrtc_launcher(PyObject* launcher);  // csrc/torch/launch.cpp
+}  // namespace nvila::binding
+
 namespace {
 
-struct Field {
-  const char* name;
-  size_t offset;
-};
-#define NVILA_FIELD(S, f) \
-  Field { #f, offsetof(S, f) }
-
-template <typename Args>
-PyObject* layout(std::initializer_list<Field> fields) {
-  PyObject* d = PyDict_New();
-  for (const Field& f : fields) {
-    PyObject* v = PyLong_FromSize_t(f.offset);
-    PyDict_SetItemString(d, f.name, v);
-    Py_DECREF(v);
-  }
-  PyObject* out = Py_BuildValue("{s:n,s:N}", "sizeof", Py_ssize_t(sizeof(Args)), "fields", d);
-  return out;
+PyObject* config_tuple(const nvila::LaunchConfig& c) {
+  return Py_BuildValue("(iLLii(iii))", int(c.dtype), (long long)c.grid_x, (long long)c.grid_y, c.block, c.smem,
+                       c.variant[0], c.variant[1], c.variant[2]);
 }
 
-template <typename Args, nvila::LaunchConfig (*Plan)(const Args&, const nvila::LaunchTarget&)>
-PyObject* plan(const char* buf, Py_ssize_t len, const nvila::LaunchTarget& t) {
-  if (len != Py_ssize_t(sizeof(Args))) {
-    PyErr_Format(PyExc_ValueError, "args: expected %zd bytes (the C++ struct), got %zd", Py_ssize_t(sizeof(Args)), len);
-    return nullptr;
-  }
-  Args a;
-  std::memcpy(static_cast<void*>(&a), buf, sizeof(Args));
-  const nvila::LaunchConfig c = Plan(a, t);
-  return Py_BuildValue("(LLii(iii))", (long long)c.grid_x, (long long)c.grid_y, c.block, c.smem, c.variant[0],
-                       c.variant[1], c.variant[2]);
-}
-
-struct OpHooks {
-  const char* name;
-  PyObject* (*plan)(const char*, Py_ssize_t, const nvila::LaunchTarget&);
-  PyObject* (*layout)();
-};
-
-using namespace nvila;
-const OpHooks kOps[] = {
-    {"spatial_compress", plan<SpatialCompressArgs, spatial_compress_launch_config>,
-     [] {
-       using S = SpatialCompressArgs;
-       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, ln_weight), NVILA_FIELD(S, ln_bias),
-                         NVILA_FIELD(S, B), NVILA_FIELD(S, H), NVILA_FIELD(S, W), NVILA_FIELD(S, C), NVILA_FIELD(S, k),
-                         NVILA_FIELD(S, sB), NVILA_FIELD(S, sH), NVILA_FIELD(S, sW), NVILA_FIELD(S, eps),
-                         NVILA_FIELD(S, dtype)});
-     }},
-    {"temporal_pool", plan<TemporalPoolArgs, temporal_pool_launch_config>,
-     [] {
-       using S = TemporalPoolArgs;
-       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, T), NVILA_FIELD(S, N),
-                         NVILA_FIELD(S, group), NVILA_FIELD(S, sT), NVILA_FIELD(S, dtype)});
-     }},
-    {"multiscale_merge", plan<MultiscaleMergeArgs, multiscale_merge_launch_config>,
-     [] {
-       using S = MultiscaleMergeArgs;
-       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, out), NVILA_FIELD(S, S), NVILA_FIELD(S, C),
-                         NVILA_FIELD(S, h), NVILA_FIELD(S, w), NVILA_FIELD(S, rows), NVILA_FIELD(S, cols),
-                         NVILA_FIELD(S, tile0), NVILA_FIELD(S, dtype)});
-     }},
-    {"merge_compress", plan<MergeCompressArgs, merge_compress_launch_config>,
-     [] {
-       using S = MergeCompressArgs;
-       return layout<S>({NVILA_FIELD(S, m), NVILA_FIELD(S, out), NVILA_FIELD(S, ln_weight), NVILA_FIELD(S, ln_bias),
-                         NVILA_FIELD(S, k), NVILA_FIELD(S, eps)});
-     }},
-    {"multiscale_tile", plan<MultiscaleTileArgs, multiscale_tile_launch_config>,
-     [] {
-       using S = MultiscaleTileArgs;
-       return layout<S>(
-           {NVILA_FIELD(S, image),   NVILA_FIELD(S, out),      NVILA_FIELD(S, H),       NVILA_FIELD(S, W),
-            NVILA_FIELD(S, T),       NVILA_FIELD(S, S),        NVILA_FIELD(S, rows),    NVILA_FIELD(S, cols),
-            NVILA_FIELD(S, tile0),   NVILA_FIELD(S, xoff),     NVILA_FIELD(S, yoff),    NVILA_FIELD(S, vfirst),
-            NVILA_FIELD(S, xbounds), NVILA_FIELD(S, xweights), NVILA_FIELD(S, ybounds), NVILA_FIELD(S, yweights),
-            NVILA_FIELD(S, KX),      NVILA_FIELD(S, KY),       NVILA_FIELD(S, mean),    NVILA_FIELD(S, std),
-            NVILA_FIELD(S, exact),   NVILA_FIELD(S, dtype)});
-     }},
-    {"fp8_quantize", plan<Fp8QuantizeArgs, fp8_quantize_launch_config>,
-     [] {
-       using S = Fp8QuantizeArgs;
-       return layout<S>({NVILA_FIELD(S, x), NVILA_FIELD(S, dtype), NVILA_FIELD(S, n), NVILA_FIELD(S, scale),
-                         NVILA_FIELD(S, scale_out), NVILA_FIELD(S, workspace), NVILA_FIELD(S, q),
-                         NVILA_FIELD(S, format)});
-     }},
-    {"fp8_gemm", plan<Fp8GemmArgs, fp8_gemm_launch_config>,
-     [] {
-       using S = Fp8GemmArgs;
-       return layout<S>({NVILA_FIELD(S, a), NVILA_FIELD(S, b), NVILA_FIELD(S, scale_a), NVILA_FIELD(S, scale_b),
-                         NVILA_FIELD(S, bias), NVILA_FIELD(S, out), NVILA_FIELD(S, out_dtype), NVILA_FIELD(S, M),
-                         NVILA_FIELD(S, N), NVILA_FIELD(S, K)});
-     }},
-};
-
-const OpHooks* find_op(const char* name) {
-  for (const OpHooks& op : kOps)
-    if (std::strcmp(op.name, name) == 0) return &op;
-  PyErr_Format(PyExc_ValueError, "op: no launch planner for %s", name);
+const nvila::OpLaunchers* find_op(const char* name) {
+  for (const nvila::OpLaunchers& op : nvila::emu::registry())
+    if (std::strcmp(op.op, name) == 0) return &op;
+  PyErr_Format(PyExc_ValueError, "op: no CUDA op named %s", name);
   return nullptr;
 }
 
 }  // namespace
+
+static PyObject* kernels(PyObject*, PyObject*) {
+  PyObject* out = PyDict_New();
+  for (const nvila::OpLaunchers& op : nvila::emu::registry()) {
+    PyObject* names = PyList_New(0);
+    for (const nvila::KernelName& k : op.kernels) {
+      PyObject* name = PyUnicode_FromString((std::string("nvila::cuda::") + k.name).c_str());
+      PyList_Append(names, name);
+      Py_DECREF(name);
+    }
+    PyObject* entry = Py_BuildValue("(sN)", op.source.c_str(), names);
+    PyDict_SetItemString(out, op.op, entry);
+    Py_DECREF(entry);
+  }
+  return out;
+}
 
 static PyObject* launch_config(PyObject*, PyObject* args) {
   const char* name;
   Py_buffer buf;
   nvila::LaunchTarget t{};
   if (!PyArg_ParseTuple(args, "sy*iii", &name, &buf, &t.cc, &t.max_dynamic_smem, &t.sm90a)) return nullptr;
-  const OpHooks* op = find_op(name);
-  PyObject* out = op ? op->plan(static_cast<const char*>(buf.buf), buf.len, t) : nullptr;
+  const nvila::OpLaunchers* op = find_op(name);
+  PyObject* out = nullptr;
+  if (op && buf.len != Py_ssize_t(op->args_size))
+    PyErr_Format(PyExc_ValueError, "args: expected %zd bytes (the C++ struct), got %zd", Py_ssize_t(op->args_size),
+                 buf.len);
+  else if (op)
+    out = config_tuple(op->plan(buf.buf, t));
   PyBuffer_Release(&buf);
   return out;
+}
+
+std::vector<nvila::ArgsLayout>& nvila::args_layouts() {
+  static std::vector<ArgsLayout> layouts;  // filled by csrc/torch/<op>.cpp's NVILA_ARGS_LAYOUT
+  return layouts;
 }
 
 static PyObject* args_layout(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (!name) return nullptr;
-  const OpHooks* op = find_op(name);
-  return op ? op->layout() : nullptr;
+  for (const nvila::ArgsLayout& op : nvila::args_layouts()) {
+    if (std::strcmp(op.op, name) != 0) continue;
+    PyObject* fields = PyDict_New();
+    for (const nvila::ArgsField& f : op.fields) {
+      PyObject* v = Py_BuildValue("(nn)", Py_ssize_t(f.offset), Py_ssize_t(f.size));
+      PyDict_SetItemString(fields, f.name, v);
+      Py_DECREF(v);
+    }
+    return Py_BuildValue("{s:n,s:N}", "sizeof", Py_ssize_t(op.size), "fields", fields);
+  }
+  PyErr_Format(PyExc_ValueError, "op: no args struct for %s", name);
+  return nullptr;
+}
+
+static PyObject* emulated_launches(PyObject*, PyObject*) {
+  PyObject* out = PyList_New(0);
+  for (const nvila::LaunchRecord& r : nvila::emu::take_launches()) {
+    PyObject* item =
+        Py_BuildValue("(sNy#)", r.kernel.c_str(), config_tuple(r.config), r.args.data(), Py_ssize_t(r.args.size()));
+    PyList_Append(out, item);
+    Py_DECREF(item);
+  }
+  return out;
+}
+
+static PyObject* set_nvrtc_launcher(PyObject*, PyObject* launcher) {
+  return nvila::binding::set_nvrtc_launcher(launcher);
 }
 
 static PyMethodDef methods[] = {
@@ -175,9 +147,15 @@ static PyMethodDef methods[] = {
      "Sets the compute capability (major * 10 + minor) the CUDA emulator reports; returns the previous one."},
     {"emulated_wgmma_count", emulated_wgmma_count, METH_NOARGS,
      "Warpgroup MMAs (wgmma.mma_async) the CUDA emulator has executed."},
+    {"kernels", kernels, METH_NOARGS, "The CUDA ops' source files and kernel name expressions (what NVRTC compiles)."},
     {"launch_config", launch_config, METH_VARARGS,
-     "launch_config(op, args_bytes, cc, max_dynamic_smem, sm90a): the C++ launch plan of an op (test hook)."},
-    {"args_layout", args_layout, METH_O, "args_layout(op): sizeof and field offsets of the op's args struct."},
+     "launch_config(op, args_bytes, cc, max_dynamic_smem, sm90a): the op's C++ launch plan (test hook)."},
+    {"args_layout", args_layout, METH_O, "args_layout(op): sizeof and field (offset, size) of the op's args struct."},
+    {"emulated_launches", emulated_launches, METH_NOARGS,
+     "The CUDA emulator's launches since the last call: [(kernel, plan, args bytes)] (test hook)."},
+    {"set_nvrtc_launcher", set_nvrtc_launcher, METH_O,
+     "Serves the cuda ops with NVRTC through `launcher` (nvila_kernels._nvrtc), or stops (None); returns the previous "
+     "one."},
     {nullptr, nullptr, 0, nullptr},
 };
 

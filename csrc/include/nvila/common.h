@@ -41,10 +41,10 @@ NVILA_HD int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // ---- launch planning (host side) ---------------------------------------------------
 // Each CUDA op's header has `LaunchConfig <op>_launch_config(const <Op>Args&, const
-// LaunchTarget&)`: which instantiation of its kernel runs and with what shape. The C++
-// launcher (csrc/cuda/<op>.cu) launches what it says; nvila_kernels/_nvrtc.py mirrors it
-// in Python for the kernels compiled at run time (tests/test_nvrtc.py compares the two
-// through the _C.launch_config test hook).
+// LaunchTarget&)`: which instance of its kernels runs and with what shape. The instances
+// are listed once, in the op's .cu file (a table of Kernel entries, csrc/cuda/common.cuh),
+// keyed by (dtype, variant); the C++ launcher and the NVRTC path (csrc/torch/binding.h,
+// nvila_kernels/_nvrtc.py) both launch the entries the plan's key selects.
 
 // The device a launch is planned for.
 struct LaunchTarget {
@@ -54,11 +54,25 @@ struct LaunchTarget {
 };
 
 struct LaunchConfig {
+  DType dtype = DType::F32;        // the kernels' element type (their first template choice)
   int64_t grid_x = 0, grid_y = 1;  // grid_x == 0: nothing to launch
   int32_t block = 0;
   int32_t smem = 0;                // dynamic shared memory, bytes
-  int32_t variant[3] = {0, 0, 0};  // the kernel's template choices besides the element type
+  int32_t variant[3] = {0, 0, 0};  // the kernels' other template choices
 };
+
+// Which kernel instances a plan launches: those whose key equals (dtype, variant), in
+// the order of the op's table; kAnyVariant in a key matches any value.
+constexpr int32_t kAnyVariant = -1;
+struct KernelKey {
+  DType dtype;
+  int32_t variant[3];
+};
+NVILA_HD bool selects(const LaunchConfig& c, const KernelKey& k) {
+  for (int i = 0; i < 3; ++i)
+    if (k.variant[i] != kAnyVariant && k.variant[i] != c.variant[i]) return false;
+  return k.dtype == c.dtype;
+}
 
 // Whether the grid is within CUDA's limits (x < 2^31, y < 2^16).
 NVILA_HD bool grid_ok(const LaunchConfig& c) { return c.grid_x <= 0x7fffffff && c.grid_y <= 65535; }

@@ -17,7 +17,7 @@ struct Fp8QuantizeArgs {
   int64_t n;
   const float* scale;  // static scale, or nullptr: dynamic (amax over the finite |x|)
   float* scale_out;    // written: the scale used (dequantization multiplier)
-  float* workspace;    // one float the CUDA dynamic path may use for the amax (CPU: unused)
+  float* workspace;    // CUDA dynamic path: one float holding 0.0f, the amax accumulator (CPU: unused)
   uint8_t* q;          // n FP8 codes
   Fp8Format format;
 };
@@ -29,11 +29,12 @@ NVILA_HD float fp8_dynamic_scale(float amax, Fp8Format f) {
 
 constexpr int kFp8QuantizeThreads = 256;
 
-// variant[0] = 1: dynamic scaling (the amax kernel runs first, same shape). At most 4096
-// blocks, grid-stride beyond.
+// variant[0] = 1: dynamic scaling (the amax kernel runs first, same shape; `workspace` must
+// hold 0.0f), variant[1] = the Fp8Format. At most 4096 blocks, grid-stride beyond.
 inline LaunchConfig fp8_quantize_launch_config(const Fp8QuantizeArgs& p, const LaunchTarget&) {
-  LaunchConfig c;
+  LaunchConfig c{p.dtype};
   c.variant[0] = p.scale ? 0 : 1;
+  c.variant[1] = int32_t(p.format);
   if (p.n == 0) return c;
   c.block = kFp8QuantizeThreads;
   c.grid_x = min64(ceil_div(p.n, kFp8QuantizeThreads), 4096);
@@ -66,7 +67,7 @@ constexpr int kWgSmem = kWgStages * (kWgBM + kWgBN) * BK + 1024;
 // N tile b % N tiles), so M is bounded by grid_x < 2^31 tiles, not by grid_y's 65535.
 inline LaunchConfig fp8_gemm_launch_config(const Fp8GemmArgs& p, const LaunchTarget& t) {
   namespace tiles = fp8_gemm_tiles;
-  LaunchConfig c;
+  LaunchConfig c{p.out_dtype};
   c.variant[0] = p.K % 16 == 0 && aligned16(p.a) && aligned16(p.b) ? 1 : 0;
   c.variant[1] = t.sm90a && t.cc == 90 ? 1 : 0;
   if (p.M == 0 || p.N == 0) return c;
@@ -78,3 +79,11 @@ inline LaunchConfig fp8_gemm_launch_config(const Fp8GemmArgs& p, const LaunchTar
 }
 
 }  // namespace nvila
+
+#ifndef __CUDACC_RTC__
+// The CPU kernels (csrc/cpu; raw pointers, OpenMP).
+namespace nvila::cpu {
+void fp8_quantize(const Fp8QuantizeArgs& a);
+void fp8_gemm(const Fp8GemmArgs& a);
+}  // namespace nvila::cpu
+#endif

@@ -74,7 +74,7 @@ constexpr int kMergeCompressMaxThreads = 256;
 // the launcher refuses it (grid_ok) with cudaErrorInvalidValue.
 inline LaunchConfig merge_compress_launch_config(const MergeCompressArgs& a, const LaunchTarget& t) {
   const int64_t v = 16 / dtype_size(a.m.dtype);
-  LaunchConfig c;
+  LaunchConfig c{a.m.dtype};
   c.variant[0] = a.m.C % v == 0 && aligned16(a.m.x) && aligned16(a.out) ? int32_t(v) : 1;
   const int64_t table = a.k * a.k * a.m.S * int64_t(sizeof(MergePieceSrc));
   const LayerNormVariant ln = layernorm_variant(a.ln_weight != nullptr, a.D(), table, t.max_dynamic_smem);
@@ -95,3 +95,10 @@ inline LaunchConfig merge_compress_launch_config(const MergeCompressArgs& a, con
 }
 
 }  // namespace nvila
+
+#ifndef __CUDACC_RTC__
+// The CPU kernel (csrc/cpu; raw pointers, OpenMP).
+namespace nvila::cpu {
+void merge_compress(const MergeCompressArgs& a);
+}  // namespace nvila::cpu
+#endif

@@ -53,7 +53,7 @@ constexpr int kMultiscaleMergeThreads = kMultiscaleMergeTile * kMultiscaleMergeW
 // grid-stride over jobs. The kernel indexes in 32 bits: a plan beyond that gets an
 // over-limit grid, which the launcher refuses with cudaErrorInvalidValue (grid_ok).
 inline LaunchConfig multiscale_merge_launch_config(const MultiscaleMergeArgs& a, const LaunchTarget&) {
-  LaunchConfig c;
+  LaunchConfig c{a.dtype};
   const int64_t jobs = a.S * ceil_div(a.C, kMultiscaleMergeTile) * a.H() * ceil_div(a.W(), kMultiscaleMergeTile);
   if (jobs == 0) return c;
   c.block = kMultiscaleMergeThreads;
@@ -73,3 +73,10 @@ inline LaunchConfig multiscale_merge_launch_config(const MultiscaleMergeArgs& a,
 }
 
 }  // namespace nvila
+
+#ifndef __CUDACC_RTC__
+// The CPU kernel (csrc/cpu; raw pointers, OpenMP).
+namespace nvila::cpu {
+void multiscale_merge(const MultiscaleMergeArgs& a);
+}  // namespace nvila::cpu
+#endif

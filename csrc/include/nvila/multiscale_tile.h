@@ -53,7 +53,7 @@ constexpr int kMultiscaleTileThreads = 256;
 // One thread per output pixel, grid-stride (64-bit indices). variant[0]: 1 for the
 // exact (Pillow fixed-point) kernel, 0 for the fp32 one.
 inline LaunchConfig multiscale_tile_launch_config(const MultiscaleTileArgs& a, const LaunchTarget&) {
-  LaunchConfig c;
+  LaunchConfig c{a.dtype};
   c.variant[0] = a.exact ? 1 : 0;
   const int64_t total = a.n_tiles() * a.T * a.T;
   if (total == 0) return c;
@@ -77,3 +77,10 @@ NVILA_HD float clamp_level(float v) { return v < 0.f ? 0.f : (v > 255.f ? 255.f 
 NVILA_HD float normalize_level(float v, float mean, float std) { return (v / 255.f - mean) / std; }
 
 }  // namespace nvila
+
+#ifndef __CUDACC_RTC__
+// The CPU kernel (csrc/cpu; raw pointers, OpenMP).
+namespace nvila::cpu {
+void multiscale_tile(const MultiscaleTileArgs& a);
+}  // namespace nvila::cpu
+#endif

@@ -58,7 +58,7 @@ constexpr int kSpatialCompressMaxThreads = 256;
 // grid-stride beyond), the smallest power-of-two block >= 32 that covers a row's vectors.
 inline LaunchConfig spatial_compress_launch_config(const SpatialCompressArgs& a, const LaunchTarget& t) {
   const int64_t v = 16 / dtype_size(a.dtype);
-  LaunchConfig c;
+  LaunchConfig c{a.dtype};
   c.variant[0] = a.C % v == 0 && a.sB % v == 0 && a.sH % v == 0 && a.sW % v == 0 && aligned16(a.x) && aligned16(a.out)
                      ? int32_t(v)
                      : 1;
@@ -75,3 +75,10 @@ inline LaunchConfig spatial_compress_launch_config(const SpatialCompressArgs& a,
 }
 
 }  // namespace nvila
+
+#ifndef __CUDACC_RTC__
+// The CPU kernel (csrc/cpu; raw pointers, OpenMP).
+namespace nvila::cpu {
+void spatial_compress(const SpatialCompressArgs& a);
+}  // namespace nvila::cpu
+#endif

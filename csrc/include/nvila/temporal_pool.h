@@ -24,7 +24,7 @@ constexpr int kTemporalPoolThreads = 256;
 // variant[0] = VEC, elements per thread and access: 16 bytes when sizes and pointers allow.
 inline LaunchConfig temporal_pool_launch_config(const TemporalPoolArgs& a, const LaunchTarget&) {
   const int64_t v = 16 / dtype_size(a.dtype);
-  LaunchConfig c;
+  LaunchConfig c{a.dtype};
   c.variant[0] = a.N % v == 0 && a.sT % v == 0 && aligned16(a.x) && aligned16(a.out) ? int32_t(v) : 1;
   const int64_t total = a.groups() * (a.N / c.variant[0]);
   if (total == 0) return c;
@@ -34,3 +34,10 @@ inline LaunchConfig temporal_pool_launch_config(const TemporalPoolArgs& a, const
 }
 
 }  // namespace nvila
+
+#ifndef __CUDACC_RTC__
+// The CPU kernel (csrc/cpu; raw pointers, OpenMP).
+namespace nvila::cpu {
+void temporal_pool(const TemporalPoolArgs& a);
+}  // namespace nvila::cpu
+#endif

@@ -1,4 +1,0 @@
-// runtime.cu compiled by g++ under the SIMT emulator (launchers in nvila::emu).
-#include "emu.h"
-//
-#include "../cuda/runtime.cu"

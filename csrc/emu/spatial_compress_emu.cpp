@@ -1,4 +1,0 @@
-// spatial_compress.cu compiled by g++ under the SIMT emulator (launchers in nvila::emu).
-#include "emu.h"
-//
-#include "../cuda/spatial_compress.cu"
