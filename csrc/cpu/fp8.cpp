@@ -765,7 +765,65 @@ void gemm_bf16(const Fp8GemmArgs& g, const Epilogue& e) {
 }
 #endif
 
+// ---- E4M3 codes -> fp32 (the dequantize path of nvila_kernels.layers.Fp8Linear) ----
+
+void e4m3_to_f32_generic(const uint8_t* q, float* out, int64_t n) {
+  const float* lut = e4m3_table();
+  for (int64_t i = 0; i < n; ++i) out[i] = lut[q[i]];
+}
+
+#if NVILA_HAVE_AVX2_PATH
+// 32 codes at a time with the register decode of dot_block_avx2; blocks holding a NaN
+// code (and the tail) take the table.
+NVILA_AVX2 void e4m3_to_f32_avx2(const uint8_t* q, float* out, int64_t n) {
+  const __m256i zero = _mm256_setzero_si256(), low7 = _mm256_set1_epi8(0x7f);
+  const __m256i clear14 = _mm256_set1_epi16(int16_t(0xbfff));
+  const __m256 two8 = _mm256_set1_ps(256.0f);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i));
+    const __m256i nan = _mm256_cmpeq_epi8(_mm256_and_si256(x, low7), low7);
+    if (!_mm256_testz_si256(nan, nan)) {
+      e4m3_to_f32_generic(q + i, out + i, 32);
+      continue;
+    }
+    // per 128-bit lane: lo holds codes 0..7 (and 16..23), hi codes 8..15 (and 24..31)
+    const __m256i lo = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpacklo_epi8(zero, x), 1), clear14);
+    const __m256i hi = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpackhi_epi8(zero, x), 1), clear14);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(lo)), two8));
+    _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(hi)), two8));
+    _mm256_storeu_ps(out + i + 16, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1)), two8));
+    _mm256_storeu_ps(out + i + 24, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1)), two8));
+  }
+  e4m3_to_f32_generic(q + i, out + i, n - i);
+}
+#endif
+
 }  // namespace
+
+const char* fp8_gemm_isa() {
+#if NVILA_HAVE_AVX2_PATH
+  if (use_avx512bf16()) return "avx512bf16";
+  if (use_avx2()) return "avx2";
+#endif
+  return "generic";
+}
+
+void fp8_e4m3_to_f32(const uint8_t* q, float* out, int64_t n) {
+  constexpr int64_t kChunk = 1 << 16;  // codes per parallel work item (a multiple of 32)
+  const bool avx2 = use_avx2();
+#pragma omp parallel for schedule(static) if (n > kChunk)
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t len = std::min(kChunk, n - c);
+#if NVILA_HAVE_AVX2_PATH
+    if (avx2) {
+      e4m3_to_f32_avx2(q + c, out + c, len);
+      continue;
+    }
+#endif
+    e4m3_to_f32_generic(q + c, out + c, len);
+  }
+}
 
 void fp8_quantize(const Fp8QuantizeArgs& a) {
   if (a.format == Fp8Format::E4M3)
