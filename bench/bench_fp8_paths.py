@@ -34,6 +34,16 @@ def _time(fn) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
+def _providers(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, qw: torch.Tensor, sw: torch.Tensor) -> dict:
+    """The three timed calls for activations x (M, K), weight w (N, K) and its FP8 form."""
+    qx, sx = nk.fp8_quantize(x)
+    return {
+        "kernel": lambda: nk.fp8_gemm(qx, qw, sx, sw, bias, torch.float32, backend="cpu"),
+        "dequantize": lambda: fp8_gemm_dequantized(qx, qw, sx, sw, bias),
+        "fp32": lambda: F.linear(x, w, bias),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_fp8_paths", description=__doc__.split("\n")[0])
     p.add_argument("--m", default="1,16,64,256,1024,3104", help="comma-separated M values (rows of activations)")
@@ -55,12 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         qw, sw = nk.fp8_quantize(w)
         for M in (int(v) for v in args.m.split(",")):
             x = torch.randn(M, K, generator=g)
-            qx, sx = nk.fp8_quantize(x)
-            fns = {
-                "kernel": lambda: nk.fp8_gemm(qx, qw, sx, sw, bias, torch.float32, backend="cpu"),
-                "dequantize": lambda: fp8_gemm_dequantized(qx, qw, sx, sw, bias),
-                "fp32": lambda: F.linear(x, w, bias),
-            }
+            fns = _providers(x, w, bias, qw, sw)
             for fn in fns.values():
                 fn()
             times = {name: [] for name in fns}

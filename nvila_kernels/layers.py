@@ -17,6 +17,7 @@ fp32 and multiplied by torch.matmul (MKL), which is then the faster one.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import torch
@@ -40,18 +41,22 @@ FP8_DTYPE = torch.float8_e4m3fn
 logger = logging.getLogger("nvila_kernels")
 
 # Largest M at which Fp8Linear keeps the CPU fp8_gemm kernel, per instruction set of the
-# kernel's large-M path (backends.cpu_isa()); above it the dequantize path is faster.
-# avx512bf16: the VDPBF16PS kernel beats fp32 torch.matmul at every shape measured (the
-# LLM's prefill 3104 x 3584 x {3584, 512, 18944}, the vision tower's 17408 x 1152 x
-# {1152, 4304}): no limit. avx2 / generic: the fp32 FMA kernel (and the portable one) are
-# slower than MKL's sgemm once M leaves the decode path (M <= 16, which streams the FP8
-# weight once and is several times faster than reading fp32 weights).
-# Measured with bench/bench_fp8_paths.py (figures in bench/README.md, "FP8 on CPU").
+# kernel's large-M path (backends.cpu_isa()); above it the dequantize path runs.
+# avx512bf16: no limit: the VDPBF16PS kernel is faster than fp32 torch.matmul at the
+# prefill shapes (the LLM's 3104 x 3584 x {3584, 512, 18944}, the vision tower's
+# 17408 x 1152 x {1152, 4304}). avx2 / generic: the fp32 FMA kernel (and the portable one)
+# is slower than MKL's sgemm at those shapes (3104 x 3584 x 18944: 4.7 s against 3.4 s,
+# 2 threads), and the decode costs little next to the product, so the dequantize path
+# wins once M leaves the kernel's decode path (M <= 16), which streams the FP8 weight once
+# and is several times faster than reading fp32 weights.
+# Measured with bench/bench_fp8_paths.py (bench/README.md, "FP8 on CPU").
 KERNEL_MAX_M = {"avx512bf16": None, "avx2": 16, "generic": 16}
 
-# fp32 bytes of each decoded block of a or b in the dequantize path: under glibc's 32 MB
-# mmap threshold, so the blocks are recycled by malloc instead of page-faulted in per call.
-_BLOCK_BYTES = 16 << 20
+# fp32 bytes of each of the two decode buffers of the dequantize path (blocks of rows of
+# a and of b). They are kept per thread after the first call: a fresh buffer costs one
+# page fault per 4 KiB on every call, as much as the decode itself.
+_BLOCK_BYTES = 64 << 20
+_scratch = threading.local()
 
 _logged_shapes: set[tuple[int, int, str]] = set()
 
@@ -92,8 +97,8 @@ def fp8_gemm_dequantized(
     with a (M, K) and b (N, K) float8_e4m3fn decoded exactly to fp32 and multiplied by
     torch.addmm (fp32 accumulation): the kernel's sums up to order.
 
-    Blocks of at most 16 MB of rows of a and b are decoded at a time (buffers reused
-    across blocks and calls), so no fp32 copy of the whole weight is ever held.
+    Blocks of rows of a and b are decoded at a time into two 64 MB buffers kept per
+    thread, so no fp32 copy of a whole large weight is ever made.
     """
     for name, t in (("a", a), ("b", b)):
         if not isinstance(t, torch.Tensor) or t.dtype != FP8_DTYPE or t.dim() != 2 or t.device.type != "cpu":
@@ -109,7 +114,10 @@ def fp8_gemm_dequantized(
     bias32 = bias.float() if bias is not None else None
     rows = max(1, _BLOCK_BYTES // (4 * K))  # rows of a and of b per decoded block
     y = torch.empty(M, N)
-    a_buf, b_buf = torch.empty(min(rows, M), K), torch.empty(min(rows, N), K)
+    if getattr(_scratch, "buf", None) is None or _scratch.buf.numel() < 2 * rows * K:
+        _scratch.buf = torch.empty(max(2 * rows * K, 2 * (_BLOCK_BYTES // 4)))
+    a_buf = _scratch.buf[: min(rows, M) * K].view(-1, K)
+    b_buf = _scratch.buf[rows * K : (rows + min(rows, N)) * K].view(-1, K)
     for m0 in range(0, M, rows):
         m1 = min(M, m0 + rows)
         a32 = a_buf[: m1 - m0]  # (rows of a, K)
