@@ -14,7 +14,8 @@ can run it: the ops see NVILA-8B's token counts, the Linear layers are smaller. 
   decode    one new token with the KV cache, tokens/s = 1 / time; GB/s = LLM weights read / time
 Providers: backend (`reference` or our `cpu` / `cuda` / `triton`) x precision (`fp32`
 on CPU, `bf16` on GPU, and `fp8`: nvila.quantize_fp8, W8A8 Linear layers). The rows
-carry the weight memory of the model in that precision (memory_mb).
+carry the weight memory of the model in that precision (memory_mb). FP8 on CPU: the path
+of every FP8 GEMM shape run (nvila_kernels.layers.fp8_cpu_path) is printed.
 """
 
 from __future__ import annotations
