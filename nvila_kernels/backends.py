@@ -70,9 +70,9 @@ def ext_has_cuda() -> bool:
 
 
 def cpu_isa() -> str | None:
-    """The instruction set of the CPU fp8_gemm kernel's large-M path on this machine
-    ("avx512bf16", "avx2" or "generic"; $NVILA_KERNELS_CPU_ISA=avx2|generic, read once at
-    the first call, forces the older ones), or None without the compiled extension."""
+    """The instruction set of the CPU fp8_gemm kernel on this machine ("avx512bf16",
+    "avx2" or "generic"; $NVILA_KERNELS_CPU_ISA=avx2|generic, read once at the first
+    call, forces the older ones), or None without the compiled extension."""
     return state["ext"].cpu_isa() if state["ext"] is not None else None
 
 
@@ -261,7 +261,7 @@ def info() -> str:
 
         isa, limit = cpu_isa(), KERNEL_MAX_M[cpu_isa()]
         lines.append(
-            f"CPU kernels: fp8_gemm ISA {isa} (M > 16; AVX2 or portable decode path for M <= 16); FP8 Linear on CPU: "
+            f"CPU kernels: fp8_gemm ISA {isa}; FP8 Linear on CPU: "
             + (
                 "the fp8_gemm kernel at every M"
                 if limit is None

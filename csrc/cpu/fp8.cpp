@@ -18,7 +18,10 @@
 //   path's loops with both operands packed as bf16 pairs (every E4M3 value is exact in
 //   bf16) and a VDPBF16PS micro-kernel, whose products are exact in fp32 and summed in
 //   fp32: the same sums up to order, at twice the fp32 FMA rate, so FP8 prefill is
-//   faster than fp32 torch.matmul. NVILA_KERNELS_CPU_ISA=avx2 keeps the fp32 path.
+//   faster than fp32 torch.matmul. On such CPUs the decode path also decodes the weights
+//   to bf16 (two word permutes per 32 codes) and dots them with VDPBF16PS: fewer
+//   instructions per weight byte than the F16C decode, closer to the streaming bound.
+//   NVILA_KERNELS_CPU_ISA=avx2 keeps the AVX2 paths.
 // Both have an AVX2+FMA+F16C version (function-level target attributes, chosen at
 // run time with __builtin_cpu_supports, so the build stays portable) and a portable
 // fallback. NVILA_KERNELS_CPU_ISA=generic forces the fallback (for its tests).
@@ -340,7 +343,7 @@ NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, i
 #define NVILA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
 // True when the CPU has AVX512F/BW/BF16 and NVILA_KERNELS_CPU_ISA is neither "generic"
-// nor "avx2" (which keep the fp32 blocked path, for its tests).
+// nor "avx2" (which keep the AVX2 decode and fp32 blocked paths, for their tests).
 bool use_avx512bf16() {
   static const bool ok = [] {
     const char* isa = std::getenv("NVILA_KERNELS_CPU_ISA");

@@ -192,8 +192,7 @@ static PyObject* args_layout(PyObject*, PyObject* arg) {
 
 static PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "What this build of the extension contains."},
-    {"cpu_isa", cpu_isa, METH_NOARGS,
-     "The instruction set of the CPU fp8_gemm for M > 16 here: avx512bf16, avx2 or generic."},
+    {"cpu_isa", cpu_isa, METH_NOARGS, "The instruction set of the CPU fp8_gemm here: avx512bf16, avx2 or generic."},
     {"fp8_e4m3_to_float32", fp8_e4m3_to_float32, METH_VARARGS,
      "fp8_e4m3_to_float32(codes, out): decodes E4M3 codes into a float32 buffer of the same length."},
     {"set_emulated_compute_capability", set_emulated_compute_capability, METH_O,
