@@ -14,12 +14,14 @@ can run it: the ops see NVILA-8B's token counts, the Linear layers are smaller. 
   decode    one new token with the KV cache, tokens/s = 1 / time; GB/s = LLM weights read / time
 Providers: backend (`reference` or our `cpu` / `cuda` / `triton`) x precision (`fp32`
 on CPU, `bf16` on GPU, and `fp8`: nvila.quantize_fp8, W8A8 Linear layers). The rows
-carry the weight memory of the model in that precision (memory_mb).
+carry the weight memory of the model in that precision (memory_mb). FP8 on CPU: the path
+of every FP8 GEMM shape run (nvila_kernels.layers.fp8_cpu_path) is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -50,6 +52,34 @@ def bench_config(mode: str) -> nvila.NVILAConfig:
     return nvila.NVILAConfig(vision, llm, scales=(448, 896, 1344))
 
 
+@contextlib.contextmanager
+def fp8_gemm_shapes(model: torch.nn.Module):
+    """The set of (M, N, K) of every Fp8Linear call of `model` inside the block."""
+    from nvila_kernels.layers import Fp8Linear
+
+    shapes: set[tuple[int, int, int]] = set()
+
+    def record(layer, args):
+        x = args[0]
+        shapes.add((x.numel() // x.shape[-1], layer.out_features, layer.in_features))
+
+    handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, Fp8Linear)]
+    try:
+        yield shapes
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def fp8_paths_line(shapes: set[tuple[int, int, int]]) -> str:
+    """Which CPU path (nvila_kernels.layers.fp8_cpu_path) each FP8 GEMM shape takes."""
+    from nvila_kernels import backends
+    from nvila_kernels.layers import fp8_cpu_path
+
+    paths = [f"{m} x {k} x {n}: {fp8_cpu_path(m, n, k)}" for m, n, k in sorted(shapes, key=lambda s: (-s[0], s))]
+    return f"FP8 GEMM paths on CPU (fp8_gemm ISA {backends.cpu_isa()}), M x K x N: " + ", ".join(paths)
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
 
@@ -77,6 +107,8 @@ def bench_provider(builder, cfg, backend: str, precision: str, mode: str, timing
     plan = model.plan(image.shape[1], image.shape[0])
     provider = backend  # the precision is the row's dtype
     rows = []
+    on_cpu_fp8 = precision == "fp8" and device.type == "cpu" and backend == "cpu"
+    shapes = fp8_gemm_shapes(model) if on_cpu_fp8 else contextlib.nullcontext(set())
 
     def row(stage: str, fn, *, rate: float | None = None, unit: str = "", nbytes: int = 0, times=None):
         times = times or common.time_budgeted(fn, timing, device)
@@ -87,7 +119,7 @@ def bench_provider(builder, cfg, backend: str, precision: str, mode: str, timing
         rows.append(r)
         return times
 
-    with torch.inference_mode():
+    with torch.inference_mode(), shapes as fp8_shapes:
         from PIL import Image
 
         pil = Image.fromarray(image)
@@ -132,6 +164,8 @@ def bench_provider(builder, cfg, backend: str, precision: str, mode: str, timing
         f"{backend} {precision}: {plan.n_tiles} tiles, {visual.shape[0]} visual tokens, prompt {n_prompt} tokens, "
         f"weights {wbytes / 1e6:.1f} MB"
     )
+    if on_cpu_fp8:
+        warnings.append(fp8_paths_line(fp8_shapes))
     return rows
 
 
@@ -368,7 +402,8 @@ def run_peer(args) -> list[common.Row]:
     with torch.inference_mode():
         theirs("transformers")
         ours("cpu", model)
-        ours("cpu-fp8", model8)
+        with fp8_gemm_shapes(model8) as fp8_shapes:
+            ours("cpu-fp8", model8)
         for stage in fns["cpu"]:
             n = 5 if stage in ("preprocess", "decode, per token") else reps
             for _ in range(n):
@@ -416,6 +451,7 @@ def run_peer(args) -> list[common.Row]:
         f"greedy tokens: nvila fp32 = transformers on {agree}/{PEER_STEPS}, nvila fp8 = nvila fp32 on "
         f"{agree8}/{PEER_STEPS}"
     )
+    lines.append(fp8_paths_line(fp8_shapes))
     if busy:
         lines += ["", busy]
     text = "\n".join(lines)

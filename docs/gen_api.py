@@ -19,14 +19,29 @@ from nvila_kernels import backends, layers, processor, tiling  # noqa: E402
 # (section title, module, names), in the order a user meets them
 SECTIONS = [
     ("Ops (`nvila_kernels`)", nvila_kernels, None),
-    ("Layers (`nvila_kernels.layers`)", layers, ["Fp8Linear", "quantize_linears", "SpatialCompress", "TemporalPool"]),
+    (
+        "Layers (`nvila_kernels.layers`)",
+        layers,
+        [
+            "Fp8Linear",
+            "quantize_linears",
+            "fp8_cpu_path",
+            "fp8_gemm_dequantized",
+            "SpatialCompress",
+            "TemporalPool",
+        ],
+    ),
     ("Preprocessing (`nvila_kernels.processor`)", processor, ["DynamicS2Preprocessor", "NVILAImageProcessor"]),
     (
         "Tile plans (`nvila_kernels.tiling`)",
         tiling,
         ["plan_tiles", "plan_single", "plan_lite", "TilePlan", "ScalePlan"],
     ),
-    ("Backends (`nvila_kernels.backends`)", backends, ["resolve", "available_backends", "unavailable_reason"]),
+    (
+        "Backends (`nvila_kernels.backends`)",
+        backends,
+        ["resolve", "available_backends", "unavailable_reason", "cpu_isa"],
+    ),
 ]
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "available_backends",
     "unavailable_reason",
     "ext_has_cuda",
+    "cpu_isa",
     "triton_installed",
     "load",
     "info",
@@ -69,6 +70,13 @@ def triton_installed() -> bool:
 def ext_has_cuda() -> bool:
     """Whether _C was built with CUDA kernels (nvcc)."""
     return state["ext"] is not None and bool(state["ext"].build_info()["cuda"])
+
+
+def cpu_isa() -> str | None:
+    """The instruction set of the CPU fp8_gemm kernel on this machine ("avx512bf16",
+    "avx2" or "generic"; $NVILA_KERNELS_CPU_ISA=avx2|generic, read once at the first
+    call, forces the older ones), or None without the compiled extension."""
+    return state["ext"].cpu_isa() if state["ext"] is not None else None
 
 
 def unavailable_reason(backend: str, device: torch.device) -> str | None:
@@ -259,6 +267,19 @@ def info() -> str:
         )
     elif not ext_has_cuda():
         lines.append(f"CUDA kernels through NVRTC: unavailable ({state['nvrtc_error']})")
+    if build is not None:
+        from .layers import KERNEL_MAX_M
+
+        isa, limit = cpu_isa(), KERNEL_MAX_M[cpu_isa()]
+        lines.append(
+            f"CPU kernels: fp8_gemm ISA {isa}; FP8 Linear on CPU: "
+            + (
+                "the fp8_gemm kernel at every M"
+                if limit is None
+                else f"fp8_gemm kernel for M <= {limit}, "
+                "dequantize + torch.matmul above (nvila_kernels.layers.fp8_cpu_path)"
+            )
+        )
     gpu = torch.cuda.is_available()
     lines.append(f"GPU: {torch.cuda.get_device_name() if gpu else 'none'}")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if gpu else [])

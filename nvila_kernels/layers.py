@@ -8,20 +8,137 @@ Weights are quantized once to float8_e4m3fn (scale = amax(W) / 448); activations
 are quantized on every call, with a dynamic scale (amax(x) / 448, computed on the
 device) or a calibrated static one; the product runs as one FP8 GEMM with fp32
 accumulation and the scales and bias applied in its epilogue.
+
+On CPU tensors the product takes one of two paths per shape (fp8_cpu_path): the fp8_gemm
+kernel, or, where the CPU lacks AVX512-BF16 and M is large, the FP8 operands decoded to
+fp32 and multiplied by torch.matmul (MKL), which is then the faster one.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from . import backends
 from .functional import fp8_gemm, fp8_quantize, spatial_compress, temporal_pool
 
-__all__ = ["Fp8Linear", "quantize_linears", "SpatialCompress", "TemporalPool", "FP8_DTYPE"]
+__all__ = [
+    "Fp8Linear",
+    "quantize_linears",
+    "fp8_cpu_path",
+    "fp8_gemm_dequantized",
+    "SpatialCompress",
+    "TemporalPool",
+    "FP8_DTYPE",
+]
 
 FP8_DTYPE = torch.float8_e4m3fn
+
+logger = logging.getLogger("nvila_kernels")
+
+# Largest M at which Fp8Linear keeps the CPU fp8_gemm kernel, per instruction set of the
+# kernel's large-M path (backends.cpu_isa()); above it the dequantize path runs.
+# avx512bf16: no limit: the VDPBF16PS kernel is faster than fp32 torch.matmul at the
+# prefill shapes (the LLM's 3104 x 3584 x {3584, 512, 18944}, the vision tower's
+# 17408 x 1152 x {1152, 4304}). avx2 / generic: the fp32 FMA kernel (and the portable one)
+# is slower than MKL's sgemm at those shapes (3104 x 3584 x 18944: 4.7 s against 3.4 s,
+# 2 threads), and the decode costs little next to the product, so the dequantize path
+# wins once M leaves the kernel's decode path (M <= 16), which streams the FP8 weight once
+# and is several times faster than reading fp32 weights.
+# Measured with bench/bench_fp8_paths.py (bench/README.md, "FP8 on CPU").
+KERNEL_MAX_M = {"avx512bf16": None, "avx2": 16, "generic": 16}
+
+# fp32 bytes of each of the two decode buffers of the dequantize path (blocks of rows of
+# a and of b). They are kept per thread after the first call: a fresh buffer costs one
+# page fault per 4 KiB on every call, as much as the decode itself.
+_BLOCK_BYTES = 64 << 20
+_scratch = threading.local()
+
+_logged_shapes: set[tuple[int, int, str]] = set()
+
+
+def fp8_cpu_path(m: int, n: int, k: int) -> str:
+    """The path Fp8Linear takes on CPU tensors for an (m, k) x (n, k)^T product:
+    "kernel" (nvila_kernels.fp8_gemm, the compiled CPU kernel) or "dequantize"
+    (fp8_gemm_dequantized: the FP8 operands decoded to fp32, then torch.matmul).
+
+    The rule (KERNEL_MAX_M, from measurements): the kernel at every shape where its
+    large-M path has AVX512-BF16; elsewhere the kernel up to M = 16 (its weight-streaming
+    decode path) and the dequantize path above. n and k do not change the choice today.
+    """
+    for name, v in (("m", m), ("n", n), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    isa = backends.cpu_isa()
+    if isa is None:
+        raise RuntimeError(f"fp8_cpu_path: the compiled extension is not available ({backends.state['ext_error']})")
+    limit = KERNEL_MAX_M[isa]
+    return "kernel" if limit is None or m <= limit else "dequantize"
+
+
+def _decode_e4m3(codes: torch.Tensor, out: torch.Tensor) -> None:
+    """out (r, K) float32 = the values of codes (r, K) float8_e4m3fn, both contiguous CPU."""
+    backends.state["ext"].fp8_e4m3_to_float32(codes.view(torch.uint8).numpy(), out.numpy())
+
+
+def fp8_gemm_dequantized(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale_a: torch.Tensor,
+    scale_b: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """fp8_gemm's product on CPU tensors through torch: (a @ b^T) * (scale_a * scale_b) + bias
+    with a (M, K) and b (N, K) float8_e4m3fn decoded exactly to fp32 and multiplied by
+    torch.addmm (fp32 accumulation): the kernel's sums up to order.
+
+    Blocks of rows of a and b are decoded at a time into two 64 MB buffers kept per
+    thread, so no fp32 copy of a whole large weight is ever made.
+    """
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, torch.Tensor) or t.dtype != FP8_DTYPE or t.dim() != 2 or t.device.type != "cpu":
+            raise TypeError(f"{name}: expected a 2-D float8_e4m3fn CPU tensor, got {_describe(t)}")
+    M, K = a.shape
+    N = b.shape[0]
+    if b.shape[1] != K:
+        raise ValueError(f"b: expected shape (N, {K}) (a is {tuple(a.shape)}), got {tuple(b.shape)}")
+    if bias is not None and tuple(bias.shape) != (N,):
+        raise ValueError(f"bias: expected shape ({N},), got {tuple(bias.shape)}")
+    a, b = a.contiguous(), b.contiguous()
+    s = float(scale_a.float() * scale_b.float())  # the fp32 product, as the kernel's epilogue
+    bias32 = bias.float() if bias is not None else None
+    rows = max(1, _BLOCK_BYTES // (4 * K))  # rows of a and of b per decoded block
+    y = torch.empty(M, N)
+    if getattr(_scratch, "buf", None) is None or _scratch.buf.numel() < 2 * rows * K:
+        _scratch.buf = torch.empty(max(2 * rows * K, 2 * (_BLOCK_BYTES // 4)))
+    a_buf = _scratch.buf[: min(rows, M) * K].view(-1, K)
+    b_buf = _scratch.buf[rows * K : (rows + min(rows, N)) * K].view(-1, K)
+    for m0 in range(0, M, rows):
+        m1 = min(M, m0 + rows)
+        a32 = a_buf[: m1 - m0]  # (rows of a, K)
+        _decode_e4m3(a[m0:m1], a32)
+        for n0 in range(0, N, rows):
+            n1 = min(N, n0 + rows)
+            b32 = b_buf[: n1 - n0]  # (rows of b, K)
+            _decode_e4m3(b[n0:n1], b32)
+            y_block = y[m0:m1, n0:n1]  # a strided view: the GEMM writes it in place
+            if bias32 is None:
+                torch.mm(a32, b32.t(), out=y_block)
+                y_block.mul_(s)
+            else:
+                torch.addmm(bias32[n0:n1], a32, b32.t(), alpha=s, out=y_block)
+    return y if out_dtype == torch.float32 else y.to(out_dtype)
+
+
+def _describe(t) -> str:
+    if not isinstance(t, torch.Tensor):
+        return type(t).__name__
+    return f"{t.dtype} {t.device.type} tensor of shape {tuple(t.shape)}"
 
 
 class Fp8Linear(nn.Module):
@@ -105,8 +222,29 @@ class Fp8Linear(nn.Module):
         if x2.shape[0] == 0:
             return x.new_empty((*lead, self.out_features))
         q, scale = fp8_quantize(x2, self.input_scale, FP8_DTYPE, backend=self.backend)
-        y = fp8_gemm(q, self.weight, scale, self.weight_scale, self.bias, x.dtype, backend=self.backend)  # (M, N)
+        if self._path(x2.shape[0], x2.device) == "dequantize":
+            y = fp8_gemm_dequantized(q, self.weight, scale, self.weight_scale, self.bias, x.dtype)  # (M, N)
+        else:
+            y = fp8_gemm(q, self.weight, scale, self.weight_scale, self.bias, x.dtype, backend=self.backend)
         return y.reshape(*lead, self.out_features)
+
+    def _path(self, m: int, device: torch.device) -> str:
+        """fp8_cpu_path for this call when fp8_gemm would run the CPU kernel, else "kernel"."""
+        if device.type != "cpu" or backends.resolve("fp8_gemm", self.backend, device) != "cpu":
+            return "kernel"
+        path = fp8_cpu_path(m, self.out_features, self.in_features)
+        key = (self.out_features, self.in_features, path)
+        if path == "dequantize" and key not in _logged_shapes:
+            _logged_shapes.add(key)
+            logger.info(
+                "nvila_kernels: Fp8Linear %d -> %d at M = %d on CPU (fp8_gemm ISA %s): dequantize + torch.matmul path, "
+                "faster than the fp8_gemm kernel here (nvila_kernels.layers.fp8_cpu_path)",
+                self.in_features,
+                self.out_features,
+                m,
+                backends.cpu_isa(),
+            )
+        return path
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

@@ -1,6 +1,7 @@
 """The CPU FP8 GEMM at prefill-like shapes (M well above the decode path's 16, the LLM's
-K = 3584 in 14 K slices, tails in M, N and K) against the reference: the AVX512-BF16
-path where the CPU has it, and the fp32 blocked path (NVILA_KERNELS_CPU_ISA=avx2, in a
+K = 3584 in 14 K slices, tails in M, N and K) and at a decode-path M (9 rows: two row
+groups) against the reference, a NaN code in a included: the AVX512-BF16 paths where the
+CPU has them, and the fp32 blocked / AVX2 decode paths (NVILA_KERNELS_CPU_ISA=avx2, in a
 fresh process)."""
 
 import math
@@ -18,7 +19,7 @@ from nvila_kernels import reference
 
 pytestmark = pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="no CPU kernels in this build")
 
-SHAPES = [(259, 101, 3584), (300, 72, 1151)]  # (M, N, K)
+SHAPES = [(259, 101, 3584), (300, 72, 1151), (9, 101, 1151)]  # (M, N, K)
 
 
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16], ids=str)

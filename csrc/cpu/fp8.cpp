@@ -18,7 +18,10 @@
 //   path's loops with both operands packed as bf16 pairs (every E4M3 value is exact in
 //   bf16) and a VDPBF16PS micro-kernel, whose products are exact in fp32 and summed in
 //   fp32: the same sums up to order, at twice the fp32 FMA rate, so FP8 prefill is
-//   faster than fp32 torch.matmul. NVILA_KERNELS_CPU_ISA=avx2 keeps the fp32 path.
+//   faster than fp32 torch.matmul. On such CPUs the decode path also decodes the weights
+//   to bf16 (two word permutes per 32 codes) and dots them with VDPBF16PS: fewer
+//   instructions per weight byte than the F16C decode, closer to the streaming bound.
+//   NVILA_KERNELS_CPU_ISA=avx2 keeps the AVX2 paths.
 // Both have an AVX2+FMA+F16C version (function-level target attributes, chosen at
 // run time with __builtin_cpu_supports, so the build stays portable) and a portable
 // fallback. NVILA_KERNELS_CPU_ISA=generic forces the fallback (for its tests).
@@ -336,11 +339,113 @@ NVILA_AVX2 bool dot_block_avx2(const uint8_t* w, int64_t ldw, const float* af, i
 }
 #endif
 
+#if NVILA_HAVE_AVX2_PATH
+#define NVILA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+
+// True when the CPU has AVX512F/BW/BF16 and NVILA_KERNELS_CPU_ISA is neither "generic"
+// nor "avx2" (which keep the AVX2 decode and fp32 blocked paths, for their tests).
+bool use_avx512bf16() {
+  static const bool ok = [] {
+    const char* isa = std::getenv("NVILA_KERNELS_CPU_ISA");
+    if (isa && (std::strcmp(isa, "generic") == 0 || std::strcmp(isa, "avx2") == 0)) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  return ok;
+}
+
+// bf16 bits of the 256 E4M3 codes: exact (the values have 3 mantissa bits and fit
+// bf16's exponent range), NaN codes decode to a bf16 NaN.
+const uint16_t* e4m3_bf16_table() {
+  static const auto table = [] {
+    std::unique_ptr<uint16_t[]> t(new uint16_t[256]);
+    for (int i = 0; i < 256; ++i) t[i] = uint16_t(float_bits(fp8_decode<Fp8Format::E4M3>(uint8_t(i))) >> 16);
+    return t;
+  }();
+  return table.get();
+}
+
+// The sum of the 16 lanes, through memory (GCC 12's 512-bit extract and cast intrinsics
+// warn of uninitialized values); once per dot product.
+NVILA_AVX512BF16 NVILA_INLINE float hsum512(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  float s = 0.f;
+  for (int i = 0; i < 16; ++i) s += t[i];
+  return s;
+}
+
+// As dot_block_avx2 (MB rows of a, NB weight rows, res[j * ldr + m]), with VDPBF16PS:
+// a16 holds the rows of a as bf16 (exact), zero-padded to a multiple of 32 columns; each
+// 32 weight codes become 32 bf16 with two 64-entry word permutes (the table of the 128
+// magnitudes) and the sign bit, so NaN codes decode to NaN and need no separate check.
+// The products are exact in fp32 and summed in fp32, as in the bf16 GEMM path.
+template <int MB, int NB>
+NVILA_AVX512BF16 void dot_block_bf16(const uint8_t* w, int64_t ldw, const uint16_t* a16, int64_t lda16, int64_t K,
+                                     float* res, int64_t ldr, const uint8_t* pf) {
+  const uint16_t* tab = e4m3_bf16_table();  // codes 0..127: the magnitudes
+  const __m512i t0 = _mm512_loadu_si512(tab), t1 = _mm512_loadu_si512(tab + 32);
+  const __m512i t2 = _mm512_loadu_si512(tab + 64), t3 = _mm512_loadu_si512(tab + 96);
+  const __m512i bit6 = _mm512_set1_epi16(0x40), sign = _mm512_set1_epi16(int16_t(0x8000));
+  __m512 acc[NB][MB];
+  for (int j = 0; j < NB; ++j)
+    for (int m = 0; m < MB; ++m) acc[j][m] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {
+    const __mmask32 valid = K - k >= 32 ? ~__mmask32(0) : (__mmask32(1) << (K - k)) - 1;
+    for (int j = 0; j < NB; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf + j * ldw + k), _MM_HINT_T0);
+      const __m512i c = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(valid, w + j * ldw + k));  // 0x00cc
+      const __m512i lo = _mm512_permutex2var_epi16(t0, c, t1), hi = _mm512_permutex2var_epi16(t2, c, t3);
+      __m512i v = _mm512_mask_blend_epi16(_mm512_test_epi16_mask(c, bit6), lo, hi);
+      v = _mm512_ternarylogic_epi32(v, _mm512_slli_epi16(c, 8), sign, 0xf8);  // v | (c << 8 & 0x8000)
+      for (int m = 0; m < MB; ++m)
+        acc[j][m] = _mm512_dpbf16_ps(acc[j][m], (__m512bh)v, (__m512bh)_mm512_loadu_si512(a16 + m * lda16 + k));
+    }
+  }
+  for (int j = 0; j < NB; ++j)
+    for (int m = 0; m < MB; ++m) res[j * ldr + m] = hsum512(acc[j][m]);
+}
+
+template <int MB>
+NVILA_AVX512BF16 void dot_block_bf16(const uint8_t* w, int64_t ldw, const uint16_t* a16, int64_t lda16, int64_t K,
+                                     int nb, float* res, int64_t ldr, const uint8_t* pf) {
+  constexpr int NB = decode_rows_per_call(MB);
+  if (nb == NB) return dot_block_bf16<MB, NB>(w, ldw, a16, lda16, K, res, ldr, pf);
+  dot_block_bf16<MB, 1>(w, ldw, a16, lda16, K, res, ldr, pf);
+}
+
+// dot_block_bf16 for mb <= kDecodeGroup rows of a and nb = decode_rows_per_call(mb) or 1 weight rows.
+NVILA_AVX512BF16 void dot_block_bf16(const uint8_t* w, int64_t ldw, const uint16_t* a16, int64_t lda16, int64_t K,
+                                     int mb, int nb, float* res, int64_t ldr, const uint8_t* pf) {
+  switch (mb) {
+    case 1: return dot_block_bf16<1>(w, ldw, a16, lda16, K, nb, res, ldr, pf);
+    case 2: return dot_block_bf16<2>(w, ldw, a16, lda16, K, nb, res, ldr, pf);
+    case 3: return dot_block_bf16<3>(w, ldw, a16, lda16, K, nb, res, ldr, pf);
+    case 4: return dot_block_bf16<4>(w, ldw, a16, lda16, K, nb, res, ldr, pf);
+    case 5: return dot_block_bf16<5>(w, ldw, a16, lda16, K, nb, res, ldr, pf);
+    case 6: return dot_block_bf16<6>(w, ldw, a16, lda16, K, nb, res, ldr, pf);
+    case 7: return dot_block_bf16<7>(w, ldw, a16, lda16, K, nb, res, ldr, pf);
+    default: return dot_block_bf16<8>(w, ldw, a16, lda16, K, nb, res, ldr, pf);
+  }
+}
+#endif
+
 void gemm_decode(const Fp8GemmArgs& g, const Epilogue& e) {
   const int64_t M = g.M, N = g.N, K = g.K;
+#if NVILA_HAVE_AVX2_PATH
+  const bool bf16 = use_avx512bf16();
+#else
+  const bool bf16 = false;
+#endif
+  const int64_t k16 = ceil_div(K, 32) * 32;       // row stride of a16
+  std::vector<uint16_t> a16(bf16 ? M * k16 : 0);  // (M, k16) a as bf16, zero-padded (bf16 kernel)
+  std::vector<float> af(bf16 ? 0 : M * K);        // (M, K) a decoded to fp32 (the other kernels)
+  const uint16_t* lut16 = bf16 ? e4m3_bf16_table() : nullptr;
+  for (int64_t m = 0; m < M && bf16; ++m)
+    for (int64_t k = 0; k < K; ++k) a16[m * k16 + k] = lut16[g.a[m * K + k]];
   const float* lut = e4m3_table();
-  std::vector<float> af(M * K);  // (M, K) a decoded to fp32
-  for (int64_t i = 0; i < M * K; ++i) af[i] = lut[g.a[i]];
+  for (int64_t i = 0; i < int64_t(af.size()); ++i) af[i] = lut[g.a[i]];
   const bool avx2 = use_avx2();
   // groups of rows of a: as even as possible, at most kDecodeGroup each
   const int64_t groups = ceil_div(M, kDecodeGroup);
@@ -352,14 +457,19 @@ void gemm_decode(const Fp8GemmArgs& g, const Epilogue& e) {
     float res[kRows][kDecodeMaxM];  // (row, m)
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t m0 = gi * M / groups, mb = (gi + 1) * M / groups - m0;
-      const float* ap = af.data() + m0 * K;
       const int64_t step = rows == kRows ? decode_rows_per_call(int(mb)) : 1;
       for (int64_t r = 0; r < rows; r += step) {
         const uint8_t* w = g.b + (n0 + r) * K;
         const uint8_t* pf = n0 + kRows + r < N ? w + kRows * K : w;  // the next work item's rows
 #if NVILA_HAVE_AVX2_PATH
-        if (avx2 && dot_block_avx2(w, K, ap, K, K, int(mb), int(step), &res[r][m0], kDecodeMaxM, pf)) continue;
+        if (bf16) {
+          dot_block_bf16(w, K, a16.data() + m0 * k16, k16, K, int(mb), int(step), &res[r][m0], kDecodeMaxM, pf);
+          continue;
+        }
+        if (avx2 && dot_block_avx2(w, K, af.data() + m0 * K, K, K, int(mb), int(step), &res[r][m0], kDecodeMaxM, pf))
+          continue;
 #endif
+        const float* ap = af.data() + m0 * K;
         for (int64_t j = 0; j < step; ++j) dot_rows_generic(w + j * K, ap, K, K, int(mb), &res[r + j][m0]);
       }
     }
@@ -630,36 +740,10 @@ void gemm_blocked(const Fp8GemmArgs& g, const Epilogue& e) {
 // ---- bf16 path (larger M, on CPUs with AVX512-BF16) -------------------------
 
 #if NVILA_HAVE_AVX2_PATH
-#define NVILA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
-
-// True when the CPU has AVX512F/BW/BF16 and NVILA_KERNELS_CPU_ISA is neither "generic"
-// nor "avx2" (which keep the fp32 blocked path, for its tests).
-bool use_avx512bf16() {
-  static const bool ok = [] {
-    const char* isa = std::getenv("NVILA_KERNELS_CPU_ISA");
-    if (isa && (std::strcmp(isa, "generic") == 0 || std::strcmp(isa, "avx2") == 0)) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512bf16");
-  }();
-  return ok;
-}
-
 constexpr int kBMr = 8, kBNr = 32;  // micro-tile: 16 zmm accumulators
 constexpr int64_t kBKc = 256;       // K slice (even): a kBKc x kBNr bf16 panel of b is 16 KB (L1)
 constexpr int64_t kBMc = 128;       // rows of a per block: kBMc x kBKc bf16 is 64 KB (L2)
 constexpr int64_t kBNc = 512;       // columns per parallel work item
-
-// bf16 bits of the 256 E4M3 codes: exact (the values have 3 mantissa bits and fit
-// bf16's exponent range), NaN codes decode to a bf16 NaN.
-const uint16_t* e4m3_bf16_table() {
-  static const auto table = [] {
-    std::unique_ptr<uint16_t[]> t(new uint16_t[256]);
-    for (int i = 0; i < 256; ++i) t[i] = uint16_t(float_bits(fp8_decode<Fp8Format::E4M3>(uint8_t(i))) >> 16);
-    return t;
-  }();
-  return table.get();
-}
 
 // Packs rows [r0, r0 + rows) of the (R, K) codes, K range [k0, k0 + kc), as P bf16 rows
 // in K pairs: d[p][i][2] = (x[i, k0 + 2p], x[i, k0 + 2p + 1]), zeros past the ends
@@ -765,7 +849,65 @@ void gemm_bf16(const Fp8GemmArgs& g, const Epilogue& e) {
 }
 #endif
 
+// ---- E4M3 codes -> fp32 (the dequantize path of nvila_kernels.layers.Fp8Linear) ----
+
+void e4m3_to_f32_generic(const uint8_t* q, float* out, int64_t n) {
+  const float* lut = e4m3_table();
+  for (int64_t i = 0; i < n; ++i) out[i] = lut[q[i]];
+}
+
+#if NVILA_HAVE_AVX2_PATH
+// 32 codes at a time with the register decode of dot_block_avx2; blocks holding a NaN
+// code (and the tail) take the table.
+NVILA_AVX2 void e4m3_to_f32_avx2(const uint8_t* q, float* out, int64_t n) {
+  const __m256i zero = _mm256_setzero_si256(), low7 = _mm256_set1_epi8(0x7f);
+  const __m256i clear14 = _mm256_set1_epi16(int16_t(0xbfff));
+  const __m256 two8 = _mm256_set1_ps(256.0f);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i));
+    const __m256i nan = _mm256_cmpeq_epi8(_mm256_and_si256(x, low7), low7);
+    if (!_mm256_testz_si256(nan, nan)) {
+      e4m3_to_f32_generic(q + i, out + i, 32);
+      continue;
+    }
+    // per 128-bit lane: lo holds codes 0..7 (and 16..23), hi codes 8..15 (and 24..31)
+    const __m256i lo = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpacklo_epi8(zero, x), 1), clear14);
+    const __m256i hi = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpackhi_epi8(zero, x), 1), clear14);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(lo)), two8));
+    _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(hi)), two8));
+    _mm256_storeu_ps(out + i + 16, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1)), two8));
+    _mm256_storeu_ps(out + i + 24, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1)), two8));
+  }
+  e4m3_to_f32_generic(q + i, out + i, n - i);
+}
+#endif
+
 }  // namespace
+
+const char* fp8_gemm_isa() {
+#if NVILA_HAVE_AVX2_PATH
+  if (use_avx512bf16()) return "avx512bf16";
+  if (use_avx2()) return "avx2";
+#endif
+  return "generic";
+}
+
+void fp8_e4m3_to_f32(const uint8_t* q, float* out, int64_t n) {
+  constexpr int64_t kChunk = 1 << 16;  // codes per parallel work item (a multiple of 32)
+  const bool avx2 = use_avx2();
+#pragma omp parallel for schedule(static) if (n > kChunk)
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t len = std::min(kChunk, n - c);
+#if NVILA_HAVE_AVX2_PATH
+    if (avx2) {
+      e4m3_to_f32_avx2(q + c, out + c, len);
+      continue;
+    }
+#endif
+    e4m3_to_f32_generic(q + c, out + c, len);
+  }
+}
 
 void fp8_quantize(const Fp8QuantizeArgs& a) {
   if (a.format == Fp8Format::E4M3)

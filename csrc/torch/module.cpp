@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "nvila/fp8_ops.h"
 #include "../cuda/launchers.h"
 #include "args_layout.h"
 
@@ -30,6 +31,26 @@ static PyObject* build_info(PyObject*, PyObject*) {
 #endif
   return Py_BuildValue("{s:O,s:O,s:s,s:s,s:s}", "cpu", Py_True, "cuda", cuda, "cuda_archs", NVILA_CUDA_ARCHS,
                        "cuda_version", NVILA_CUDA_VERSION, "torch_version", NVILA_TORCH_VERSION);
+}
+
+static PyObject* cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(nvila::cpu::fp8_gemm_isa()); }
+
+// fp8_e4m3_to_float32(codes, out): out (a writable float32 buffer) = the values of the
+// E4M3 codes (a bytes-like buffer of the same length); Fp8Linear's dequantize path.
+static PyObject* fp8_e4m3_to_float32(PyObject*, PyObject* args) {
+  Py_buffer codes, out;
+  if (!PyArg_ParseTuple(args, "y*w*", &codes, &out)) return nullptr;
+  const bool ok = out.len == codes.len * Py_ssize_t(sizeof(float));
+  if (ok) {
+    Py_BEGIN_ALLOW_THREADS nvila::cpu::fp8_e4m3_to_f32(static_cast<const uint8_t*>(codes.buf),
+                                                       static_cast<float*>(out.buf), codes.len);
+    Py_END_ALLOW_THREADS
+  } else {
+    PyErr_Format(PyExc_ValueError, "out: expected %zd bytes (4 per code), got %zd", codes.len * 4, out.len);
+  }
+  PyBuffer_Release(&codes);
+  PyBuffer_Release(&out);
+  return ok ? Py_NewRef(Py_None) : nullptr;
 }
 
 // Test hooks of the CUDA emulator (backend "emu"), see nvila::emu in launchers.h.
@@ -143,6 +164,9 @@ static PyObject* set_nvrtc_launcher(PyObject*, PyObject* launcher) {
 
 static PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "What this build of the extension contains."},
+    {"cpu_isa", cpu_isa, METH_NOARGS, "The instruction set of the CPU fp8_gemm here: avx512bf16, avx2 or generic."},
+    {"fp8_e4m3_to_float32", fp8_e4m3_to_float32, METH_VARARGS,
+     "fp8_e4m3_to_float32(codes, out): decodes E4M3 codes into a float32 buffer of the same length."},
     {"set_emulated_compute_capability", set_emulated_compute_capability, METH_O,
      "Sets the compute capability (major * 10 + minor) the CUDA emulator reports; returns the previous one."},
     {"emulated_wgmma_count", emulated_wgmma_count, METH_NOARGS,

@@ -85,5 +85,10 @@ inline LaunchConfig fp8_gemm_launch_config(const Fp8GemmArgs& p, const LaunchTar
 namespace nvila::cpu {
 void fp8_quantize(const Fp8QuantizeArgs& a);
 void fp8_gemm(const Fp8GemmArgs& a);
+// The instruction set of fp8_gemm on this CPU (NVILA_KERNELS_CPU_ISA applied): "avx512bf16"
+// (VDPBF16PS, both paths), "avx2" (F16C decode + fp32 FMA) or "generic" (portable C++).
+const char* fp8_gemm_isa();
+// out[i] = the exact fp32 value of the E4M3 code q[i] (NaN codes give NaN), i < n.
+void fp8_e4m3_to_f32(const uint8_t* q, float* out, int64_t n);
 }  // namespace nvila::cpu
 #endif
