@@ -25,6 +25,7 @@ void copy_rows(const SpatialCompressArgs& a) {
   T* out = static_cast<T*>(a.out);
   const int64_t C = a.C, D = a.D(), kk = a.k * a.k, rows = a.rows();
   const bool stream = rows * D * int64_t(sizeof(T)) >= kStreamBytes;
+  if (stream) advise_huge_pages(out, rows * D * sizeof(T));
 #pragma omp parallel
   {
 #pragma omp for schedule(static)
@@ -52,6 +53,7 @@ void layernorm_rows(const SpatialCompressArgs& a) {
   const float* bias = a.ln_bias;
   const int64_t C = a.C, D = a.D(), kk = a.k * a.k, rows = a.rows();
   const bool stream = rows * D * int64_t(sizeof(T)) >= kStreamBytes;
+  if (stream) advise_huge_pages(out, rows * D * sizeof(T));
 #pragma omp parallel
   {
     std::vector<float> buf_storage(D);
