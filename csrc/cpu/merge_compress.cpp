@@ -124,34 +124,6 @@ NVILA_AVX2 double stage_piece_avx2(float* dst, const T* x, const MultiscaleMerge
   return total;
 }
 
-// ((v - shift) - mean) * rstd * w (+ b) of 8 values
-NVILA_AVX2 NVILA_INLINE __m256 norm8(const float* v, __m256 shift, __m256 mean, __m256 rstd, const float* w,
-                                     const float* b) {
-  const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(v), shift), mean), rstd),
-                                 _mm256_loadu_ps(w));
-  return b ? _mm256_add_ps(y, _mm256_loadu_ps(b)) : y;
-}
-
-// Writes the staged row v as T, normalized with st when given (weight w, bias b or
-// nullptr); streaming stores for the aligned middle when `stream`.
-template <typename T>
-NVILA_AVX2 void write_row_avx2(T* dst, const float* v, int64_t n, const RowStats* st, const float* w, const float* b,
-                               bool stream) {
-  const auto value = [&](int64_t i) { return st ? layernorm_apply(v[i], *st, w, b, i) : v[i]; };
-  int64_t i = 0;
-  if (reinterpret_cast<uintptr_t>(dst) % sizeof(T) != 0) stream = false;  // never aligns
-  if (stream)
-    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) dst[i] = from_f32<T>(value(i));
-  if (st) {
-    const __m256 shift = _mm256_set1_ps(st->shift), mean = _mm256_set1_ps(st->mean), rstd = _mm256_set1_ps(st->rstd);
-    for (; i + 16 <= n; i += 16)
-      store16(dst + i, norm8(v + i, shift, mean, rstd, w + i, b ? b + i : nullptr),
-              norm8(v + i + 8, shift, mean, rstd, w + i + 8, b ? b + i + 8 : nullptr), stream);
-  } else {
-    for (; i + 16 <= n; i += 16) store16(dst + i, _mm256_loadu_ps(v + i), _mm256_loadu_ps(v + i + 8), stream);
-  }
-  for (; i < n; ++i) dst[i] = from_f32<T>(value(i));
-}
 #endif
 
 template <typename T>
@@ -161,13 +133,6 @@ double stage(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, in
   if (avx2) return stage_piece_avx2(dst, x, m, s, Y, X, shift);
 #endif
   return stage_piece(dst, x, m, s, Y, X, shift);
-}
-
-// The portable write of the staged row: normalize in place, then convert and copy.
-template <typename T>
-void write_row(T* dst, float* v, int64_t n, const RowStats* st, const float* w, const float* b, bool stream, T* tmp) {
-  if (st) normalize_inplace(v, n, *st, w, b);
-  store_row(dst, v, n, stream, tmp);
 }
 
 constexpr int kChunk = 16;
@@ -210,12 +175,6 @@ void run(const MergeCompressArgs& a) {
         st = RowStats{shift, mean, layernorm_rstd(ssd, D, a.eps)};
       }
       const RowStats* stp = ln ? &st : nullptr;
-#if NVILA_HAVE_AVX2_PATH
-      if (avx2) {
-        write_row_avx2(out + t * D, buf, D, stp, a.ln_weight, a.ln_bias, stream);
-        continue;
-      }
-#endif
       write_row(out + t * D, buf, D, stp, a.ln_weight, a.ln_bias, stream, tmp.data());
     }
     stream_fence();

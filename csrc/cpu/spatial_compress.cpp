@@ -78,8 +78,7 @@ void layernorm_rows(const SpatialCompressArgs& a) {
       // pass 2: squared deviations; pass 3: normalize in place, then store
       const float ssd = float(block_sum_sq_dev(buf, D, shift, mean));
       const RowStats st{shift, mean, layernorm_rstd(ssd, D, a.eps)};
-      normalize_inplace(buf, D, st, w, bias);
-      store_row(out + row * D, buf, D, stream, out_storage.data());
+      write_row(out + row * D, buf, D, &st, w, bias, stream, out_storage.data());
     }
     stream_fence();
   }
