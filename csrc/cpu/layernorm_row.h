@@ -35,18 +35,25 @@ NVILA_AVX2 double load_token_avx2(float* b, const T* p, int64_t C, float shift) 
   double total = 0.0;
   for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
     const int64_t m = std::min(kBlock, C - c0), m8 = m & ~int64_t(7);
-    __m256 acc = _mm256_setzero_ps();
-    float s = 0.f;
-    for (int64_t c = 0; c < m8; c += 8) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t c = 0;
+    for (; c + 32 <= m; c += 32)  // four independent sums (one would wait on the add latency)
+      for (int j = 0; j < 4; ++j) {
+        const __m256 v = load8(p + c0 + c + 8 * j);
+        _mm256_storeu_ps(b + c0 + c + 8 * j, v);
+        acc[j] = _mm256_add_ps(acc[j], _mm256_sub_ps(v, vshift));
+      }
+    for (; c < m8; c += 8) {
       const __m256 v = load8(p + c0 + c);
       _mm256_storeu_ps(b + c0 + c, v);
-      acc = _mm256_add_ps(acc, _mm256_sub_ps(v, vshift));
+      acc[0] = _mm256_add_ps(acc[0], _mm256_sub_ps(v, vshift));
     }
-    for (int64_t c = m8; c < m; ++c) {
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; c < m; ++c) {
       b[c0 + c] = load_f32(p + c0 + c);
       s += b[c0 + c] - shift;
     }
-    total += double(hsum(acc) + s);
+    total += s;
   }
   return total;
 }
