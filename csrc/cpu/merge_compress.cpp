@@ -7,7 +7,8 @@
 // (D*4 bytes, L2 resident) with its sum fused into the gather; then the shared
 // sum-of-squares pass and one pass that normalizes, converts and writes the output
 // row (streaming stores for large outputs: no read-for-ownership of the output).
-// The gather and the last pass have an AVX2 version (avx2.h) and a portable one.
+// The gather (here) and the last pass (write_row, layernorm_row.h) have an AVX2
+// version (avx2.h) and a portable one.
 #include <omp.h>
 
 #include <algorithm>

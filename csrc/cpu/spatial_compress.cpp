@@ -3,6 +3,8 @@
 // row is staged once in an fp32 buffer (D*4 bytes, L1/L2 resident) for the
 // statistics passes and the normalized write, so every input element is read
 // from memory once and every output element written once.
+// The staging (load_token) and the last pass (write_row) of layernorm_row.h have an
+// AVX2 version; a large fresh output is asked for huge pages (stream_store.h).
 #include <omp.h>
 
 #include <algorithm>
