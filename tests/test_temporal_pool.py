@@ -1,5 +1,10 @@
 """temporal_pool: every backend against the reference."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import DTYPES, KERNEL_BACKENDS, SLOW_BACKENDS, TOL, backend_device
@@ -90,3 +95,15 @@ def test_out_argument(backend):
     out = torch.empty(2, 5, 3, device=device)
     assert nk.temporal_pool(x, 8, out=out, backend=backend) is out
     torch.testing.assert_close(out, reference.temporal_pool(x, 8))
+
+
+@pytest.mark.slow  # this file's cpu tests again, in a subprocess
+@pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="no CPU kernels in this build")
+def test_cpu_portable_path():
+    """The CPU kernel's portable path (NVILA_KERNELS_CPU_ISA=generic, as on a CPU without
+    AVX2), in a fresh process: this file's cpu tests, the streamed NVILA-8B-Video shape included."""
+    env = {**os.environ, "NVILA_KERNELS_CPU_ISA": "generic"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "cpu and not portable"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -7,7 +7,8 @@
 // (D*4 bytes, L2 resident) with its sum fused into the gather; then the shared
 // sum-of-squares pass and one pass that normalizes, converts and writes the output
 // row (streaming stores for large outputs: no read-for-ownership of the output).
-// The gather and the last pass have an AVX2 version (avx2.h) and a portable one.
+// The gather (here) and the last pass (write_row, layernorm_row.h) have an AVX2
+// version (avx2.h) and a portable one.
 #include "nvila/merge_compress.h"
 
 #include <omp.h>
@@ -72,54 +73,6 @@ float merged_first_value(const T* x, const MultiscaleMergeArgs& m, int64_t s, in
 }
 
 #if NVILA_HAVE_AVX2_PATH
-// v rounded to T and back, as from_f32<T> then load_f32 (round to nearest even; a
-// NaN stays a quiet NaN)
-template <typename T>
-NVILA_AVX2 NVILA_INLINE __m256 round8(__m256 v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, half_t>) {
-    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  } else {
-    const __m256i u = _mm256_castps_si256(v);
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
-    const __m256i nan =
-        _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
-    const __m256i q = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), nan);
-    return _mm256_castsi256_ps(_mm256_and_si256(q, _mm256_set1_epi32(int32_t(0xffff0000u))));
-  }
-}
-
-// Stores 16 values (lo, hi) as T; dst 32-byte aligned when streaming.
-template <typename T>
-NVILA_AVX2 NVILA_INLINE void store16(T* dst, __m256 lo, __m256 hi, bool stream) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (stream) {
-      _mm256_stream_ps(dst, lo);
-      _mm256_stream_ps(dst + 8, hi);
-    } else {
-      _mm256_storeu_ps(dst, lo);
-      _mm256_storeu_ps(dst + 8, hi);
-    }
-  } else {
-    __m256i h;
-    if constexpr (std::is_same_v<T, half_t>) {
-      constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-      h = _mm256_set_m128i(_mm256_cvtps_ph(hi, kRound), _mm256_cvtps_ph(lo, kRound));
-    } else {  // bf16 bits in the low halves, packed per 128-bit lane, then the lanes put in order
-      const __m256i l = _mm256_srli_epi32(_mm256_castps_si256(round8<T>(lo)), 16);
-      const __m256i u = _mm256_srli_epi32(_mm256_castps_si256(round8<T>(hi)), 16);
-      h = _mm256_permute4x64_epi64(_mm256_packus_epi32(l, u), _MM_SHUFFLE(3, 1, 2, 0));
-    }
-    auto* d = reinterpret_cast<__m256i*>(dst);
-    if (stream)
-      _mm256_stream_si256(d, h);
-    else
-      _mm256_storeu_si256(d, h);
-  }
-}
-
 // stage_piece with 8 channels per vector
 template <typename T>
 NVILA_AVX2 double stage_piece_avx2(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, int64_t Y,
@@ -173,34 +126,6 @@ NVILA_AVX2 double stage_piece_avx2(float* dst, const T* x, const MultiscaleMerge
   return total;
 }
 
-// ((v - shift) - mean) * rstd * w (+ b) of 8 values
-NVILA_AVX2 NVILA_INLINE __m256 norm8(const float* v, __m256 shift, __m256 mean, __m256 rstd, const float* w,
-                                     const float* b) {
-  const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(v), shift), mean), rstd),
-                                 _mm256_loadu_ps(w));
-  return b ? _mm256_add_ps(y, _mm256_loadu_ps(b)) : y;
-}
-
-// Writes the staged row v as T, normalized with st when given (weight w, bias b or
-// nullptr); streaming stores for the aligned middle when `stream`.
-template <typename T>
-NVILA_AVX2 void write_row_avx2(T* dst, const float* v, int64_t n, const RowStats* st, const float* w, const float* b,
-                               bool stream) {
-  const auto value = [&](int64_t i) { return st ? layernorm_apply(v[i], *st, w, b, i) : v[i]; };
-  int64_t i = 0;
-  if (reinterpret_cast<uintptr_t>(dst) % sizeof(T) != 0) stream = false;  // never aligns
-  if (stream)
-    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) dst[i] = from_f32<T>(value(i));
-  if (st) {
-    const __m256 shift = _mm256_set1_ps(st->shift), mean = _mm256_set1_ps(st->mean), rstd = _mm256_set1_ps(st->rstd);
-    for (; i + 16 <= n; i += 16)
-      store16(dst + i, norm8(v + i, shift, mean, rstd, w + i, b ? b + i : nullptr),
-              norm8(v + i + 8, shift, mean, rstd, w + i + 8, b ? b + i + 8 : nullptr), stream);
-  } else {
-    for (; i + 16 <= n; i += 16) store16(dst + i, _mm256_loadu_ps(v + i), _mm256_loadu_ps(v + i + 8), stream);
-  }
-  for (; i < n; ++i) dst[i] = from_f32<T>(value(i));
-}
 #endif
 
 template <typename T>
@@ -210,13 +135,6 @@ double stage(float* dst, const T* x, const MultiscaleMergeArgs& m, int64_t s, in
   if (avx2) return stage_piece_avx2(dst, x, m, s, Y, X, shift);
 #endif
   return stage_piece(dst, x, m, s, Y, X, shift);
-}
-
-// The portable write of the staged row: normalize in place, then convert and copy.
-template <typename T>
-void write_row(T* dst, float* v, int64_t n, const RowStats* st, const float* w, const float* b, bool stream, T* tmp) {
-  if (st) normalize_inplace(v, n, *st, w, b);
-  store_row(dst, v, n, stream, tmp);
 }
 
 constexpr int kChunk = 16;
@@ -259,12 +177,6 @@ void run(const MergeCompressArgs& a) {
         st = RowStats{shift, mean, layernorm_rstd(ssd, D, a.eps)};
       }
       const RowStats* stp = ln ? &st : nullptr;
-#if NVILA_HAVE_AVX2_PATH
-      if (avx2) {
-        write_row_avx2(out + t * D, buf, D, stp, a.ln_weight, a.ln_bias, stream);
-        continue;
-      }
-#endif
       write_row(out + t * D, buf, D, stp, a.ln_weight, a.ln_bias, stream, tmp.data());
     }
     stream_fence();

@@ -3,6 +3,8 @@
 // row is staged once in an fp32 buffer (D*4 bytes, L1/L2 resident) for the
 // statistics passes and the normalized write, so every input element is read
 // from memory once and every output element written once.
+// The staging (load_token) and the last pass (write_row) of layernorm_row.h have an
+// AVX2 version; a large fresh output is asked for huge pages (stream_store.h).
 #include "nvila/spatial_compress.h"
 
 #include <omp.h>
@@ -26,6 +28,7 @@ void copy_rows(const SpatialCompressArgs& a) {
   T* out = static_cast<T*>(a.out);
   const int64_t C = a.C, D = a.D(), kk = a.k * a.k, rows = a.rows();
   const bool stream = rows * D * int64_t(sizeof(T)) >= kStreamBytes;
+  if (stream) advise_huge_pages(out, rows * D * sizeof(T));
 #pragma omp parallel
   {
 #pragma omp for schedule(static)
@@ -53,6 +56,7 @@ void layernorm_rows(const SpatialCompressArgs& a) {
   const float* bias = a.ln_bias;
   const int64_t C = a.C, D = a.D(), kk = a.k * a.k, rows = a.rows();
   const bool stream = rows * D * int64_t(sizeof(T)) >= kStreamBytes;
+  if (stream) advise_huge_pages(out, rows * D * sizeof(T));
 #pragma omp parallel
   {
     std::vector<float> buf_storage(D);
@@ -77,8 +81,7 @@ void layernorm_rows(const SpatialCompressArgs& a) {
       // pass 2: squared deviations; pass 3: normalize in place, then store
       const float ssd = float(block_sum_sq_dev(buf, D, shift, mean));
       const RowStats st{shift, mean, layernorm_rstd(ssd, D, a.eps)};
-      normalize_inplace(buf, D, st, w, bias);
-      store_row(out + row * D, buf, D, stream, out_storage.data());
+      write_row(out + row * D, buf, D, &st, w, bias, stream, out_storage.data());
     }
     stream_fence();
   }
