@@ -9,18 +9,27 @@ import os
 
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, Qwen2Config, TokenizersBackend
 
+from ..media import IMAGE_TOKEN, VIDEO_TOKEN
 from ..tokenizer import IM_END, IM_START, Tokenizer
 
 MODEL_TYPE = "llava_llama"
 
 # nvila.tokenizer.chat_template (Qwen2's template as VILA ships it) in Jinja, for checkpoints
-# without a template of their own (the shipped tiny model).
+# without a template of their own (the shipped tiny model). It also takes a message's content
+# as a list of parts (vLLM's "openai" content format): media placeholders and text joined with
+# no separator, as nvila.media.user_content puts them.
 QWEN2_CHAT_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}"
     f"{IM_START}system\nYou are a helpful assistant{IM_END}\n"
     "{% endif %}"
     "{% for message in messages %}"
-    f"{IM_START}{{{{ message['role'] }}}}\n{{{{ message['content'] }}}}{IM_END}\n"
+    f"{IM_START}{{{{ message['role'] }}}}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    f"{{% if part['type'] == 'image' %}}{IMAGE_TOKEN}{{% elif part['type'] == 'video' %}}{VIDEO_TOKEN}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    f"{IM_END}\n"
     "{% endfor %}"
     f"{{% if add_generation_prompt %}}{IM_START}assistant\n{{% endif %}}"
 )
