@@ -19,7 +19,7 @@ else:
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> str:
-    """A random-weight tiny NVILA with heads of 32 (see checkpoint.py)."""
-    from checkpoint import write_checkpoint
+    """A random-weight tiny NVILA with heads of 32 (see oracle.py)."""
+    from oracle import write_checkpoint
 
     return write_checkpoint(str(tmp_path_factory.mktemp("nvila") / "tiny32"))

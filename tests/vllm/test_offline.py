@@ -6,13 +6,13 @@ import os
 
 import numpy as np
 import pytest
+from oracle import nvila_greedy
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import nvila
-from nvila.generate import generate_ids
 from nvila.media import load_video
-from nvila.scoring import prompt_embeds, prompt_text
+from nvila.scoring import prompt_text
 
 SAMPLES = os.path.join(os.path.dirname(nvila.TINY_MODEL), "samples")
 MAX_TOKENS = 8
@@ -37,20 +37,6 @@ def llm(checkpoint):
     )
     yield engine
     del engine
-
-
-def nvila_greedy(ref, text, images=(), video=None):
-    """nvila's prompt ids (visual tokens as the placeholder ids vLLM uses) and greedy tokens."""
-    tok = ref.tokenizer
-    embeds, ids = prompt_embeds(ref, text, images, video)
-    place = tok.encode("<vila/video>" if video is not None else "<image>")[0]
-    ids = [place if i < 0 else int(i) for i in ids]
-    out = []
-    for t, alive in generate_ids(ref, [embeds], MAX_TOKENS, stop_id=tok.stop_ids):
-        out.append(int(t[0]))
-        if not alive[0]:
-            break
-    return ids, out
 
 
 def vllm_greedy(llm, ref, text, images=(), video=None):
