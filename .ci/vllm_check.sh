@@ -32,7 +32,7 @@ NVILA_KERNELS_CUDA=0 NVILA_KERNELS_REQUIRE_BUILD=1 "$VPY" -m pip install -q --no
   "$WORK"/dist/*.tar.gz >"$WORK/install.log" 2>&1 || { tail -40 "$WORK/install.log"; exit 1; }
 info=$(cd "$WORK" && "$VPY" -m nvila_kernels)
 echo "$info" | sed 's/^/    /'
-for want in "built against ${CPU_TORCH#torch==}+cpu" "backend cpu       available on cpu"; do
+for want in "built against torch ${CPU_TORCH#torch==}+cpu" "backend cpu       available on cpu"; do
   grep -qF -- "$want" <<<"$info" || { echo "vllm-check: expected '$want' above" >&2; exit 1; }
 done
 echo "    $(($(date +%s) - t0)) s"

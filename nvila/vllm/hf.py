@@ -50,10 +50,17 @@ class NVILAHFConfig(PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
+        """text_config from llm/config.json; eos_token_id: nvila's stop ids (vLLM's stop tokens
+        when the checkpoint has no top-level generation_config.json)."""
         path = kwargs.get("name_or_path") or config_dict.get("_name_or_path")
-        if config_dict.get("text_config") is None and path and os.path.isdir(os.path.join(path, "llm")):
-            text = Qwen2Config.from_pretrained(os.path.join(path, "llm"))
-            config_dict = {**config_dict, "text_config": text.to_dict()}
+        llm = os.path.join(path, "llm") if path else None
+        if llm and os.path.isdir(llm):
+            config_dict = dict(config_dict)
+            if config_dict.get("text_config") is None:
+                config_dict["text_config"] = Qwen2Config.from_pretrained(llm).to_dict()
+            if config_dict.get("eos_token_id") is None:
+                stop_ids = Tokenizer.from_dir(llm, [os.path.join(path, "generation_config.json")]).stop_ids
+                config_dict["eos_token_id"] = list(stop_ids)
         return super().from_dict(config_dict, **kwargs)
 
     def get_text_config(self, *args, **kwargs):

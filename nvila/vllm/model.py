@@ -25,7 +25,7 @@ from torch import nn
 from transformers import BatchFeature
 from vllm.config import VllmConfig
 from vllm.model_executor.model_loader.default_loader import DefaultModelLoader
-from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
+from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal, SupportsPP
 from vllm.model_executor.models.utils import init_vllm_registered_model, maybe_prefix
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
@@ -197,12 +197,14 @@ class NVILAMultiModalProcessor(BaseMultiModalProcessor[NVILAProcessingInfo]):
 @MULTIMODAL_REGISTRY.register_processor(
     NVILAMultiModalProcessor, info=NVILAProcessingInfo, dummy_inputs=NVILADummyInputsBuilder
 )
-class NVILAForConditionalGeneration(nn.Module, SupportsMultiModal):
+class NVILAForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsPP):
     """vLLM's Qwen2 (language_model) with NVILA's vision path (visual: nvila.model.VisualEncoder,
     every kernel from nvila_kernels, backend chosen by device)."""
 
     # the LLM's tensors from llm/; the vision tower's and projector's through secondary_weights
     allow_patterns_overrides = ["llm/*.safetensors"]
+    # vLLM's Qwen2 fuses these checkpoint linears (quantization configs name the fused ones)
+    packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
