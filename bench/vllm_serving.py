@@ -37,9 +37,10 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     question = "Which colours do you see?"
 
+    from vllm import LLM, SamplingParams
+
     import nvila
     from nvila.scoring import prompt_text
-    from vllm import LLM, SamplingParams
 
     ref = nvila.load(args.model)
     llm = LLM(model=args.model, dtype="float32", enforce_eager=True, max_model_len=MAX_LEN)
