@@ -148,6 +148,8 @@ class NVILAMultiModalProcessor(BaseMultiModalProcessor[NVILAProcessingInfo]):
             clips = []
             for i in range(counts["video"]):
                 frames = videos.get(i)
+                if isinstance(frames, tuple):  # (frames, metadata) from vLLM's video loader
+                    frames = frames[0]
                 clips.append(torch.stack([_rgb(f, f"video {i} frame {j}") for j, f in enumerate(frames)]))
                 video_blocks(cfg, len(frames))
             data["video_rgb"] = clips
