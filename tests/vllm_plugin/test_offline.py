@@ -117,3 +117,17 @@ def test_vision_path_runs_the_kernels(llm, ref):
     names = " ".join(sorted(counter.counts))
     for op in ("multiscale_tile", "merge_compress", "spatial_compress", "temporal_pool"):
         assert op in names, f"{op} never dispatched as an nvila_kernels op; dispatched: {counter.counts}"
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_token_counts_match_nvila_for_many_sizes(ref, tiled):
+    """The processor's visual token count (what it reserves in the prompt) equals the number
+    of tokens nvila's vision path makes, over aspect ratios from 1:30 to 30:1 (no engine)."""
+    from nvila.vllm.model import image_tokens
+
+    rng = np.random.default_rng(0)
+    sizes = [(1, 1), (28, 28), (29, 27), (84, 84), (85, 56), (56, 85), (300, 10), (10, 300), (250, 120), (997, 331)]
+    for w, h in sizes:
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        made = sum(block.shape[0] for block in ref.encode_image(image, tiled))
+        assert image_tokens(ref.cfg, w, h, tiled) == made, (w, h)
