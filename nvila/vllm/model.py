@@ -145,15 +145,15 @@ class NVILAMultiModalProcessor(BaseMultiModalProcessor[NVILAProcessingInfo]):
             data["image_tokens"] = torch.tensor([image_tokens(cfg, x.shape[1], x.shape[0], tiled) for x in rgbs])
         if counts.get("video", 0):
             videos = mm_items.get_items("video", object)
-            clips = []
+            clips, blocks = [], []
             for i in range(counts["video"]):
                 frames = videos.get(i)
                 if isinstance(frames, tuple):  # (frames, metadata) from vLLM's video loader
                     frames = frames[0]
+                blocks.append(video_blocks(cfg, len(frames)))  # refuses counts temporal_pool does not divide
                 clips.append(torch.stack([_rgb(f, f"video {i} frame {j}") for j, f in enumerate(frames)]))
-                video_blocks(cfg, len(frames))
-            data["video_rgb"] = clips
-            data["video_blocks"] = torch.tensor([video_blocks(cfg, len(c)) for c in clips])
+            data["video_rgb"] = clips  # [(T, H, W, 3) uint8]
+            data["video_blocks"] = torch.tensor(blocks)
         return BatchFeature(data)
 
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs) -> Mapping[str, MultiModalFieldConfig]:
