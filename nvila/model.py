@@ -31,19 +31,23 @@ from .tokenizer import Tokenizer
 from .vision import VisionTower
 
 
-class NVILA(nn.Module):
+def preprocessor(cfg: NVILAConfig, tiled: bool = True, backend: str | None = None) -> DynamicS2Preprocessor:
+    """The DynamicS2Preprocessor of cfg's images (see VisualEncoder.preprocessor)."""
+    v = cfg.vision
+    mode = {"dynamic_s2": "dynamic_s2", "lite": "lite", "resize": "single"}[cfg.image_mode] if tiled else "single"
+    return DynamicS2Preprocessor(cfg.scales, v.image, cfg.max_tiles, mode, v.image_mean, v.image_std, backend=backend)
+
+
+class VisualEncoder(nn.Module):
+    """The vision tower and the projector: images and video frames -> visual token blocks
+    of the LLM's width (what NVILA and the vLLM plugin, nvila.vllm, share)."""
+
     def __init__(self, cfg: NVILAConfig, backend: str | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.backend = backend  # nvila_kernels backend for every kernel call (None = automatic)
         self.vision = VisionTower(cfg.vision)
         self.projector = Projector(cfg)
-        self.llm = Qwen2(cfg.llm)
-        self.tokenizer: Tokenizer | None = None
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.llm.embed.weight.dtype
 
     @property
     def vision_dtype(self) -> torch.dtype:
@@ -51,19 +55,13 @@ class NVILA(nn.Module):
         return self.vision.patch.weight.dtype
 
     @property
-    def device(self) -> torch.device:
-        return self.llm.embed.weight.device
-
-    # ---- vision ----------------------------------------------------------------
+    def vision_device(self) -> torch.device:
+        return self.vision.patch.weight.device
 
     def preprocessor(self, tiled: bool = True) -> DynamicS2Preprocessor:
         """The kernels package's preprocessor for this model's images: Dynamic-S2 tiles, or
         NVILA-Lite tiles + thumbnail, or (not tiled, or "resize" mode) one tile."""
-        c, v = self.cfg, self.cfg.vision
-        mode = {"dynamic_s2": "dynamic_s2", "lite": "lite", "resize": "single"}[c.image_mode] if tiled else "single"
-        return DynamicS2Preprocessor(
-            c.scales, v.image, c.max_tiles, mode, v.image_mean, v.image_std, backend=self.backend
-        )
+        return preprocessor(self.cfg, tiled, self.backend)
 
     def plan(self, width: int, height: int, tiled: bool = True) -> TilePlan:
         """The tile plan NVILA uses for a width x height image."""
@@ -72,16 +70,21 @@ class NVILA(nn.Module):
     def vision_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n, 3, tile, tile) -> (n, grid*grid, mm_hidden): non-tiled inputs get their
         channels repeated once per scale (Dynamic-S2 models)."""
-        f = self.vision(pixels.to(self.device, self.vision_dtype))
+        f = self.vision(pixels.to(self.vision_device, self.vision_dtype))
         return f.repeat(1, 1, len(self.cfg.scales)) if len(self.cfg.scales) > 1 else f
 
     def encode_image(self, image, tiled: bool = True) -> list[torch.Tensor]:
         """An image -> its visual token blocks [(n_tokens, H)], each to be followed by "\\n":
         one block for Dynamic-S2 / non-tiled, one per tile (+ thumbnail) for NVILA-Lite."""
-        pixels, plan = self.preprocessor(tiled)(load_image(image))  # (n_tiles, 3, tile, tile)
+        return self.encode_rgb(load_image(image), tiled)
+
+    def encode_rgb(self, rgb, tiled: bool = True) -> list[torch.Tensor]:
+        """encode_image of a decoded RGB image (media.load_image's result, or a uint8
+        (H, W, 3) tensor, tiled on its own device)."""
+        pixels, plan = self.preprocessor(tiled)(rgb)  # (n_tiles, 3, tile, tile)
         if plan.n_tiles == 1:
             return [self.projector(self.vision_features(pixels), plan, self.backend)]
-        feats = self.vision(pixels.to(self.device, self.vision_dtype))  # (n_tiles, grid*grid, C)
+        feats = self.vision(pixels.to(self.vision_device, self.vision_dtype))  # (n_tiles, grid*grid, C)
         if self.cfg.image_mode == "lite":
             return list(self.projector.compress_tiles(feats, self.backend).unbind(0))
         return [self.projector(feats, plan, self.backend)]
@@ -89,14 +92,33 @@ class NVILA(nn.Module):
     def encode_video(self, frames: Sequence) -> list[torch.Tensor]:
         """Frames (already sampled) -> one (tokens, H) block per (pooled) frame: each frame
         one tile, 2x2/3x3 projector, then the mean of groups of cfg.temporal_pool frames."""
+        return self.encode_rgb_frames([load_image(f) for f in frames])
+
+    def encode_rgb_frames(self, frames: Sequence) -> list[torch.Tensor]:
+        """encode_video of decoded RGB frames (as encode_rgb takes them)."""
         g = self.cfg.temporal_pool
         if len(frames) % g:
             raise ValueError(f"frames: {len(frames)} frames are not divisible by temporal_pool={g}")
-        pixels, _ = self.preprocessor(tiled=False).batch([load_image(f) for f in frames])  # (T, 3, tile, tile)
+        pixels, _ = self.preprocessor(tiled=False).batch(frames)  # (T, 3, tile, tile)
         tokens = self.projector.compress_tiles(self.vision_features(pixels), self.backend)  # (T, n, H)
         if g > 1:
             tokens = nk.temporal_pool(tokens.contiguous(), g, backend=self.backend)  # (T / g, n, H)
         return list(tokens.unbind(0))
+
+
+class NVILA(VisualEncoder):
+    def __init__(self, cfg: NVILAConfig, backend: str | None = None) -> None:
+        super().__init__(cfg, backend)
+        self.llm = Qwen2(cfg.llm)
+        self.tokenizer: Tokenizer | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.embed.weight.device
 
     # ---- prompt ----------------------------------------------------------------
 
@@ -127,7 +149,7 @@ class NVILA(nn.Module):
             if p in (IMAGE_TOKEN, VIDEO_TOKEN):
                 blocks = next(media) if p == IMAGE_TOKEN else self.encode_video(video)
                 for b in blocks:
-                    parts += [b.to(self.dtype), newline]
+                    parts += [b.to(self.device, self.dtype), newline]
                     ids += [-1] * b.shape[0] + [tok.newline_id]
             else:
                 t = tok.encode(p)
