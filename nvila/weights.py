@@ -353,7 +353,7 @@ def read_config(path: str) -> NVILAConfig:
     return cfg
 
 
-def _config_jsons(cfg: NVILAConfig, dtype: torch.dtype) -> dict[str, dict]:
+def config_jsons(cfg: NVILAConfig, dtype: torch.dtype) -> dict[str, dict]:
     v, lm = cfg.vision, cfg.llm
     torch_dtype = str(dtype).removeprefix("torch.")
     top = {
@@ -650,7 +650,7 @@ def save(model: NVILA, path: str, tokenizer_json: str | None = None, max_shard_b
         tokenizer_json = model.tokenizer.tok.to_str()
     cfg = model.cfg
     state = model.state_dict()
-    for name, content in _config_jsons(cfg, model.dtype).items():
+    for name, content in config_jsons(cfg, model.dtype).items():
         os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
         with open(os.path.join(path, name), "w") as f:
             json.dump(content, f, indent=2)
