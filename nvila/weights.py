@@ -544,12 +544,13 @@ def load(
     with contextlib.ExitStack() as stack:
         handles: dict[str, object] = {}
         headers: dict[str, tuple[int, dict]] = {}  # fp8: the files' headers, for _read_tensor
+        scratch = torch.empty(0, dtype=torch.uint8)  # fp8: one buffer reused for every weight to quantize
         for ours, (sub, theirs) in names.items():
             file = files[sub][theirs]
             if file not in handles:
                 handles[file] = stack.enter_context(_safetensors(file))
             if fp8:
-                t = _read_tensor(file, theirs, headers)
+                t, scratch = _read_tensor(file, theirs, headers, scratch if ours in quantized else None)
             else:
                 try:
                     t = handles[file].get_tensor(theirs)  # memory-mapped
@@ -568,7 +569,7 @@ def load(
                 state[ours], state[ours.removesuffix("weight") + "weight_scale"] = fp8_quantize(
                     state[ours], fp8_dtype=FP8_DTYPE, backend=backend
                 )
-            del t  # with fp8, the full-precision tensor is freed before the next is read
+            del t  # with fp8, the full-precision copy is gone before the next read (freed or reused)
         if cfg.llm.tie_embeddings and "lm_head.weight" in files["llm"]:
             _check_tied_head(path, files["llm"], handles, stack)
     model.load_state_dict(state, strict=True, assign=True)
@@ -595,10 +596,15 @@ def _fp8_linears(model: NVILA, dtype: torch.dtype, vision_dtype: torch.dtype) ->
     return names
 
 
-def _read_tensor(file: str, name: str, headers: dict[str, tuple[int, dict]]) -> torch.Tensor:
-    """One tensor of a safetensors file (already validated by safe_open), read into fresh
-    memory rather than memory-mapped: a mapped file's pages stay resident while it is
-    open, a read tensor is freed when dropped. headers: file -> (data start, header), filled here."""
+def _read_tensor(
+    file: str, name: str, headers: dict[str, tuple[int, dict]], scratch: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One tensor of a safetensors file (already validated by safe_open) read, not memory-
+    mapped (a mapped file's pages stay resident while it is open), and the scratch buffer.
+    scratch: None to read into fresh memory, or a uint8 buffer to read into (grown when
+    too small: the tensor is then a view of the returned buffer, valid until the next read),
+    so that weights quantized right away do not churn and fragment the heap.
+    headers: file -> (data start, header), filled here."""
     with open(file, "rb") as f:
         if file not in headers:
             header_len = int.from_bytes(f.read(8), "little")
@@ -610,11 +616,13 @@ def _read_tensor(file: str, name: str, headers: dict[str, tuple[int, dict]]) -> 
         if entry["dtype"] not in SAFETENSORS_FLOATS:
             raise CheckpointError(f"checkpoint: {file}: {name} has dtype {entry['dtype']}, expected a floating type")
         begin, end = entry["data_offsets"]
-        data = torch.empty(end - begin, dtype=torch.uint8)
+        if scratch is not None and scratch.numel() < end - begin:
+            scratch = torch.empty(end - begin, dtype=torch.uint8)
+        data = torch.empty(end - begin, dtype=torch.uint8) if scratch is None else scratch[: end - begin]
         f.seek(data_start + begin)
         if f.readinto(data.numpy()) != end - begin:
             raise CheckpointError(f"checkpoint: {file} is truncated (reading {name})")
-    return data.view(SAFETENSORS_FLOATS[entry["dtype"]]).reshape(entry["shape"])
+    return data.view(SAFETENSORS_FLOATS[entry["dtype"]]).reshape(entry["shape"]), scratch
 
 
 def _check_tied_head(path: str, llm_files: dict, handles: dict, stack: contextlib.ExitStack) -> None:
