@@ -21,7 +21,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
-    p.add_argument("--fp8", action="store_true", help="FP8 W8A8 Linear layers in the LLM and vision tower")
+    p.add_argument("--fp8", action="store_true", help="FP8 W8A8 Linears in LLM and vision tower (quantized on load)")
     p.add_argument("--backend", default=None, help="nvila_kernels backend (reference, cpu, cuda, triton, emu)")
     p.add_argument(
         "--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="the LLM's; default: bf16 on GPU, fp32 on CPU"
@@ -50,14 +50,17 @@ def main(argv=None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import TINY_MODEL, generate, load, quantize_fp8
+    from . import TINY_MODEL, generate, load
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(
-        args.model or TINY_MODEL, dtype=args.dtype, device=device, backend=args.backend, vision_dtype=args.vision_dtype
+        args.model or TINY_MODEL,
+        dtype=args.dtype,
+        device=device,
+        backend=args.backend,
+        vision_dtype=args.vision_dtype,
+        fp8=args.fp8,
     )
-    if args.fp8:
-        quantize_fp8(model)
     for piece in generate(
         model,
         args.prompt,

@@ -13,16 +13,23 @@ read_config() reads every config key that changes what is computed and honours i
 refuses it naming the file and the key (docs/MEDIA_AND_CHECKPOINTS.md has the table).
 load() builds the model on the meta device, memory-maps the safetensors, checks every
 name and shape, and loads with assign=True (the tensors are not allocated twice).
+load(fp8=True) quantizes the Linear layers of FP8_PARTS as each weight is read (one
+tensor at a time, read from the file, not mapped), so the full-precision model is never
+resident: the same model as load() then nvila.quantize_fp8().
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 
 import torch
+
+from nvila_kernels.functional import fp8_quantize
+from nvila_kernels.layers import FP8_DTYPE
 
 from .config import LLMConfig, NVILAConfig, VisionConfig
 from .model import NVILA
@@ -30,6 +37,9 @@ from .tokenizer import Tokenizer, TokenizerError, read_json_object
 
 SUBDIRS = ("llm", "vision_tower", "mm_projector")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+FP8_PARTS = ("llm.layers", "vision.blocks")  # the modules whose every Linear FP8 mode quantizes
+# safetensors header dtypes -> torch (the floating ones; any other is refused)
+SAFETENSORS_FLOATS = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
 
 
 class CheckpointError(ValueError):
@@ -344,7 +354,7 @@ def read_config(path: str) -> NVILAConfig:
     return cfg
 
 
-def _config_jsons(cfg: NVILAConfig, dtype: torch.dtype) -> dict[str, dict]:
+def config_jsons(cfg: NVILAConfig, dtype: torch.dtype) -> dict[str, dict]:
     v, lm = cfg.vision, cfg.llm
     torch_dtype = str(dtype).removeprefix("torch.")
     top = {
@@ -483,13 +493,18 @@ def load(
     device: torch.device | str = "cpu",
     backend: str | None = None,
     vision_dtype: torch.dtype | str | None = None,
+    fp8: bool = False,
 ) -> NVILA:
     """An NVILA model (with .tokenizer) from an HF-format checkpoint directory. dtype: the
     LLM's; vision_dtype: the vision tower's and projector's. Defaults as the official
     loader runs them on GPU: LLM bf16, vision tower and projector fp16; on CPU, fp32 for
-    both. An explicit dtype alone sets both parts."""
+    both. An explicit dtype alone sets both parts. fp8: quantize the Linear layers of the
+    LLM's decoder layers and the vision tower's blocks (dynamic activation scales) while
+    loading; the result equals load() followed by nvila.quantize_fp8()."""
     from safetensors import SafetensorError
 
+    if not isinstance(fp8, bool):
+        raise ValueError(f"fp8: expected True or False, got {fp8!r}")
     dtype, vision_dtype = part_dtypes(dtype, vision_dtype, device)
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint: directory {path} not found")
@@ -525,17 +540,23 @@ def load(
             f"unexpected tensors {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}"
         )
 
+    quantized = _fp8_linears(model, dtype, vision_dtype) if fp8 else set()
     state = {}
     with contextlib.ExitStack() as stack:
         handles: dict[str, object] = {}
+        headers: dict[str, tuple[int, dict]] = {}  # fp8: the files' headers, for _read_tensor
+        scratch = torch.empty(0, dtype=torch.uint8)  # fp8: one buffer reused for every weight to quantize
         for ours, (sub, theirs) in names.items():
             file = files[sub][theirs]
             if file not in handles:
                 handles[file] = stack.enter_context(_safetensors(file))
-            try:
-                t = handles[file].get_tensor(theirs)  # memory-mapped
-            except SafetensorError as e:  # e.g. a name the index lists that the shard lacks
-                raise CheckpointError(f"checkpoint: {file}: cannot read {theirs} ({e})") from e
+            if fp8:
+                t, scratch = _read_tensor(file, theirs, headers, scratch if ours in quantized else None)
+            else:
+                try:
+                    t = handles[file].get_tensor(theirs)  # memory-mapped
+                except SafetensorError as e:  # e.g. a name the index lists that the shard lacks
+                    raise CheckpointError(f"checkpoint: {file}: cannot read {theirs} ({e})") from e
             want = tuple(expected[ours].shape)
             if tuple(t.shape) != want:
                 raise CheckpointError(
@@ -545,11 +566,84 @@ def load(
                 raise CheckpointError(f"checkpoint: {sub}/{theirs} has dtype {t.dtype}, expected a floating type")
             part_dtype = vision_dtype if ours.startswith(("vision.", "projector.")) else dtype
             state[ours] = t.to(device=device, dtype=part_dtype)
+            if ours in quantized:  # as Fp8Linear.from_linear quantizes the loaded weight
+                state[ours], state[ours.removesuffix("weight") + "weight_scale"] = fp8_quantize(
+                    state[ours], fp8_dtype=FP8_DTYPE, backend=backend
+                )
+                _return_freed_heap()
         if cfg.llm.tie_embeddings and "lm_head.weight" in files["llm"]:
             _check_tied_head(path, files["llm"], handles, stack)
     model.load_state_dict(state, strict=True, assign=True)
     model.tokenizer = tokenizer
     return model.eval().requires_grad_(False)
+
+
+def _fp8_linears(model: NVILA, dtype: torch.dtype, vision_dtype: torch.dtype) -> set[str]:
+    """Replace, on the meta device, every nn.Linear of FP8_PARTS by an empty Fp8Linear
+    (its bias in the part's dtype, as Fp8Linear.from_linear keeps it); returns the
+    names of the weights to quantize as they are read ("llm.layers.0.attn.q.weight")."""
+    from nvila_kernels.layers import Fp8Linear
+
+    names = set()
+    for part in FP8_PARTS:
+        part_dtype = vision_dtype if part.startswith("vision.") else dtype
+        module = model.get_submodule(part)
+        for name, linear in [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]:
+            parent, _, child = name.rpartition(".")
+            fp8 = Fp8Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                            backend=model.backend, device="meta", dtype=part_dtype)  # fmt: skip
+            setattr(module.get_submodule(parent), child, fp8)
+            names.add(f"{part}.{name}.weight")
+    return names
+
+
+def _return_freed_heap() -> None:
+    """Hand the C heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
+    The quantization's temporaries, freed between weights, otherwise stay resident in glibc's
+    heap: measured on NVILA-8B, 0.87 GB above the FP8 weights after load(fp8=True)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None with another C library."""
+    import ctypes
+
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # no C library to open by None (Windows)
+        return None
+
+
+def _read_tensor(
+    file: str, name: str, headers: dict[str, tuple[int, dict]], scratch: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One tensor of a safetensors file (already validated by safe_open) read, not memory-
+    mapped (a mapped file's pages stay resident while it is open), and the scratch buffer.
+    scratch: None to read into fresh memory, or a uint8 buffer to read into (grown when
+    too small: the tensor is then a view of the returned buffer, valid until the next read),
+    so that weights quantized right away do not churn and fragment the heap.
+    headers: file -> (data start, header), filled here."""
+    with open(file, "rb") as f:
+        if file not in headers:
+            header_len = int.from_bytes(f.read(8), "little")
+            headers[file] = (8 + header_len, json.loads(f.read(header_len)))
+        data_start, header = headers[file]
+        if name not in header:
+            raise CheckpointError(f"checkpoint: {file}: cannot read {name} (not in the file)")
+        entry = header[name]
+        if entry["dtype"] not in SAFETENSORS_FLOATS:
+            raise CheckpointError(f"checkpoint: {file}: {name} has dtype {entry['dtype']}, expected a floating type")
+        begin, end = entry["data_offsets"]
+        if scratch is not None and scratch.numel() < end - begin:
+            scratch = torch.empty(end - begin, dtype=torch.uint8)
+        data = torch.empty(end - begin, dtype=torch.uint8) if scratch is None else scratch[: end - begin]
+        f.seek(data_start + begin)
+        if f.readinto(data.numpy()) != end - begin:
+            raise CheckpointError(f"checkpoint: {file} is truncated (reading {name})")
+    return data.view(SAFETENSORS_FLOATS[entry["dtype"]]).reshape(entry["shape"]), scratch
 
 
 def _check_tied_head(path: str, llm_files: dict, handles: dict, stack: contextlib.ExitStack) -> None:
@@ -585,7 +679,7 @@ def save(model: NVILA, path: str, tokenizer_json: str | None = None, max_shard_b
         tokenizer_json = model.tokenizer.tok.to_str()
     cfg = model.cfg
     state = model.state_dict()
-    for name, content in _config_jsons(cfg, model.dtype).items():
+    for name, content in config_jsons(cfg, model.dtype).items():
         os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
         with open(os.path.join(path, name), "w") as f:
             json.dump(content, f, indent=2)

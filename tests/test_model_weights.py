@@ -143,3 +143,19 @@ def test_save_refuses_fp8_model(tmp_path):
     m = nvila.quantize_fp8(tiny_model())
     with pytest.raises(ValueError, match="FP8"):
         nvila.save(m, str(tmp_path))
+
+
+def test_load_fp8_equals_load_then_quantize_fp8():
+    path = nvila.TINY_MODEL
+    expected = nvila.quantize_fp8(nvila.load(path, dtype="bf16", vision_dtype="fp32"))
+    loaded = nvila.load(path, dtype="bf16", vision_dtype="fp32", fp8=True)
+    want, got = expected.state_dict(), loaded.state_dict()
+    assert list(got) == list(want)
+    for name, t in want.items():
+        assert got[name].dtype == t.dtype and torch.equal(
+            got[name].reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8)
+        ), name
+    assert repr(loaded) == repr(expected)  # the same Fp8Linear layers, backends and dtypes
+    torch.testing.assert_close(_logits(loaded), _logits(expected), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="fp8: expected True or False, got 'e4m3'"):
+        nvila.load(path, fp8="e4m3")
