@@ -9,9 +9,9 @@
 #include <initializer_list>
 #include <string>
 
-#include "nvila/fp8_ops.h"
 #include "../cuda/launchers.h"
 #include "args_layout.h"
+#include "nvila/fp8_ops.h"
 
 #ifndef NVILA_CUDA_ARCHS
 #define NVILA_CUDA_ARCHS ""
