@@ -52,10 +52,13 @@ logger = logging.getLogger("nvila_kernels")
 # Measured with bench/bench_fp8_paths.py (bench/README.md, "FP8 on CPU").
 KERNEL_MAX_M = {"avx512bf16": None, "avx2": 16, "generic": 16}
 
-# fp32 bytes of each of the two decode buffers of the dequantize path (blocks of rows of
-# a and of b). They are kept per thread after the first call: a fresh buffer costs one
-# page fault per 4 KiB on every call, as much as the decode itself.
-_BLOCK_BYTES = 64 << 20
+# fp32 bytes (about, at most) of each of the two decode buffers of the dequantize path
+# (blocks of rows of a and of b). They are kept per thread after the first call: a fresh
+# buffer costs one page fault per 4 KiB on every call, as much as the decode itself.
+# 256 MB: at NVILA-8B's prefill shapes (3104 x 3584 x 18944 both ways) 64 MB blocks were
+# 4-9% slower than fp32 torch.matmul and 256 MB ones at parity (idle run, bench/README.md);
+# the largest pair there is 371 MB (down_proj: a 3104 x 18944, b in two 1792-row blocks).
+_BLOCK_BYTES = 256 << 20
 _scratch = threading.local()
 
 _logged_shapes: set[tuple[int, int, str]] = set()
@@ -97,7 +100,7 @@ def fp8_gemm_dequantized(
     with a (M, K) and b (N, K) float8_e4m3fn decoded exactly to fp32 and multiplied by
     torch.addmm (fp32 accumulation): the kernel's sums up to order.
 
-    Blocks of rows of a and b are decoded at a time into two 64 MB buffers kept per
+    Blocks of rows of a and b are decoded at a time into two buffers of up to 256 MB kept per
     thread, so no fp32 copy of a whole large weight is ever made.
     """
     for name, t in (("a", a), ("b", b)):
@@ -112,18 +115,19 @@ def fp8_gemm_dequantized(
     a, b = a.contiguous(), b.contiguous()
     s = float(scale_a.float() * scale_b.float())  # the fp32 product, as the kernel's epilogue
     bias32 = bias.float() if bias is not None else None
-    rows = max(1, _BLOCK_BYTES // (4 * K))  # rows of a and of b per decoded block
+    rows_a, rows_b = _block_rows(M, K), _block_rows(N, K)  # rows of a and of b per decoded block
     y = torch.empty(M, N)
-    if getattr(_scratch, "buf", None) is None or _scratch.buf.numel() < 2 * rows * K:
-        _scratch.buf = torch.empty(max(2 * rows * K, 2 * (_BLOCK_BYTES // 4)))
-    a_buf = _scratch.buf[: min(rows, M) * K].view(-1, K)
-    b_buf = _scratch.buf[rows * K : (rows + min(rows, N)) * K].view(-1, K)
-    for m0 in range(0, M, rows):
-        m1 = min(M, m0 + rows)
+    need = (rows_a + rows_b) * K
+    if getattr(_scratch, "buf", None) is None or _scratch.buf.numel() < need:
+        _scratch.buf = torch.empty(need)
+    a_buf = _scratch.buf[: rows_a * K].view(-1, K)
+    b_buf = _scratch.buf[rows_a * K : need].view(-1, K)
+    for m0 in range(0, M, rows_a):
+        m1 = min(M, m0 + rows_a)
         a32 = a_buf[: m1 - m0]  # (rows of a, K)
         _decode_e4m3(a[m0:m1], a32)
-        for n0 in range(0, N, rows):
-            n1 = min(N, n0 + rows)
+        for n0 in range(0, N, rows_b):
+            n1 = min(N, n0 + rows_b)
             b32 = b_buf[: n1 - n0]  # (rows of b, K)
             _decode_e4m3(b[n0:n1], b32)
             y_block = y[m0:m1, n0:n1]  # a strided view: the GEMM writes it in place
@@ -133,6 +137,17 @@ def fp8_gemm_dequantized(
             else:
                 torch.addmm(bias32[n0:n1], a32, b32.t(), alpha=s, out=y_block)
     return y if out_dtype == torch.float32 else y.to(out_dtype)
+
+
+def _block_rows(rows: int, K: int) -> int:
+    """Rows per decoded block of a (rows, K) operand: at most about _BLOCK_BYTES of fp32, the
+    operand cut into equal blocks of a multiple of 64 rows. MKL's sgemm was measured 1.4x
+    slower on blocks of an odd width (3104 x 3584 by 4681 rows: 4.6 s for the five blocks
+    against 3.3 s with 4736-row blocks and 2.9 s unblocked)."""
+    limit = max(64, _BLOCK_BYTES // (4 * K))
+    blocks = -(-rows // limit)  # ceil
+    per_block = -(-rows // blocks)
+    return min(rows, -(-per_block // 64) * 64)
 
 
 def _describe(t) -> str:

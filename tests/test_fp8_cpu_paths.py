@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif("cpu" not in KERNEL_BACKENDS, reason="no CPU ker
 
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_dequantize_path_matches_reference(monkeypatch, out_dtype):
-    # blocks of 40 rows: several blocks of a and of b, with tails in both
+    # blocks of 64 rows (the least): several blocks of a and of b, with tails in both
     monkeypatch.setattr(layers, "_BLOCK_BYTES", 40 * 4 * 1151)
+    assert layers._block_rows(259, 1151) == 64 and layers._block_rows(101, 1151) == 64
     g = torch.Generator().manual_seed(0)
     M, N, K = 259, 101, 1151
     a, b = torch.randn(M, K, generator=g), torch.randn(N, K, generator=g) * 0.05
