@@ -35,10 +35,11 @@ demo: build
 eval-tiny: build
 	$(PY) -m nvila.tiny.eval --fp8
 
-# every test; worksteal keeps both workers busy to the end (test durations vary a lot)
+# every test; worksteal keeps both workers busy to the end (test durations vary a lot);
+# `make test` lists its 30 slowest tests
 PYTEST := $(TEST_ENV) $(PY) -m pytest -q -n 2 --dist worksteal
 test: build
-	$(PYTEST) tests
+	$(PYTEST) --durations=30 tests
 
 # the edit loop (under 3 min on 2 cores): each kernel on the compiled CPU backend and the
 # reference; no emulated backends, nvcc / Triton AOT / install builds, or model tests
