@@ -107,7 +107,13 @@ EMU_TRAFFIC_FLAGS = [
     "--param=asan-instrumentation-with-call-threshold=0",
     "--param=asan-stack=0",
     "--param=asan-globals=0",
+    # keep aggregate (vector) loads and stores whole, as nvcc emits them: without this, g++
+    # splits a 16-byte Vec load whose elements are used one by one into 8 narrow loads
+    "-fno-tree-sra",
 ]
+
+
+EMU_TRAFFIC = os.environ.get("NVILA_KERNELS_EMU_TRAFFIC", "1") != "0"
 
 
 def emu_objects(sources):
@@ -122,7 +128,7 @@ def build_extension(with_cuda, why):
     include_dirs = [os.path.join(CSRC, "include"), CSRC]
     sources = rel("cpu/*.cpp") + rel("emu/*.cpp") + rel("torch/*.cpp")
     emu = emu_objects(emu_sources())
-    defines = [("NVILA_TORCH_VERSION", f'"{torch.__version__}"')]
+    defines = [("NVILA_TORCH_VERSION", f'"{torch.__version__}"'), ("NVILA_EMU_TRAFFIC", "1" if EMU_TRAFFIC else "0")]
     if not with_cuda:
         return cpp_extension.CppExtension(
             "nvila_kernels._C",
@@ -171,7 +177,7 @@ class BuildExt(cpp_extension.BuildExtension):
         flags = ["-O3", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
         if os.environ.get("NVILA_KERNELS_NATIVE") == "1":
             flags.append("-march=native")
-        if os.environ.get("NVILA_KERNELS_EMU_TRAFFIC", "1") != "0":
+        if EMU_TRAFFIC:
             flags += EMU_TRAFFIC_FLAGS
         flags += [f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-I{os.path.join(CSRC, 'include')}", f"-I{CSRC}"]
         inputs = glob.glob(os.path.join(CSRC, "cuda", "*")) + glob.glob(os.path.join(CSRC, "emu", "*.[hc]u"))

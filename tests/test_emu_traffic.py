@@ -11,6 +11,9 @@ import torch
 import nvila_kernels as nk
 
 _C = pytest.importorskip("nvila_kernels._C")
+pytestmark = pytest.mark.skipif(
+    not _C.build_info().get("emu_traffic"), reason="built with NVILA_KERNELS_EMU_TRAFFIC=0 (no instrumentation)"
+)
 
 COALESCED, STRIDE2, SHARED_32WAY, BROADCAST, VEC16, SHARED16, SHARED16_STRIDE2, PADDED, CP_ASYNC = range(9)
 

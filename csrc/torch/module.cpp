@@ -22,6 +22,9 @@
 #ifndef NVILA_CUDA_VERSION
 #define NVILA_CUDA_VERSION ""
 #endif
+#ifndef NVILA_EMU_TRAFFIC
+#define NVILA_EMU_TRAFFIC 0
+#endif
 
 static PyObject* build_info(PyObject*, PyObject*) {
 #ifdef NVILA_WITH_CUDA
@@ -29,8 +32,14 @@ static PyObject* build_info(PyObject*, PyObject*) {
 #else
   PyObject* cuda = Py_False;
 #endif
-  return Py_BuildValue("{s:O,s:O,s:s,s:s,s:s}", "cpu", Py_True, "cuda", cuda, "cuda_archs", NVILA_CUDA_ARCHS,
-                       "cuda_version", NVILA_CUDA_VERSION, "torch_version", NVILA_TORCH_VERSION);
+#if NVILA_EMU_TRAFFIC
+  PyObject* emu_traffic = Py_True;  // the emulator TUs are instrumented for the traffic counters
+#else
+  PyObject* emu_traffic = Py_False;
+#endif
+  return Py_BuildValue("{s:O,s:O,s:s,s:s,s:s,s:O}", "cpu", Py_True, "cuda", cuda, "cuda_archs", NVILA_CUDA_ARCHS,
+                       "cuda_version", NVILA_CUDA_VERSION, "torch_version", NVILA_TORCH_VERSION, "emu_traffic",
+                       emu_traffic);
 }
 
 static PyObject* cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(nvila::cpu::fp8_gemm_isa()); }
