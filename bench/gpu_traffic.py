@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,6 +35,7 @@ from bench.common import HBM_PEAK_GBPS
 from nvila_kernels import _C
 from nvila_kernels.tiling import plan_tiles
 
+REPO = Path(__file__).resolve().parent.parent
 H100_GBPS = HBM_PEAK_GBPS["H100 SXM"]
 H200_GBPS = HBM_PEAK_GBPS["H200"]
 
@@ -112,7 +119,73 @@ CASES = {
 }
 
 
-def measure(name: str) -> dict:
+SOURCES = {  # the .cu file of each op's kernels
+    "spatial_compress": "spatial_compress.cu",
+    "temporal_pool": "temporal_pool.cu",
+    "multiscale_merge": "multiscale_merge.cu",
+    "merge_compress": "merge_compress.cu",
+    "fp8_quantize": "fp8_quantize.cu",
+    "multiscale_tile": "multiscale_tile.cu",
+    "fp8_gemm": "fp8_gemm.cu",
+}
+
+
+def ptxas_resources(source: str) -> dict[str, tuple[int, int]] | None:
+    """{demangled kernel: (registers, static shared bytes)} of csrc/cuda/<source> for sm_90a
+    (nvcc -Xptxas -v, no GPU needed), or None without nvcc."""
+    nvcc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
+    if not os.path.exists(nvcc) or not shutil.which("c++filt"):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [nvcc, "-arch=sm_90a", "-O3", "-std=c++20", "--expt-relaxed-constexpr", "-Xptxas", "-v"]
+        cmd += [f"-I{REPO / 'csrc' / 'include'}", "-c", str(REPO / "csrc" / "cuda" / source), "-o", f"{tmp}/k.o"]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        return None
+    found, current = {}, None
+    for line in run.stderr.splitlines():
+        if m := re.search(r"Compiling entry function '(\S+)'", line):
+            current = m.group(1)
+        elif current and (m := re.search(r"Used (\d+) registers", line)):
+            smem = re.search(r"(\d+) bytes smem", line)
+            found[current] = (int(m.group(1)), int(smem.group(1)) if smem else 0)
+    names = subprocess.run(["c++filt"], input="\n".join(found), capture_output=True, text=True).stdout.split("\n")
+    return {demangled: found[mangled] for mangled, demangled in zip(found, names, strict=False)}
+
+
+def occupancy_h100(regs: int, smem: int, block: int) -> float:
+    """Resident threads / 2048 on an SM of sm_90 (65536 registers allocated per warp in units of
+    256, 2048 threads, 32 blocks, 228 KiB shared memory with 1 KiB reserved per block)."""
+    warps = -(-block // 32)
+    per_warp = -(-regs * 32 // 256) * 256
+    blocks = min(32, 2048 // (32 * warps), 65536 // (per_warp * warps) if regs else 32)
+    blocks = min(blocks, (228 * 1024) // (smem + 1024))
+    return blocks * block / 2048
+
+
+def resources(name: str, launches: list) -> list[dict]:
+    """Registers, shared memory and sm_90 occupancy of each kernel the op launched (block size and
+    dynamic shared memory as planned for the emulated device)."""
+    table = ptxas_resources(SOURCES[name])
+    out = []
+    for kernel, config, _args in launches:
+        block, dyn = config[3], config[4]
+        key = re.sub(r"\s", "", kernel)
+        hit = None
+        for demangled, rs in (table or {}).items():
+            if re.sub(r"\s", "", demangled).split("::")[-1].startswith(key + "(") or ("::" + key + "(") in re.sub(
+                r"\s", "", demangled
+            ):
+                hit = rs
+        row = {"kernel": kernel, "block": block, "dynamic_smem": dyn}
+        if hit:
+            row.update(registers=hit[0], static_smem=hit[1], occupancy=occupancy_h100(hit[0], hit[1] + dyn, block))
+        out.append(row)
+    return out
+
+
+def measure(name: str, with_resources: bool = True) -> dict:
+    _C.emulated_launches()
     _C.emu_traffic_take()
     previous = _C.emu_traffic(True)
     t0 = time.perf_counter()
@@ -121,6 +194,7 @@ def measure(name: str) -> dict:
     finally:
         _C.emu_traffic(previous)
     seconds = time.perf_counter() - t0
+    launches = _C.emulated_launches()
     per_kernel = _C.emu_traffic_take()
     tot = {k: sum(d[k] for d in per_kernel.values()) for k in next(iter(per_kernel.values()))}
     requested = tot["bytes_requested"]
@@ -144,6 +218,7 @@ def measure(name: str) -> dict:
         "h200_us": requested / (H200_GBPS * 1e3),
         "emu_seconds": seconds,
         "totals": tot,
+        "resources": resources(name, launches) if with_resources else [],
     }
 
 
@@ -163,15 +238,33 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def resource_table(rows: list[dict]) -> str:
+    out = [
+        "| kernel | block | registers | static smem | dynamic smem | sm_90 occupancy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for k in r["resources"]:
+            if "registers" in k:
+                out.append(
+                    f"| {k['kernel']} | {k['block']} | {k['registers']} | {k['static_smem']} | {k['dynamic_smem']} | "
+                    f"{100 * k['occupancy']:.0f}% |"
+                )
+            else:
+                out.append(f"| {k['kernel']} | {k['block']} | missing | missing | {k['dynamic_smem']} | missing |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="also write the rows as JSON to this path")
+    parser.add_argument("--no-ptxas", action="store_true", help="skip the nvcc -Xptxas -v resource table")
     parser.add_argument("ops", nargs="*", help=f"a subset of {', '.join(CASES)}")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rows = []
     for name in args.ops or list(CASES):
-        rows.append(measure(name))
+        rows.append(measure(name, with_resources=not args.no_ptxas))
         r = rows[-1]
         print(f"# {name}: {r['kernels']} ({r['emu_seconds']:.1f} s in the emulator)", flush=True)
     print()
@@ -181,6 +274,14 @@ def main(argv=None) -> None:
         "bytes requested: global 32-byte sectors per warp-level request (no cache modelled: an upper bound of DRAM "
         "traffic); H100/H200: bytes requested / 3.35 / 4.8 TB/s, a model, not a measurement."
     )
+    if not args.no_ptxas:
+        print()
+        print(
+            "Resources (nvcc -arch=sm_90a -Xptxas -v; block and dynamic shared memory as planned for the emulated "
+            "device: cc 8.9, 48 KiB; occupancy: resident threads / 2048 per SM, a model):"
+        )
+        print()
+        print(resource_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
