@@ -62,5 +62,23 @@ namespace nvila::emu {
 int set_compute_capability(int cc);
 int64_t wgmma_count();
 std::vector<LaunchRecord> take_launches();
+
+// Memory-traffic counters of the emulator (csrc/emu/traffic.cpp), per kernel name: global
+// accesses grouped into warp-level requests and the 32-byte sectors each touches, shared
+// accesses and their wavefronts (bank conflicts). Off by default; set_traffic returns the
+// previous state, take_traffic the totals since the last call (and resets them).
+struct TrafficTotals {
+  std::string kernel;
+  int64_t launches = 0;
+  int64_t load_requests = 0, store_requests = 0;      // global, warp-level
+  int64_t load_sectors = 0, store_sectors = 0;        // 32-byte sectors, summed over requests
+  int64_t load_bytes_used = 0, store_bytes_used = 0;  // distinct bytes the lanes of each request access
+  int64_t shared_requests = 0, wavefronts = 0;
+  int64_t ideal_wavefronts = 0;  // one per phase a request needs (8-byte: 2, 16-byte: 4)
+};
+bool set_traffic(bool on);
+std::vector<TrafficTotals> take_traffic();
+// Micro-kernels with known traffic (csrc/emu/traffic_probe.cu), run on the emulator: 0 on success.
+int traffic_probe(int kind);
 }  // namespace nvila::emu
 #endif

@@ -42,8 +42,10 @@ __device__ __forceinline__ void ld_global_nc_na_v4(void* dst16, const void* p) {
 // Model: the copy happens at once (a legal schedule of an asynchronous copy).
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, int src_bytes) {
 #ifdef NVILA_EMU
-  std::memset(smem_dst, 0, 16);
-  if (src_bytes > 0) std::memcpy(smem_dst, gmem_src, size_t(src_bytes));
+  emu_rt::note_store(smem_dst, 16);  // what the traffic counters see: one 16-byte shared store
+  if (src_bytes > 0) emu_rt::note_load(gmem_src, size_t(src_bytes));  // and the global read
+  emu_rt::raw_zero(smem_dst, 16);
+  if (src_bytes > 0) emu_rt::raw_copy(smem_dst, gmem_src, size_t(src_bytes));
 #else
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem_src), "r"(src_bytes) : "memory");

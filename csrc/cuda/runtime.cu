@@ -73,6 +73,7 @@ std::vector<LaunchRecord> g_records;
 }  // namespace
 
 void record_launch(const char* kernel, const LaunchConfig& c, const void* args, size_t size) {
+  emu_rt::t_kernel_name = kernel;  // names the launch in the traffic counters
   const std::lock_guard<std::mutex> lock(g_records_mutex);
   if (g_records.size() < 1024) g_records.push_back({kernel, c, std::string(static_cast<const char*>(args), size)});
 }

@@ -14,6 +14,10 @@
 // Only converged warps are modeled: a warp intrinsic whose mask does not name
 // every live lane of the warp aborts the launch with an error.
 // Launches are serialized by a global mutex (the shared statics are global).
+// Memory-traffic counters (off by default; csrc/emu/traffic.cpp): setup.py compiles the
+// emulator translation units with -fsanitize=kernel-address, which makes g++ call
+// __asan_{load,store}*_noabort before every memory access; traffic.cpp defines those
+// callbacks, which return at once unless counting is on (nvila::emu::set_traffic).
 //
 // Usage: a translation unit that includes this header and then the .cu file (setup.py
 // generates one per csrc/cuda/*.cu, build/emu/<name>_emu.cpp); the launchers in the .cu
@@ -34,6 +38,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #define __global__
@@ -109,6 +114,7 @@ struct Warp {
 
 struct Launch {
   dim3 grid, block;
+  void* traffic = nullptr;  // the traffic counters of this launch (traffic.cpp), if counting
   Barrier block_bar;
   std::vector<Warp> warps;
   std::vector<unsigned char> dyn_smem;
@@ -134,6 +140,14 @@ inline std::mutex g_atomic_mutex;
 inline thread_local dim3 t_threadIdx, t_blockIdx;
 inline thread_local unsigned t_linear = 0;
 inline thread_local cudaError_t t_last_error = cudaSuccess;  // of the calling (host) thread
+
+// ---- memory-traffic counters (defined in csrc/emu/traffic.cpp, not instrumented) ----
+inline thread_local const char* t_kernel_name = nullptr;                     // set by record_launch for the next launch
+void* traffic_begin(Launch* launch, unsigned nthreads, const char* kernel);  // nullptr when counting is off
+void traffic_thread_begin(void* traffic, unsigned linear);                   // on each emulated thread
+void traffic_thread_end();
+void traffic_block_end(void* traffic);  // every thread of the block parked: group the lanes' accesses
+void traffic_end(void* traffic);        // adds the launch to the totals, frees `traffic`
 
 inline Warp& my_warp() { return g_launch->warps[t_linear / 32]; }
 inline int lane_id() { return int(t_linear % 32); }
@@ -164,6 +178,21 @@ T exchange(unsigned mask, T v, F src, const char* what) {
   std::memcpy(&r, &w.slots[s], sizeof(T));
   w.bar.arrive_and_wait(g_launch->aborted);
   return r;
+}
+
+// An access the compiler does not instrument (a memset, a memcpy of variable size) as the
+// traffic counters see it: one request of `bytes` from this lane at this call site.
+extern "C" void __asan_loadN_noabort(uintptr_t addr, uintptr_t size);
+extern "C" void __asan_storeN_noabort(uintptr_t addr, uintptr_t size);
+// memcpy / memset that the traffic counters do not see (defined in traffic.cpp, not instrumented):
+// for models of instructions that announce their accesses with note_load / note_store.
+void raw_copy(void* dst, const void* src, size_t bytes);
+void raw_zero(void* dst, size_t bytes);
+__attribute__((always_inline)) inline void note_load(const void* p, size_t bytes) {
+  __asan_loadN_noabort(reinterpret_cast<uintptr_t>(p), bytes);
+}
+__attribute__((always_inline)) inline void note_store(const void* p, size_t bytes) {
+  __asan_storeN_noabort(reinterpret_cast<uintptr_t>(p), bytes);
 }
 
 inline unsigned* dyn_smem_ptr() { return reinterpret_cast<unsigned*>(g_launch->dyn_smem.data()); }
@@ -337,7 +366,9 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
   const unsigned nwarps = (nthreads + 31) / 32;
   L.warps = std::vector<Warp>(nwarps);
   Barrier end_bar;
+  L.traffic = traffic_begin(&L, nthreads, std::exchange(t_kernel_name, nullptr));
   auto start_block = [&] {  // runs with every thread parked at end_bar
+    if (L.traffic) traffic_block_end(L.traffic);
     L.block_bar.reset(int(nthreads));
     for (unsigned w = 0; w < nwarps; ++w) {
       Warp& warp = L.warps[w];
@@ -352,6 +383,7 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
   g_launch = &L;
 
   auto worker = [&](unsigned linear) {
+    if (L.traffic) traffic_thread_begin(L.traffic, linear);
     t_linear = linear;
     t_threadIdx = dim3(linear % block.x, (linear / block.x) % block.y, linear / (block.x * block.y));
     for (uint64_t b = 0; b < nblocks && !L.aborted; ++b) {
@@ -392,9 +424,14 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
   };
   std::vector<std::thread> threads;
   threads.reserve(nthreads);
-  for (unsigned i = 0; i < nthreads; ++i) threads.emplace_back(worker, i);
+  for (unsigned i = 0; i < nthreads; ++i)
+    threads.emplace_back([w = &worker, i] {  // worker's captures stay on this stack (the counters ignore it)
+      (*w)(i);
+      traffic_thread_end();
+    });
   for (auto& t : threads) t.join();
   g_launch = nullptr;
+  if (L.traffic) traffic_end(std::exchange(L.traffic, nullptr));
   if (!L.error.empty()) throw std::runtime_error("CUDA emulator: " + L.error);
   return cudaSuccess;
 }

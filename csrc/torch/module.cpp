@@ -22,6 +22,9 @@
 #ifndef NVILA_CUDA_VERSION
 #define NVILA_CUDA_VERSION ""
 #endif
+#ifndef NVILA_EMU_TRAFFIC
+#define NVILA_EMU_TRAFFIC 0
+#endif
 
 static PyObject* build_info(PyObject*, PyObject*) {
 #ifdef NVILA_WITH_CUDA
@@ -29,8 +32,14 @@ static PyObject* build_info(PyObject*, PyObject*) {
 #else
   PyObject* cuda = Py_False;
 #endif
-  return Py_BuildValue("{s:O,s:O,s:s,s:s,s:s}", "cpu", Py_True, "cuda", cuda, "cuda_archs", NVILA_CUDA_ARCHS,
-                       "cuda_version", NVILA_CUDA_VERSION, "torch_version", NVILA_TORCH_VERSION);
+#if NVILA_EMU_TRAFFIC
+  PyObject* emu_traffic = Py_True;  // the emulator TUs are instrumented for the traffic counters
+#else
+  PyObject* emu_traffic = Py_False;
+#endif
+  return Py_BuildValue("{s:O,s:O,s:s,s:s,s:s,s:O}", "cpu", Py_True, "cuda", cuda, "cuda_archs", NVILA_CUDA_ARCHS,
+                       "cuda_version", NVILA_CUDA_VERSION, "torch_version", NVILA_TORCH_VERSION, "emu_traffic",
+                       emu_traffic);
 }
 
 static PyObject* cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(nvila::cpu::fp8_gemm_isa()); }
@@ -65,6 +74,47 @@ static PyObject* set_emulated_compute_capability(PyObject*, PyObject* arg) {
 }
 
 static PyObject* emulated_wgmma_count(PyObject*, PyObject*) { return PyLong_FromLongLong(nvila::emu::wgmma_count()); }
+
+// The emulator's memory-traffic counters (csrc/emu/traffic.cpp).
+static PyObject* emu_traffic(PyObject*, PyObject* arg) {
+  const int on = PyObject_IsTrue(arg);
+  if (on < 0) return nullptr;
+  return PyBool_FromLong(nvila::emu::set_traffic(on != 0));
+}
+
+static PyObject* emu_traffic_take(PyObject*, PyObject*) {
+  PyObject* out = PyDict_New();
+  for (const nvila::emu::TrafficTotals& t : nvila::emu::take_traffic()) {
+    const long long sectors = t.load_sectors + t.store_sectors;
+    PyObject* d = Py_BuildValue(
+        "{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L}", "launches", (long long)t.launches, "load_requests",
+        (long long)t.load_requests, "store_requests", (long long)t.store_requests, "requests",
+        (long long)(t.load_requests + t.store_requests), "load_sectors", (long long)t.load_sectors, "store_sectors",
+        (long long)t.store_sectors, "sectors", sectors, "bytes_requested", 32 * sectors, "load_bytes_used",
+        (long long)t.load_bytes_used, "store_bytes_used", (long long)t.store_bytes_used, "bytes_used",
+        (long long)(t.load_bytes_used + t.store_bytes_used), "shared_requests", (long long)t.shared_requests,
+        "wavefronts", (long long)t.wavefronts, "ideal_wavefronts", (long long)t.ideal_wavefronts);
+    if (!d) {
+      Py_DECREF(out);
+      return nullptr;
+    }
+    PyDict_SetItemString(out, t.kernel.c_str(), d);
+    Py_DECREF(d);
+  }
+  return out;
+}
+
+static PyObject* emu_traffic_probe(PyObject*, PyObject* arg) {
+  const long kind = PyLong_AsLong(arg);
+  if (kind == -1 && PyErr_Occurred()) return nullptr;
+  int err = 0;
+  Py_BEGIN_ALLOW_THREADS err = nvila::emu::traffic_probe(int(kind));
+  Py_END_ALLOW_THREADS if (err != 0) {
+    PyErr_Format(PyExc_RuntimeError, "traffic probe %ld failed (%d)", kind, err);
+    return nullptr;
+  }
+  return Py_NewRef(Py_None);
+}
 
 // ---- the CUDA ops' registry (csrc/cuda/launchers.h), as built for the emulator --------
 // kernels(): {op: (source, [kernel name expressions in nvila::cuda])}, what NVRTC compiles.
@@ -171,6 +221,12 @@ static PyMethodDef methods[] = {
      "Sets the compute capability (major * 10 + minor) the CUDA emulator reports; returns the previous one."},
     {"emulated_wgmma_count", emulated_wgmma_count, METH_NOARGS,
      "Warpgroup MMAs (wgmma.mma_async) the CUDA emulator has executed."},
+    {"emu_traffic", emu_traffic, METH_O,
+     "emu_traffic(on): switches the CUDA emulator's memory-traffic counters on or off; returns the previous state."},
+    {"emu_traffic_take", emu_traffic_take, METH_NOARGS,
+     "The emulator's memory-traffic totals per kernel since the last call (then reset): {kernel: {counter: n}}."},
+    {"emu_traffic_probe", emu_traffic_probe, METH_O,
+     "emu_traffic_probe(kind): runs one micro-kernel with known traffic on the emulator (csrc/emu/traffic_probe.cu)."},
     {"kernels", kernels, METH_NOARGS, "The CUDA ops' source files and kernel name expressions (what NVRTC compiles)."},
     {"launch_config", launch_config, METH_VARARGS,
      "launch_config(op, args_bytes, cc, max_dynamic_smem, sm90a): the op's C++ launch plan (test hook)."},
