@@ -9,6 +9,7 @@ load, and Triton must load when installed; a broken build fails the suite.
 Set NVILA_KERNELS_TEST_NO_EXT=1 only to test a pure-Python install on purpose.
 """
 
+import math
 import os
 
 import pytest
@@ -31,6 +32,17 @@ def backend_device(backend: str) -> torch.device:
     if backend in ("cuda",) or (backend == "triton" and GPU):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def assert_fp8_gemm_close(got: torch.Tensor, expected: torch.Tensor, K: int, out_dtype: torch.dtype) -> None:
+    """An fp8_gemm result against the reference's: NaN where the reference has NaN; fp32
+    output within the reordering error of K exact products, bf16/fp16 within one rounding."""
+    scale = expected[~expected.isnan()].float().abs().max().item()
+    if out_dtype == torch.float32:  # fp32 reordering of K exact products
+        atol, rtol = 1e-6 * math.sqrt(K) * scale, 1e-5
+    else:  # one bf16 rounding apart
+        atol = rtol = torch.finfo(out_dtype).eps * scale
+    torch.testing.assert_close(got.float(), expected.float(), atol=atol, rtol=rtol, equal_nan=True)
 
 
 def kernel_backends() -> list[str]:

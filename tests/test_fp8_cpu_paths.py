@@ -4,7 +4,6 @@ against the reference FP8 GEMM, and the choice per shape on a CPU without AVX512
 path at a prefill-sized M, said in the log and in nvila_kernels.info()."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import KERNEL_BACKENDS
+from conftest import KERNEL_BACKENDS, assert_fp8_gemm_close
 
 from nvila_kernels import layers, reference
 
@@ -36,12 +35,7 @@ def test_dequantize_path_matches_reference(monkeypatch, out_dtype):
     expected = reference.fp8_gemm(qa, qb, sa, sb, bias, out_dtype)
     assert got.dtype == out_dtype and got.shape == (M, N)
     assert got[5].isnan().all() and not got[torch.arange(M) != 5].isnan().any()
-    scale = expected[~expected.isnan()].float().abs().max().item()
-    if out_dtype == torch.float32:  # fp32 reordering of K exact products
-        atol, rtol = 1e-6 * math.sqrt(K) * scale, 1e-5
-    else:  # one bf16 rounding apart
-        atol = rtol = torch.finfo(out_dtype).eps * scale
-    torch.testing.assert_close(got.float(), expected.float(), atol=atol, rtol=rtol, equal_nan=True)
+    assert_fp8_gemm_close(got, expected, K, out_dtype)
 
 
 def test_path_refuses_bad_sizes():

@@ -4,7 +4,6 @@ groups) against the reference, a NaN code in a included: the AVX512-BF16 paths w
 CPU has them, and the fp32 blocked / AVX2 decode paths (NVILA_KERNELS_CPU_ISA=avx2, in a
 fresh process)."""
 
-import math
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import KERNEL_BACKENDS
+from conftest import KERNEL_BACKENDS, assert_fp8_gemm_close
 
 import nvila_kernels as nk
 from nvila_kernels import reference
@@ -34,12 +33,7 @@ def test_prefill_shaped_gemm_matches_reference(out_dtype):
         got = nk.fp8_gemm(qa, qb, sa, sb, bias, out_dtype, backend="cpu")
         expected = reference.fp8_gemm(qa, qb, sa, sb, bias, out_dtype)
         assert got[5].isnan().all() and not got[torch.arange(M) != 5].isnan().any()
-        scale = expected[~expected.isnan()].float().abs().max().item()
-        if out_dtype == torch.float32:  # fp32 reordering of K exact products
-            atol, rtol = 1e-6 * math.sqrt(K) * scale, 1e-5
-        else:  # one bf16 rounding apart
-            atol = rtol = torch.finfo(out_dtype).eps * scale
-        torch.testing.assert_close(got.float(), expected.float(), atol=atol, rtol=rtol, equal_nan=True)
+        assert_fp8_gemm_close(got, expected, K, out_dtype)
 
 
 def test_fp32_blocked_path():
