@@ -85,8 +85,12 @@ def test_quantize_round_trip(backend, magnitude):
 # ---- GEMM -------------------------------------------------------------------------
 
 
-def _gemm_cases(backend):
+def _gemm_cases(backend, out_dtype, with_bias):
     if backend in SLOW_BACKENDS:  # emulated: small shapes, every path (M=1, tails, K % 16)
+        if out_dtype != torch.float32 or not with_bias:
+            # the other epilogues (output dtype, no bias) at M=1, an M tail and K % 16 != 0;
+            # the tiling paths are the same instances' and swept in fp32 with bias
+            return [(1, 48, 80), (2, 100, 36), (33, 48, 80)]
         return [(1, 48, 80), (2, 100, 36), (7, 64, 128), (33, 48, 80), (128, 16, 32), (70, 130, 200)]
     cases = [(M, N, K) for M in (1, 2, 7, 33, 128, 1024) for N, K in ((48, 80), (100, 36))]
     cases += [(M, 3584, 3584) for M in (1, 2, 7, 33)] + [(1, 18944, 3584), (128, 512, 3584)]
@@ -102,7 +106,7 @@ def _quantized_operands(M, N, K, device):
 
 def _check_gemm_matches_reference(backend, out_dtype, with_bias):
     device = backend_device(backend)
-    for M, N, K in _gemm_cases(backend):
+    for M, N, K in _gemm_cases(backend, out_dtype, with_bias):
         a, b, qa, sa, qb, sb = _quantized_operands(M, N, K, device)
         bias = torch.randn(N, device=device) if with_bias else None
         got = nk.fp8_gemm(qa, qb, sa, sb, bias, out_dtype, backend=backend)

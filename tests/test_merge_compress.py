@@ -24,12 +24,17 @@ PLAN_IDS = [f"{W}x{H}" for W, H in SIZES]
 FAST_BACKENDS = [b for b in KERNEL_BACKENDS if b not in SLOW_BACKENDS]
 
 
-def _cases(backend, plan):
+def _cases(backend, plan, dtype=torch.float32):
     """(h, C) per backend: tiny tiles (h = w = 2: one output token per block at k=2,3),
     odd sizes, and NVILA's 32x32 tiles on the fast backends. The emulated backends
     (milliseconds per output token) get the odd size on the 4x3 plan only, and no 3x3
-    plan: its area windows (3/2 and 3 source cells) are among the 4x3 plan's."""
+    plan: its area windows (3/2 and 3 source cells) are among the 4x3 plan's. In
+    fp16/bf16 they run the tiny tiles of the 4x3 plan only: the index paths are
+    dtype-independent and swept in fp32; the dtype's loads, rounding of the merged
+    values and stores are the same at every size."""
     if backend in SLOW_BACKENDS:
+        if dtype != torch.float32:
+            return [(2, 3)] if plan is PLANS[1] else []
         return [(2, 3), (4, 5)] if plan is PLANS[1] else [] if plan is PLANS[0] else [(2, 3)]
     return [(2, 3), (4, 5), (32, 3)]
 
@@ -48,20 +53,20 @@ def _tokens(plan, h, w, k):
 
 @pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
 @pytest.mark.parametrize("k", [2, 3])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
-    "backend, plan",
+    "backend, plan, dtype",
     [
-        pytest.param(b, p, id=f"{b}-{i}")
+        pytest.param(b, p, dt, id=f"{b}-{i}-{dt}")
         for b in KERNEL_BACKENDS
         for p, i in zip(PLANS, PLAN_IDS, strict=True)
-        if _cases(b, p)
+        for dt in DTYPES
+        if _cases(b, p, dt)
     ],
 )
 def test_matches_reference(backend, plan, dtype, k, ln):
     device = backend_device(backend)
     S = len(plan.scales)
-    for h, C in _cases(backend, plan):
+    for h, C in _cases(backend, plan, dtype):
         x = _features(plan, h, h, C, dtype, device)
         D = k * k * S * C
         w, b = _ln(D, dtype, device) if ln else (None, None)

@@ -91,7 +91,10 @@ def test_reference_and_cpu_match_pillow(size, content):
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_backend_matches_pillow_tiny_tiles(backend, size):
     W, H = size
-    for content in ("random", "smooth"):
+    contents = ("random", "smooth")
+    if backend in SLOW_BACKENDS:  # one image per size, alternating: the kernel's path is content-blind
+        contents = contents[SMALL_SIZES.index(size) % 2 :][:1]
+    for content in contents:
         a = _image(W, H, content, seed=W * H)
         plan = plan_tiles(W, H, **TINY)
         img = torch.from_numpy(a).to(backend_device(backend))
@@ -137,9 +140,10 @@ def test_both_pass_orders_are_exercised():
     assert resample.vertical_first(1080, 1920, 448, 448) and not resample.vertical_first(1920, 1080, 448, 448)
 
 
-def _cases(backend):
-    if backend in SLOW_BACKENDS:
-        return [(W, H, plan_tiles(W, H, **TINY)) for W, H in [(13, 7), (30, 70)]]
+def _cases(backend, out_dtype=torch.float32):
+    if backend in SLOW_BACKENDS:  # fp16/bf16 differ in the store only: one image
+        sizes = [(13, 7), (30, 70)] if out_dtype == torch.float32 else [(30, 70)]
+        return [(W, H, plan_tiles(W, H, **TINY)) for W, H in sizes]
     return [(W, H, plan_tiles(W, H)) for W, H in [(300, 300), (1080, 1920)]] + [(61, 29, plan_tiles(61, 29, **TINY))]
 
 
@@ -150,7 +154,7 @@ def test_matches_reference(backend, out_dtype, exact):
     device = backend_device(backend)
     atol, rtol = TOL[out_dtype]
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)  # CLIP's, not 0.5
-    for W, H, plan in _cases(backend):
+    for W, H, plan in _cases(backend, out_dtype):
         img = torch.from_numpy(_image(W, H, "random", seed=W))
         got = nk.multiscale_tile(img.to(device), plan, mean, std, out_dtype, exact=exact, backend=backend)
         assert got.shape == (plan.n_tiles, 3, plan.tile, plan.tile) and got.dtype == out_dtype
@@ -193,7 +197,9 @@ def test_batch_of_different_sizes(backend):
     assert blocks == [p.block_size for p in plans]
     t0 = 0
     for im, p in zip(images, plans, strict=True):
-        torch.testing.assert_close(tiles[t0 : t0 + p.n_tiles], nk.multiscale_tile(im, p, backend=backend))
+        atol, rtol = TOL[torch.float32]
+        want = reference.multiscale_tile(im.cpu(), p)
+        torch.testing.assert_close(tiles[t0 : t0 + p.n_tiles].cpu(), want, atol=atol, rtol=rtol)
         t0 += p.n_tiles
 
 

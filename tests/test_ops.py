@@ -140,8 +140,10 @@ def test_torch_compile_fullgraph(backend):
 
 @pytest.mark.parametrize("backend", [b for b in KERNEL_BACKENDS if backend_device(b).type == "cpu"] + [None])
 def test_torch_compile_multiscale_tile(backend):
-    """Preprocessing inside a compiled function: the coefficients are graph constants."""
-    plan = plan_tiles(13, 7, scales=(4, 8, 12), tile=4)
+    """Preprocessing inside a compiled function: the coefficients are graph constants.
+    Two scales (9 tiles): the interpreted Triton kernel runs ~4x slower under the
+    compiled graph's dispatch mode than eagerly."""
+    plan = plan_tiles(13, 7, scales=(4, 8), tile=4)
 
     def preprocess(img):
         return nk.multiscale_tile(img, plan, backend=backend).sum((1, 2, 3))

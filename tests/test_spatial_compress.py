@@ -16,11 +16,14 @@ CHANNELS = [1, 3, 123, 1152, 3456]
 KS = [1, 2, 3]
 
 
-def _cases(backend, ln):
+def _cases(backend, ln, dtype_subset=False):
     """(B, H, W, C, k) cases: the full product of GRIDS x CHANNELS x KS within a
     size budget. Backends emulated on the CPU (SIMT emulator, Triton interpreter)
     cost milliseconds per output token, so they get a budget on output tokens too:
-    every grid is still covered (at least at k=3), with smaller channel counts."""
+    every grid is still covered (at least at k=3), with smaller channel counts.
+    Their half-precision runs (`dtype_subset`) keep the cases of at most 40 output
+    tokens: the index paths are dtype-independent and swept in fp32, the loads,
+    stores and LayerNorm arithmetic of each dtype are exercised by every case."""
     slow = backend in SLOW_BACKENDS
     max_elems = 40_000 if slow else 5_000_000
     max_rows = (130 if ln else 1400) if slow else 1 << 30
@@ -29,7 +32,7 @@ def _cases(backend, ln):
         if slow and ((k == 1 and H * W > 35) or (rows > 100 and C != 3)):
             continue  # k=1 (no folding) and C=1 are covered on the small grids
         B = 3 if 3 * H * W * C <= max_elems // 4 and 3 * rows <= (120 if slow else max_rows) else 1
-        if B * H * W * C > max_elems or B * rows > max_rows:
+        if B * H * W * C > max_elems or B * rows > max_rows or (slow and dtype_subset and B * rows > 40):
             continue
         yield B, H, W, C, k
 
@@ -61,10 +64,14 @@ def _check(backend, B, H, W, C, k, dtype, ln, x=None):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_matches_reference(backend, dtype, ln):
-    cases = list(_cases(backend, ln))
+    slow = backend in SLOW_BACKENDS
+    cases = list(_cases(backend, ln, dtype_subset=dtype != torch.float32))
     # 96x128 with LayerNorm is 1376+ output tokens: too slow emulated; those
-    # backends run it without LayerNorm (same index path), and 33x33 with it.
-    expected = set(GRIDS) - ({(96, 128)} if ln and backend in SLOW_BACKENDS else set())
+    # backends run it without LayerNorm (same index path), and 33x33 with it;
+    # in fp16/bf16 they run the grids of at most 40 output tokens.
+    expected = set(GRIDS) - ({(96, 128)} if ln and slow else set())
+    if slow and dtype != torch.float32:
+        expected = {(1, 1), (7, 5)}
     assert {(H, W) for _, H, W, _, _ in cases} == expected, "every grid must be covered"
     for B, H, W, C, k in cases:
         _check(backend, B, H, W, C, k, dtype, ln)
