@@ -113,7 +113,7 @@ def bench_gemm(
                 warnings.append(f"SKIP {note} {provider}: one call takes {once_ms / 1e3:.1f} s (> {SLOW_CALL_S} s)")
                 continue
             prov_timing = SLOW if once_ms > 100 else timing
-        times = common.time_budgeted(timed_fn, prov_timing, device)
+        times = common.time_budgeted(timed_fn, prov_timing, device, warmed=True)
         math = {"eager": "fp32", "matmul-bf16": "bf16"}.get(provider, "fp8")
         row = builder.row(
             op="fp8_gemm",
@@ -167,7 +167,7 @@ def bench_quantize(
             warnings.append(f"SKIP {note} {provider}: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}")
             continue
         mismatches = (q.view(torch.uint8) != expected.view(torch.uint8)).sum().item()
-        times = common.time_budgeted(fn, timing, device)
+        times = common.time_budgeted(fn, timing, device, warmed=True)
         row = builder.row(op="fp8_quantize", provider=provider, x=x, times=times, nbytes=nbytes, note=note)
         row.max_abs_err = (q.float() - expected.float()).abs().max().item()
         if provider not in ("eager", "compile") and mismatches:

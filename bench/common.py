@@ -36,15 +36,23 @@ def time_fn(fn: Callable[[], object], *, warmup: int, reps: int, device: torch.d
     CUDA: CUDA events around each call, with a 256 MB write before each rep so the call
     starts with a cold L2; the host does not synchronize inside the timed loop.
     """
+    return summarize(samples(fn, warmup=warmup, reps=reps, device=device))
+
+
+def samples(fn: Callable[[], object], *, warmup: int, reps: int, device: torch.device) -> list[float]:
+    """time_fn's timed calls, each in ms."""
     if reps < 1:
         raise ValueError(f"reps: expected >= 1, got {reps}")
     device = torch.device(device)
     if device.type == "cuda":
-        times = _time_cuda(fn, warmup=warmup, reps=reps, device=device)
-    elif device.type == "cpu":
-        times = _time_cpu(fn, warmup=warmup, reps=reps)
-    else:
-        raise ValueError(f"device: expected cpu or cuda, got {device}")
+        return _time_cuda(fn, warmup=warmup, reps=reps, device=device)
+    if device.type == "cpu":
+        return _time_cpu(fn, warmup=warmup, reps=reps)
+    raise ValueError(f"device: expected cpu or cuda, got {device}")
+
+
+def summarize(times: list[float]) -> tuple[float, float, float]:
+    """(median, p20, p80) of timed calls."""
     p20, median, p80 = np.percentile(np.asarray(times), [20, 50, 80])
     return float(median), float(p20), float(p80)
 
@@ -416,12 +424,18 @@ QUICK = Timing(warmup=1, budget_s=0.5, min_reps=3, max_reps=20, copy_pairs=1)
 FULL = Timing(warmup=3, budget_s=3.0, min_reps=10, max_reps=300)
 
 
-def time_budgeted(fn: Callable[[], object], timing: Timing, device: torch.device) -> tuple[float, float, float]:
-    """time_fn with the number of reps chosen from one timed call and `timing.budget_s`."""
-    once_ms, _, _ = time_fn(fn, warmup=timing.warmup, reps=1, device=device)
-    reps = int(timing.budget_s * 1e3 / max(once_ms, 1e-3))
+def time_budgeted(
+    fn: Callable[[], object], timing: Timing, device: torch.device, *, warmed: bool = False
+) -> tuple[float, float, float]:
+    """time_fn with the number of reps chosen from the first timed call (which is one of
+    them) and `timing.budget_s`. `warmed`: the caller has just called `fn` (e.g. to check
+    its output), which counts as the first of `timing.warmup` untimed calls."""
+    first = samples(fn, warmup=max(0, timing.warmup - int(warmed)), reps=1, device=device)
+    reps = int(timing.budget_s * 1e3 / max(first[0], 1e-3))
     reps = max(timing.min_reps, min(timing.max_reps, reps))
-    return time_fn(fn, warmup=0, reps=reps, device=device)
+    if reps == 1:
+        return summarize(first)
+    return summarize(first + samples(fn, warmup=0, reps=reps - 1, device=device))
 
 
 def measure(
@@ -438,7 +452,7 @@ def measure(
 ) -> Row:
     """Check `fn()` against `expected` (max abs error, recorded in the row), then time it."""
     err = max_abs_err(fn(), expected)
-    times = time_budgeted(fn, timing, builder.device)
+    times = time_budgeted(fn, timing, builder.device, warmed=True)
     return builder.row(op=op, provider=provider, x=x, times=times, nbytes=nbytes, note=note, max_abs_err=err)
 
 
