@@ -59,7 +59,8 @@ def kernel_backends() -> list[str]:
 
 KERNEL_BACKENDS = kernel_backends()
 # Backends that emulate a GPU on the CPU: correct but slow, so they get the
-# smaller shapes of each test matrix (see the tests' case builders).
+# smaller shapes of each test matrix (see the tests' case builders), swept in fp32;
+# in fp16/bf16 they run a few small cases (the index paths are dtype-independent).
 SLOW_BACKENDS = {"emu"} | ({"triton"} if not GPU else set())
 
 # (atol, rtol) per dtype: about twice the rounding error of the dtype at O(1)
