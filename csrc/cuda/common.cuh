@@ -92,24 +92,27 @@ int launch_selected(const Kernel<Args> (&table)[N], const LaunchConfig& c, const
   return any ? 0 : int(cudaErrorInvalidValue);
 }
 
-// Registers an op's planner `Plan`, kernel table `Table` and launcher `Launch` (int(const
-// Args&, void* stream)) under the name `op` in this namespace's registry (launchers.h).
-template <typename Args, LaunchConfig (*Plan)(const Args&, const LaunchTarget&), int (*Launch)(const Args&, void*)>
+// Registers an op's planner `Plan` and kernel table `Table` under the name `op` in this
+// namespace's registry (launchers.h); its launcher plans for the current device and
+// launches the kernels of `Table` the plan selects.
+template <typename Args, LaunchConfig (*Plan)(const Args&, const LaunchTarget&), const auto& Table>
 struct OpRegistration {
-  template <size_t N>
-  OpRegistration(const char* op, const char* file, const Kernel<Args> (&table)[N]) {
+  OpRegistration(const char* op, const char* file) {
     std::string source = file;
     source = source.substr(source.find_last_of('/') + 1);
     std::vector<KernelName> names;
-    for (const Kernel<Args>& k : table) names.push_back(k.id);
+    for (const Kernel<Args>& k : Table) names.push_back(k.id);
     registry().push_back(
         OpLaunchers{op, source, sizeof(Args), names,
                     [](const void* a, const LaunchTarget& t) { return Plan(*static_cast<const Args*>(a), t); },
-                    [](const void* a, void* stream) { return Launch(*static_cast<const Args*>(a), stream); }});
+                    [](const void* a, void* stream) {
+                      const Args& args = *static_cast<const Args*>(a);
+                      return launch_selected(Table, Plan(args, launch_target()), args, stream);
+                    }});
   }
 };
-#define NVILA_REGISTER_OP(op, Args, table, launch) \
-  const OpRegistration<Args, op##_launch_config, launch> op##_registration(#op, __FILE__, table)
+#define NVILA_REGISTER_OP(op, Args, table) \
+  const OpRegistration<Args, op##_launch_config, table> op##_registration(#op, __FILE__)
 #endif
 
 // N elements of T moved as one (16-byte when N * sizeof(T) == 16) access.

@@ -245,14 +245,8 @@ const Kernel<Fp8GemmArgs> kKernels[] = {
     NVILA_KERNEL(BF16, 1, 1, 0, fp8_gemm_wgmma_kernel<nvila::bf16_t, true>),
 };
 
-int launch(const Fp8GemmArgs& a, void* stream) {
-  return launch_selected(kKernels, fp8_gemm_launch_config(a, launch_target()), a, stream);
-}
+NVILA_REGISTER_OP(fp8_gemm, Fp8GemmArgs, kKernels);
 #endif
 }  // namespace
-
-#ifndef __CUDACC_RTC__
-NVILA_REGISTER_OP(fp8_gemm, Fp8GemmArgs, kKernels, launch);
-#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

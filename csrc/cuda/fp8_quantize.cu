@@ -66,14 +66,8 @@ const Kernel<Fp8QuantizeArgs> kKernels[] = {
     NVILA_KERNEL(BF16, kAnyVariant, 1, 0, fp8_quantize_kernel<nvila::bf16_t, nvila::Fp8Format::E5M2>),
 };
 
-int launch(const Fp8QuantizeArgs& a, void* stream) {
-  return launch_selected(kKernels, fp8_quantize_launch_config(a, launch_target()), a, stream);
-}
+NVILA_REGISTER_OP(fp8_quantize, Fp8QuantizeArgs, kKernels);
 #endif
 }  // namespace
-
-#ifndef __CUDACC_RTC__
-NVILA_REGISTER_OP(fp8_quantize, Fp8QuantizeArgs, kKernels, launch);
-#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -196,14 +196,8 @@ const Kernel<MergeCompressArgs> kKernels[] = {
     NVILA_KERNEL(BF16, 8, kLayerNormUncached, 0, merge_compress_kernel<nvila::bf16_t, 8, true, false>),
 };
 
-int launch(const MergeCompressArgs& a, void* stream) {
-  return launch_selected(kKernels, merge_compress_launch_config(a, launch_target()), a, stream);
-}
+NVILA_REGISTER_OP(merge_compress, MergeCompressArgs, kKernels);
 #endif
 }  // namespace
-
-#ifndef __CUDACC_RTC__
-NVILA_REGISTER_OP(merge_compress, MergeCompressArgs, kKernels, launch);
-#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

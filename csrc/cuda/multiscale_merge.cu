@@ -82,14 +82,8 @@ const Kernel<MultiscaleMergeArgs> kKernels[] = {
     NVILA_KERNEL(BF16, 0, 0, 0, multiscale_merge_kernel<nvila::bf16_t>),
 };
 
-int launch(const MultiscaleMergeArgs& a, void* stream) {
-  return launch_selected(kKernels, multiscale_merge_launch_config(a, launch_target()), a, stream);
-}
+NVILA_REGISTER_OP(multiscale_merge, MultiscaleMergeArgs, kKernels);
 #endif
 }  // namespace
-
-#ifndef __CUDACC_RTC__
-NVILA_REGISTER_OP(multiscale_merge, MultiscaleMergeArgs, kKernels, launch);
-#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

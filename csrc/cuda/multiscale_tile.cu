@@ -107,14 +107,8 @@ const Kernel<MultiscaleTileArgs> kKernels[] = {
     NVILA_KERNEL(BF16, 1, 0, 0, multiscale_tile_kernel<true, nvila::bf16_t>),
 };
 
-int launch(const MultiscaleTileArgs& a, void* stream) {
-  return launch_selected(kKernels, multiscale_tile_launch_config(a, launch_target()), a, stream);
-}
+NVILA_REGISTER_OP(multiscale_tile, MultiscaleTileArgs, kKernels);
 #endif
 }  // namespace
-
-#ifndef __CUDACC_RTC__
-NVILA_REGISTER_OP(multiscale_tile, MultiscaleTileArgs, kKernels, launch);
-#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

@@ -145,14 +145,8 @@ const Kernel<SpatialCompressArgs> kKernels[] = {
     NVILA_KERNEL(BF16, 8, kLayerNormUncached, 0, spatial_compress_kernel<nvila::bf16_t, 8, true, false>),
 };
 
-int launch(const SpatialCompressArgs& a, void* stream) {
-  return launch_selected(kKernels, spatial_compress_launch_config(a, launch_target()), a, stream);
-}
+NVILA_REGISTER_OP(spatial_compress, SpatialCompressArgs, kKernels);
 #endif
 }  // namespace
-
-#ifndef __CUDACC_RTC__
-NVILA_REGISTER_OP(spatial_compress, SpatialCompressArgs, kKernels, launch);
-#endif
 
 }  // namespace nvila::NVILA_CUDA_NS

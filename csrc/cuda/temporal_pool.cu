@@ -49,14 +49,8 @@ const Kernel<TemporalPoolArgs> kKernels[] = {
     NVILA_KERNEL(BF16, 8, 0, 0, temporal_pool_kernel<nvila::bf16_t, 8>),
 };
 
-int launch(const TemporalPoolArgs& a, void* stream) {
-  return launch_selected(kKernels, temporal_pool_launch_config(a, launch_target()), a, stream);
-}
+NVILA_REGISTER_OP(temporal_pool, TemporalPoolArgs, kKernels);
 #endif
 }  // namespace
-
-#ifndef __CUDACC_RTC__
-NVILA_REGISTER_OP(temporal_pool, TemporalPoolArgs, kKernels, launch);
-#endif
 
 }  // namespace nvila::NVILA_CUDA_NS
