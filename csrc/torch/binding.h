@@ -85,3 +85,12 @@ bool register_args_layout(const char* op, std::initializer_list<ArgsField> field
 bool nvrtc_enabled();
 
 }  // namespace nvila::binding
+
+// The kernels of op `op` for the torch dispatcher: <op>_cpu and <op>_emu (CPU tensors) and
+// <op>_cuda, the functions of that name in the including file (torch/library.h).
+#define NVILA_TORCH_IMPLS(op)         \
+  TORCH_LIBRARY_IMPL(nvila, CPU, m) { \
+    m.impl(#op "_cpu", &op##_cpu);    \
+    m.impl(#op "_emu", &op##_emu);    \
+  }                                   \
+  TORCH_LIBRARY_IMPL(nvila, CUDA, m) { m.impl(#op "_cuda", &op##_cuda); }

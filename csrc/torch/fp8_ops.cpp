@@ -125,16 +125,7 @@ const bool fp8_gemm_layout = register_args_layout<Fp8GemmArgs>(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(nvila, CPU, m) {
-  m.impl("fp8_quantize_cpu", &fp8_quantize_cpu);
-  m.impl("fp8_quantize_emu", &fp8_quantize_emu);
-  m.impl("fp8_gemm_cpu", &fp8_gemm_cpu);
-  m.impl("fp8_gemm_emu", &fp8_gemm_emu);
-}
-
-TORCH_LIBRARY_IMPL(nvila, CUDA, m) {
-  m.impl("fp8_quantize_cuda", &fp8_quantize_cuda);
-  m.impl("fp8_gemm_cuda", &fp8_gemm_cuda);
-}
+NVILA_TORCH_IMPLS(fp8_quantize)
+NVILA_TORCH_IMPLS(fp8_gemm)
 
 }  // namespace nvila::binding

@@ -58,11 +58,6 @@ const bool merge_compress_layout = register_args_layout<MergeCompressArgs>(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(nvila, CPU, m) {
-  m.impl("merge_compress_cpu", &merge_compress_cpu);
-  m.impl("merge_compress_emu", &merge_compress_emu);
-}
-
-TORCH_LIBRARY_IMPL(nvila, CUDA, m) { m.impl("merge_compress_cuda", &merge_compress_cuda); }
+NVILA_TORCH_IMPLS(merge_compress)
 
 }  // namespace nvila::binding

@@ -78,11 +78,6 @@ const bool multiscale_merge_layout = register_args_layout<MultiscaleMergeArgs>(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(nvila, CPU, m) {
-  m.impl("multiscale_merge_cpu", &multiscale_merge_cpu);
-  m.impl("multiscale_merge_emu", &multiscale_merge_emu);
-}
-
-TORCH_LIBRARY_IMPL(nvila, CUDA, m) { m.impl("multiscale_merge_cuda", &multiscale_merge_cuda); }
+NVILA_TORCH_IMPLS(multiscale_merge)
 
 }  // namespace nvila::binding

@@ -133,11 +133,6 @@ const bool multiscale_tile_layout = register_args_layout<MultiscaleTileArgs>(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(nvila, CPU, m) {
-  m.impl("multiscale_tile_cpu", &multiscale_tile_cpu);
-  m.impl("multiscale_tile_emu", &multiscale_tile_emu);
-}
-
-TORCH_LIBRARY_IMPL(nvila, CUDA, m) { m.impl("multiscale_tile_cuda", &multiscale_tile_cuda); }
+NVILA_TORCH_IMPLS(multiscale_tile)
 
 }  // namespace nvila::binding

@@ -69,11 +69,6 @@ const bool spatial_compress_layout = register_args_layout<SpatialCompressArgs>(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(nvila, CPU, m) {
-  m.impl("spatial_compress_cpu", &spatial_compress_cpu);
-  m.impl("spatial_compress_emu", &spatial_compress_emu);
-}
-
-TORCH_LIBRARY_IMPL(nvila, CUDA, m) { m.impl("spatial_compress_cuda", &spatial_compress_cuda); }
+NVILA_TORCH_IMPLS(spatial_compress)
 
 }  // namespace nvila::binding

@@ -53,11 +53,6 @@ const bool temporal_pool_layout = register_args_layout<TemporalPoolArgs>(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(nvila, CPU, m) {
-  m.impl("temporal_pool_cpu", &temporal_pool_cpu);
-  m.impl("temporal_pool_emu", &temporal_pool_emu);
-}
-
-TORCH_LIBRARY_IMPL(nvila, CUDA, m) { m.impl("temporal_pool_cuda", &temporal_pool_cuda); }
+NVILA_TORCH_IMPLS(temporal_pool)
 
 }  // namespace nvila::binding
