@@ -34,15 +34,20 @@ def backend_device(backend: str) -> torch.device:
     return torch.device("cpu")
 
 
-def assert_fp8_gemm_close(got: torch.Tensor, expected: torch.Tensor, K: int, out_dtype: torch.dtype) -> None:
+def assert_fp8_gemm_close(
+    got: torch.Tensor, expected: torch.Tensor, K: int, out_dtype: torch.dtype, what: str = ""
+) -> None:
     """An fp8_gemm result against the reference's: NaN where the reference has NaN; fp32
-    output within the reordering error of K exact products, bf16/fp16 within one rounding."""
+    output within the reordering error of K exact products, bf16/fp16 within one rounding.
+    `what` prefixes the failure message (e.g. the shape)."""
     scale = expected[~expected.isnan()].float().abs().max().item()
     if out_dtype == torch.float32:  # fp32 reordering of K exact products
         atol, rtol = 1e-6 * math.sqrt(K) * scale, 1e-5
     else:  # one bf16 rounding apart
         atol = rtol = torch.finfo(out_dtype).eps * scale
-    torch.testing.assert_close(got.float(), expected.float(), atol=atol, rtol=rtol, equal_nan=True)
+    torch.testing.assert_close(
+        got.float(), expected.float(), atol=atol, rtol=rtol, equal_nan=True, msg=lambda m: f"{what}: {m}" if what else m
+    )
 
 
 def kernel_backends() -> list[str]:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import KERNEL_BACKENDS, SLOW_BACKENDS, backend_device
+from conftest import KERNEL_BACKENDS, SLOW_BACKENDS, assert_fp8_gemm_close, backend_device
 
 import nvila_kernels as nk
 from nvila_kernels import backends, reference
@@ -112,13 +112,7 @@ def _check_gemm_matches_reference(backend, out_dtype, with_bias):
         got = nk.fp8_gemm(qa, qb, sa, sb, bias, out_dtype, backend=backend)
         expected = reference.fp8_gemm(qa, qb, sa, sb, bias, out_dtype)
         assert got.shape == (M, N) and got.dtype == out_dtype
-        scale = expected.float().abs().max().item()
-        if out_dtype == torch.float32:  # fp32 reordering of K exact products
-            atol = 1e-6 * math.sqrt(K) * scale
-            torch.testing.assert_close(got, expected, atol=atol, rtol=1e-5, msg=lambda m, s=(M, N, K): f"{s}: {m}")
-        else:  # one rounding of the output dtype apart
-            eps = torch.finfo(out_dtype).eps
-            torch.testing.assert_close(got.float(), expected.float(), atol=eps * scale, rtol=eps)
+        assert_fp8_gemm_close(got, expected, K, out_dtype, what=str((M, N, K)))
         # accuracy against the unquantized fp32 product
         exact = a @ b.t() + (bias if bias is not None else 0)
         assert sqnr_db(exact.cpu(), got.float().cpu()) >= 25, (M, N, K)

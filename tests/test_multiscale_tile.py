@@ -195,9 +195,8 @@ def test_batch_of_different_sizes(backend):
     tiles, blocks = nk.multiscale_tile_batch(images, plans, backend=backend)
     assert tiles.shape == (sum(p.n_tiles for p in plans), 3, 28, 28)
     assert blocks == [p.block_size for p in plans]
-    t0 = 0
+    t0, (atol, rtol) = 0, TOL[torch.float32]
     for im, p in zip(images, plans, strict=True):
-        atol, rtol = TOL[torch.float32]
         want = reference.multiscale_tile(im.cpu(), p)
         torch.testing.assert_close(tiles[t0 : t0 + p.n_tiles].cpu(), want, atol=atol, rtol=rtol)
         t0 += p.n_tiles
