@@ -147,7 +147,6 @@ void run(const MergeCompressArgs& a) {
   const int64_t S = m.S, C = m.C, SC = a.SC(), D = a.D(), kk = a.k * a.k, tokens = a.tokens();
   const bool ln = a.ln_weight != nullptr, avx2 = use_avx2();
   const bool stream = tokens * D * int64_t(sizeof(T)) >= kStreamBytes;
-  if (stream) advise_huge_pages(out, tokens * D * sizeof(T));
 #pragma omp parallel
   {
     std::vector<float> buf_storage(D);

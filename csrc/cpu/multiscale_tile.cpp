@@ -15,7 +15,7 @@
 // Exact mode on a CPU with AVX2 (avx2.h, chosen at run time) runs the uint8 line
 // sums, the clip to levels and the fp32 normalize with AVX2 intrinsics (the same
 // integer and fp32 operations, so the same bits as the portable code); large fp32
-// outputs are written with streaming stores, on huge pages where Linux gives them.
+// outputs are written with streaming stores.
 #include "nvila/multiscale_tile.h"
 
 #include <emmintrin.h>
@@ -431,8 +431,6 @@ template <bool kExact, typename Out>
 void run(const MultiscaleTileArgs& a) {
   const Writer<Out> wr(a);
   const int64_t n = a.n_tiles();
-  const int64_t out_bytes = n * 3 * a.T * a.T * int64_t(sizeof(Out));
-  if (out_bytes >= kStreamBytes) advise_huge_pages(a.out, size_t(out_bytes));  // a fresh output: 2 MiB faults
 #pragma omp parallel
   {
     std::vector<uint8_t> band;

@@ -4,7 +4,7 @@
 // statistics passes and the normalized write, so every input element is read
 // from memory once and every output element written once.
 // The staging (load_token) and the last pass (write_row) of layernorm_row.h have an
-// AVX2 version; a large fresh output is asked for huge pages (stream_store.h).
+// AVX2 version.
 #include "nvila/spatial_compress.h"
 
 #include <omp.h>
@@ -28,7 +28,6 @@ void copy_rows(const SpatialCompressArgs& a) {
   T* out = static_cast<T*>(a.out);
   const int64_t C = a.C, D = a.D(), kk = a.k * a.k, rows = a.rows();
   const bool stream = rows * D * int64_t(sizeof(T)) >= kStreamBytes;
-  if (stream) advise_huge_pages(out, rows * D * sizeof(T));
 #pragma omp parallel
   {
 #pragma omp for schedule(static)
@@ -56,7 +55,6 @@ void layernorm_rows(const SpatialCompressArgs& a) {
   const float* bias = a.ln_bias;
   const int64_t C = a.C, D = a.D(), kk = a.k * a.k, rows = a.rows();
   const bool stream = rows * D * int64_t(sizeof(T)) >= kStreamBytes;
-  if (stream) advise_huge_pages(out, rows * D * sizeof(T));
 #pragma omp parallel
   {
     std::vector<float> buf_storage(D);

@@ -5,10 +5,6 @@
 
 #include <emmintrin.h>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -33,22 +29,10 @@ inline void stream_copy(void* dst, const void* src, size_t bytes) {
 
 inline void stream_fence() { _mm_sfence(); }
 
-// For an output of `bytes` at p about to be written whole: when its first 2 MiB-aligned
-// page is not yet mapped (a fresh allocation), asks for transparent huge pages on its
-// 2 MiB-aligned interior, so that first touch faults once per 2 MiB instead of once
-// per 4 KiB (on a VM the faults of a fresh 170 MB output cost more than the kernel).
-// Memory already in use is left alone.
-inline void advise_huge_pages(void* p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
-  unsigned char resident = 1;
-  if (hi <= lo || mincore(reinterpret_cast<void*>(lo), 4096, &resident) != 0 || (resident & 1)) return;
-  madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#else
-  (void)p, (void)bytes;
-#endif
-}
+// No madvise(MADV_HUGEPAGE) on outputs: a fresh output's pages are the allocator's
+// business, as for every torch op (torch asks for huge pages when THP_MEM_ALLOC_ENABLE=1).
+// Asking for them here was tried and removed: with the kernel's THP defrag setting
+// "madvise" the first touch of a fresh 170 MB output then waited on memory compaction,
+// 0.2-2.7 s per process on the 2-core VM, against 0.11-0.15 s of plain 4 KiB faults.
 
 }  // namespace nvila::cpu

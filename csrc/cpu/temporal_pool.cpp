@@ -81,7 +81,6 @@ void run(const TemporalPoolArgs& a) {
   T* out = static_cast<T*>(a.out);
   const int64_t G = a.groups(), N = a.N, group = a.group, total = G * N;
   const bool stream = total * int64_t(sizeof(T)) >= kStreamBytes, avx2 = use_avx2();
-  if (stream) advise_huge_pages(out, total * sizeof(T));
   // ranges of at least 4096 values, so a tiny input runs on one thread
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), ceil_div(total, 4096)));
 #pragma omp parallel num_threads(threads)
