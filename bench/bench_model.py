@@ -175,6 +175,15 @@ def bench_provider(builder, cfg, backend: str, precision: str, mode: str, timing
 # ---- side by side: VILA's stack on transformers (run_peer, --peer) ------------------
 
 PEER_STEPS = 16  # greedy tokens generated on both sides and compared
+PROJECTED_PREFILL = "prefill, full depth (projected)"
+PROJECTED_TTFT = "time to first token, full depth (projected)"
+
+
+def full_prefill(m: nvila.NVILA, x: torch.Tensor, rope_pos: torch.Tensor) -> torch.Tensor:
+    """The prefill of every layer at every position (the LM head at the last): what
+    generation ran before last_only, and what a full layer costs."""
+    h = m.llm.hidden(x, torch.arange(x.shape[1]), rope_pos, None, left_pad=[0])
+    return m.llm.logits(h[:, -1]).float()
 
 
 def peer_config(mode: str) -> nvila.NVILAConfig:
@@ -360,6 +369,7 @@ def run_peer(args) -> list[common.Row]:
             "vision tower": lambda: m.vision(pixels),
             "merge + compress + projector": lambda: m.projector(feats, plan),
             "prefill": lambda: prefill(m, x, pos, [0]),
+            "prefill, every position": lambda: full_prefill(m, x, pos),
             "decode, per token": lambda: decode_one(m, x1, step, step[None], key_valid),
         }
 
@@ -397,6 +407,7 @@ def run_peer(args) -> list[common.Row]:
             "vision tower": tower,
             "merge + compress + projector": lambda: peer_project(feats, plan, cfg.k, projector),
             "prefill": prefill_peer,
+            "prefill, every position": None,  # = "prefill": transformers runs every layer everywhere
             "decode, per token": decode_peer,
         }
 
@@ -411,24 +422,40 @@ def run_peer(args) -> list[common.Row]:
             n = 5 if stage in ("preprocess", "decode, per token") else reps
             for _ in range(n):
                 for side in sides:
+                    if fns[side][stage] is None:
+                        continue
                     samples.setdefault((stage, side), []).append(
                         common.time_fn(fns[side][stage], warmup=0, reps=1, device=device)[0]
                     )
     times = {key: float(np.median(ts)) for key, ts in samples.items()}
+    times["prefill, every position", "transformers"] = times["prefill", "transformers"]
     rows = []
     for (stage, side), ts in samples.items():
         p20, med, p80 = np.percentile(np.asarray(ts), [20, 50, 80])
         r = builder.row(op=OP, provider=side, x=torch.empty(0), times=(med, p20, p80), nbytes=0, note=f"peer: {stage}")
         r.shape, r.dtype = f"{image.width}x{image.height}", "fp8" if side.endswith("fp8") else "fp32"
         rows.append(r)
-    n_blocks = v.computed_layers
+    n_blocks, n_layers = v.computed_layers, cfg.llm.layers
+    full = nvila.preset("nvila-8b")  # the depths the projection is for
     for side in ("transformers", "cpu", "cpu-fp8"):
         times["vision, per block", side] = times["vision tower", side] / n_blocks
         times["time to first token", side] = sum(
             times[s, side] for s in ("preprocess", "vision tower", "merge + compress + projector", "prefill")
         )
-    stages = ["preprocess", "vision, per block", "merge + compress + projector", "prefill", "decode, per token",
-              "time to first token"]  # fmt: skip
+        # full depth: every layer as "every position" but the last, which costs what
+        # "prefill" saved over "prefill, every position" less (nvila's last_only prefill)
+        per_layer = times["prefill, every position", side] / n_layers
+        saved = times["prefill, every position", side] - times["prefill", side]
+        times["prefill, per layer", side] = per_layer
+        times[PROJECTED_PREFILL, side] = full.llm.layers * per_layer - saved
+        times[PROJECTED_TTFT, side] = (
+            times["preprocess", side]
+            + full.vision.computed_layers * times["vision, per block", side]
+            + times["merge + compress + projector", side]
+            + times[PROJECTED_PREFILL, side]
+        )
+    stages = ["preprocess", "vision, per block", "merge + compress + projector", "prefill, per layer", "prefill",
+              "decode, per token", "time to first token", PROJECTED_PREFILL, PROJECTED_TTFT]  # fmt: skip
     lines = [
         f"## nvila vs transformers, side by side ({mode} run)",
         "",

@@ -37,10 +37,10 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, g
 
 def prefill(model: NVILA, x: torch.Tensor, rope_pos, left_pad: Sequence[int]) -> torch.Tensor:
     """Logits (B, vocab) fp32 of the last prompt position, x (B, T, H) left-padded by
-    left_pad, written to cache slots 0..T-1: causal attention without a mask, the LM head
-    on the last position only."""
+    left_pad, written to cache slots 0..T-1: causal attention without a mask; the last
+    layer (but its keys and values) and the LM head on the last position only."""
     pos = torch.arange(x.shape[1], device=x.device)
-    h = model.llm.hidden(x, pos, rope_pos, None, left_pad=left_pad)
+    h = model.llm.hidden(x, pos, rope_pos, None, left_pad=left_pad, last_only=True)
     return model.llm.logits(h[:, -1]).float()
 
 

@@ -5,6 +5,7 @@ SwiGLU MLP, tied or untied LM head, and a static KV cache.
     logits = llm(embeds (B, T, D), input_pos (T,), rope_pos (B, T), mask (B, 1, T, S))
     h = llm.hidden(embeds, input_pos, rope_pos, None, left_pad=pads)  # causal prefill
     logits = llm.logits(h[:, -1])                                      # the head where used
+    h = llm.hidden(embeds, input_pos, rope_pos, None, last_only=True)  # (B, 1, D): generation
 
 input_pos are the cache slots written (shared by the batch), rope_pos the rotary
 positions per sequence (they differ under left padding), mask the keys each query
@@ -16,6 +17,13 @@ keys 0..t only (the cache's earlier contents are ignored), through SDPA's causal
 left_pad (B ints) are the padding positions at the start of each row of a left-padded
 batch: a row's real queries see its real keys only, its padding queries get a zero
 attention output.
+
+last_only=True (a causal prefill whose only use is the next token, as in generation):
+the last layer computes its keys and values at every position (the cache needs them)
+and everything else (queries, attention, output projection, MLP) at the last position
+only; the earlier layers are unchanged. The result is the same as hidden(...)[:, -1:]
+up to summation order; at Qwen2-7B widths the last layer then costs about 2% of a full
+one.
 """
 
 from __future__ import annotations
@@ -86,22 +94,27 @@ class Attention(nn.Module):
         input_pos: torch.Tensor,
         mask: torch.Tensor | None,
         left_pad: list[int] | None = None,
+        last_only: bool = False,
     ):
+        """x (B, T, D) -> (B, T, D), or (B, 1, D) for the last query only (last_only: a
+        causal prefill, mask None; every position's k, v still go to the cache)."""
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        xq, rq = (x[:, -1:], rope[:, -1:]) if last_only else (x, rope)
+        Tq = xq.shape[1]
+        q = self.q(xq).view(B, Tq, self.heads, self.head_dim).transpose(1, 2)
         k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        q, k = apply_rope(q, rq), apply_rope(k, rope)
         if self.cache is None:
             raise RuntimeError("the KV cache is not set up: call setup_caches(batch, max_seq_len) first")
         gqa = self.heads != self.kv_heads
         if mask is None:  # causal prefill: attend over the prompt's own k, v
             self.cache.update(input_pos, k, v)
-            y = causal_attention(q, k, v, left_pad, gqa)
+            y = last_query_attention(q, k, v, left_pad, gqa) if last_only else causal_attention(q, k, v, left_pad, gqa)
         else:
             k, v = self.cache.update(input_pos, k, v)  # (B, kv_heads, S, head_dim)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+        return self.o(y.transpose(1, 2).reshape(B, Tq, -1))
 
 
 def causal_attention(
@@ -118,6 +131,20 @@ def causal_attention(
             q[b : b + 1, :, p:], k[b : b + 1, :, p:], v[b : b + 1, :, p:], is_causal=True, enable_gqa=gqa
         )[0]
     return y
+
+
+def last_query_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, left_pad: list[int] | None, gqa: bool
+) -> torch.Tensor:
+    """The last prompt position's attention, q (B, heads, 1, hd) over k, v (B, kv_heads, T, hd):
+    it sees every key of its row but the left padding (no causal flag: SDPA aligns that to
+    the first key)."""
+    if left_pad is None or not any(left_pad):
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+    T = k.shape[2]
+    pads = torch.tensor(left_pad, device=q.device)
+    valid = torch.arange(T, device=q.device)[None, :] >= pads[:, None]  # (B, T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :], enable_gqa=gqa)
 
 
 class MLP(nn.Module):
@@ -139,8 +166,9 @@ class Layer(nn.Module):
         self.norm2 = RMSNorm(cfg.hidden, cfg.eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rope, input_pos, mask, left_pad=None):
-        x = x + self.attn(self.norm1(x), rope, input_pos, mask, left_pad)
+    def forward(self, x, rope, input_pos, mask, left_pad=None, last_only=False):
+        a = self.attn(self.norm1(x), rope, input_pos, mask, left_pad, last_only)
+        x = (x[:, -1:] if last_only else x) + a
         return x + self.mlp(self.norm2(x))
 
 
@@ -179,10 +207,13 @@ class Qwen2(nn.Module):
         rope_pos: torch.Tensor,
         mask: torch.Tensor | None,
         left_pad: Sequence[int] | torch.Tensor | None = None,
+        *,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """embeds (B, T, D) -> the last layer's output (B, T, D), before the final norm.
         mask None: causal prefill from slot 0 (input_pos must be 0..T-1), rows left-padded
-        by left_pad (see the module docstring)."""
+        by left_pad (see the module docstring). last_only (causal prefill only): the last
+        position's output (B, 1, D), the last layer computed there only (its k, v everywhere)."""
         if self.rope is None:
             raise RuntimeError("call setup_caches(batch, max_seq_len) before running the LLM")
         B, T, _ = embeds.shape
@@ -195,10 +226,13 @@ class Qwen2(nn.Module):
                     raise ValueError(f"left_pad: expected {B} ints in [0, {T}), got {left_pad}")
         elif left_pad is not None:
             raise ValueError("left_pad: only for a causal prefill (mask=None); an explicit mask holds the padding")
+        elif last_only:
+            raise ValueError("last_only: only for a causal prefill (mask=None)")
         rope = self.rope[rope_pos]  # (B, T, head_dim // 2, 2)
         x = embeds
-        for layer in self.layers:
-            x = layer(x, rope, input_pos, mask, left_pad)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, input_pos, mask, left_pad, last_only and i == last)
         return x
 
     def forward(

@@ -46,6 +46,31 @@ def test_causal_prefill_matches_the_masked_one(lens):
         torch.testing.assert_close(got[b, T - n :], want[b, T - n :], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("lens", [[13], [13, 9, 1]])
+def test_last_only_prefill_is_the_last_position_of_the_full_one(lens):
+    """hidden(last_only=True): the last layer computes the last position only, yet gives that
+    position's output and fills the KV cache exactly as the full prefill does."""
+    llm = randomize(Qwen2(CFG))
+    T = max(lens)
+    x = torch.randn(len(lens), T, CFG.hidden)
+    pad = [T - n for n in lens]
+    pos, rope_pos = torch.arange(T), (torch.arange(T)[None] - torch.tensor(pad)[:, None]).clamp(min=0)
+    rows = []  # rows seen by the last layer's MLP
+    llm.layers[-1].mlp.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[1]))
+    runs = []  # (output, every layer's k and v cache) of the full prefill, then of last_only
+    with torch.no_grad():
+        for last_only in (False, True):
+            llm.setup_caches(len(lens), T + 2)
+            h = llm.hidden(x, pos, rope_pos, None, left_pad=pad, last_only=last_only)
+            runs.append((h, [(layer.attn.cache.k, layer.attn.cache.v) for layer in llm.layers]))
+    (full, full_cache), (last, last_cache) = runs
+    assert rows == [T, 1] and last.shape == (len(lens), 1, CFG.hidden)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=1e-5)
+    for (k0, v0), (k1, v1) in zip(full_cache, last_cache, strict=True):
+        torch.testing.assert_close(k1, k0, atol=0, rtol=0)
+        torch.testing.assert_close(v1, v0, atol=0, rtol=0)
+
+
 def test_causal_prefill_refuses_what_it_cannot_do():
     llm = Qwen2(CFG)
     llm.setup_caches(1, 8)
@@ -56,6 +81,8 @@ def test_causal_prefill_refuses_what_it_cannot_do():
         llm.hidden(x, pos, pos[None], None, left_pad=[4])
     with pytest.raises(ValueError, match="left_pad"):
         llm.hidden(x, pos, pos[None], torch.ones(1, 1, 4, 8, dtype=torch.bool), left_pad=[0])
+    with pytest.raises(ValueError, match="last_only"):
+        llm.hidden(x, pos, pos[None], torch.ones(1, 1, 4, 8, dtype=torch.bool), last_only=True)
 
 
 @torch.no_grad()
@@ -121,4 +148,5 @@ def test_prefill_and_vision_attention_take_the_fused_kernel():
         llm.setup_caches(2, 7)
         pos = torch.arange(7)
         llm.hidden(x, pos, pos.expand(2, 7), None, left_pad=[0, 3])
+        llm.hidden(x, pos, pos.expand(2, 7), None, left_pad=[0, 3], last_only=True)
         m.vision(torch.randn(3, 3, m.cfg.vision.image, m.cfg.vision.image))
