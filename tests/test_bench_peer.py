@@ -18,6 +18,8 @@ def test_peer_stack_computes_what_nvila_computes():
     pixels = bench_model.peer_tiles(image, plan, v.image_mean, v.image_std)
     # Pillow's float bicubic vs our exact uint8 resampling: within a rounding of the 8-bit pixels
     torch.testing.assert_close(pixels, tile_image(image, plan, v.image_mean, v.image_std), atol=2 / 255 / 0.5, rtol=0)
+    processor = bench_model.hf_processor(v.image, v.image_mean, v.image_std)  # the timed preprocessing
+    torch.testing.assert_close(bench_model.peer_tiles_hf(image, plan, processor), pixels, atol=1e-5, rtol=0)
     feats = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]
     torch.testing.assert_close(feats, m.vision(pixels), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(
