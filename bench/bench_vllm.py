@@ -18,8 +18,9 @@ Sides, one after the other on the same cores:
 Every request is a distinct image (a bundled sample rotated by its own angle) and a question.
 Models: `tiny` the shipped tiny model (nvila.TINY_MODEL);
 `8b-widths` random weights at NVILA-8B's widths (SigLIP-so400m, the 2x2 projector,
-Qwen2-7B) with 1 computed SigLIP block, 1 Qwen2 layer and one 448-pixel scale (one tile,
-256 visual tokens per image), so that 32 requests fit in minutes on 2 cores. Both sides
+Qwen2-7B) with 1 computed SigLIP block, 1 Qwen2 layer and one 448-pixel scale, on the square
+sample only (one tile, 256 visual tokens per image), so that 32 requests fit in minutes on
+2 cores. Both sides
 answer greedily; how many answers agree is printed.
 Results: bench/results/vllm_<model>_cpu.md.
 """
@@ -75,16 +76,19 @@ def write_8b_widths(path: str) -> str:
     return path
 
 
-def requests(n: int, offset: int = 0) -> list[tuple[str, Image.Image]]:
+FILES = ("wide.png", "tall.png", "square.png")
+
+
+def requests(n: int, offset: int = 0, files: tuple[str, ...] = FILES) -> list[tuple[str, Image.Image]]:
     """n requests, each a distinct image (a sample rotated by its own angle: no cache hits in
     vLLM's multimodal cache) and a question; `offset` gives another level other images."""
-    images = [Image.open(os.path.join(SAMPLES, f)).convert("RGB") for f in ("wide.png", "tall.png", "square.png")]
+    images = [Image.open(os.path.join(SAMPLES, f)).convert("RGB") for f in files]
     return [
         (QUESTIONS[i % len(QUESTIONS)], images[i % len(images)].rotate(1 + i + offset, expand=True)) for i in range(n)
     ]
 
 
-def run_nvila(model_dir: str, levels: list[int], max_tokens: int) -> tuple[dict, dict]:
+def run_nvila(model_dir: str, levels: list[int], max_tokens: int, files: tuple[str, ...]) -> tuple[dict, dict]:
     """{level: (ttft_ms, req_per_s)}, {level: answers}."""
     m = nvila.load(model_dir)
     tok = m.tokenizer
@@ -101,10 +105,10 @@ def run_nvila(model_dir: str, levels: list[int], max_tokens: int) -> tuple[dict,
                 done[b] = done[b] or not bool(alive[b])
         return ttft * 1e3, time.perf_counter() - t0, [answer_text(tok, ids) for ids in out]
 
-    batch(requests(1, offset=100))  # warm-up
+    batch(requests(1, 100, files))  # warm-up
     figures, answers = {}, {}
     for n in levels:
-        ttft, total, answers[n] = batch(requests(n, offset=n))
+        ttft, total, answers[n] = batch(requests(n, n, files))
         figures[n] = (ttft, ttft, n / total)
         print(f"  nvila  concurrency {n:>2}: TTFT {ttft:,.0f} ms, {n / total:.2f} req/s", flush=True)
     return figures, answers
@@ -122,13 +126,15 @@ def _data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def run_vllm(model_dir: str, levels: list[int], max_tokens: int, log_path: str) -> tuple[dict, dict]:
+def run_vllm(
+    model_dir: str, levels: list[int], max_tokens: int, files: tuple[str, ...], log_path: str, max_len: int
+) -> tuple[dict, dict]:
     """The server's {level: (median ttft_ms, p90 ttft_ms, req_per_s)}, {level: answers}."""
     import openai
 
     port = _free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
+           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_len),
            "--max-num-seqs", str(max(levels))]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     with open(log_path, "w") as log:
@@ -164,10 +170,10 @@ def run_vllm(model_dir: str, levels: list[int], max_tokens: int, log_path: str) 
                     parts.append(delta)
             return (first - t0) * 1e3 if first else float("nan"), time.perf_counter(), "".join(parts)
 
-        ask(requests(1, offset=100)[0], time.perf_counter())  # warm-up
+        ask(requests(1, 100, files)[0], time.perf_counter())  # warm-up
         figures, answers = {}, {}
         for n in levels:
-            reqs = requests(n, offset=n)
+            reqs = requests(n, n, files)
             with ThreadPoolExecutor(n) as pool:
                 t0 = time.perf_counter()
                 got = list(pool.map(ask, reqs, [t0] * n))
@@ -205,10 +211,13 @@ def main(argv: list[str] | None = None) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = nvila.TINY_MODEL if args.model == "tiny" else write_8b_widths(os.path.join(tmp, "nvila-8b-widths"))
         print(f"{args.model}: nvila", flush=True)
-        ours, ours_answers = run_nvila(model_dir, args.concurrency, args.max_tokens)
+        files = FILES if args.model == "tiny" else ("square.png",)
+        ours, ours_answers = run_nvila(model_dir, args.concurrency, args.max_tokens, files)
         print(f"{args.model}: vllm", flush=True)
         log = os.path.join(tmp, "server.log")
-        theirs, their_answers = run_vllm(model_dir, args.concurrency, args.max_tokens, log)
+        theirs, their_answers = run_vllm(
+            model_dir, args.concurrency, args.max_tokens, files, log, 512 if args.model == "tiny" else 1024
+        )
     lines = [
         f"## vLLM + nvila plugin vs nvila batches ({args.model}, CPU)",
         "",

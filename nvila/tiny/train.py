@@ -84,13 +84,15 @@ def init_model(
     projector_type: str = "mlp_downsample",
     llm_heads: int | None = None,
     llm_kv_heads: int | None = None,
+    llm_hidden: int | None = None,
 ) -> NVILA:
     """A freshly initialised tiny-shapes model (reference backend) with `tokenizer`;
     projector_type "mlp_downsample_3x3_fix" for the 3x3 projector; llm_heads / llm_kv_heads:
     the LLM's attention and KV heads (default: the preset's; vLLM's CPU attention needs
     heads of >= 32 channels, e.g. 2 heads and 1 KV head at the preset's width 64)."""
     base = preset(PRESET)
-    heads = {"heads": llm_heads or base.llm.heads, "kv_heads": llm_kv_heads or base.llm.kv_heads}
+    heads = {"heads": llm_heads or base.llm.heads, "kv_heads": llm_kv_heads or base.llm.kv_heads,
+             "hidden": llm_hidden or base.llm.hidden}  # fmt: skip
     llm = type(base.llm)(**{**base.llm.__dict__, "vocab": len(tokenizer), **heads})
     cfg = preset(PRESET, llm=llm, projector_type=projector_type)
     torch.manual_seed(seed)
@@ -402,7 +404,7 @@ def _bar(step: int, steps: int, t0: float, msg: str) -> None:
 def train(args: argparse.Namespace) -> NVILA:
     torch.set_num_threads(args.threads)
     tok = build_tokenizer()
-    model = init_model(tok, args.seed, args.projector, args.llm_heads, args.llm_kv_heads).train()
+    model = init_model(tok, args.seed, args.projector, args.llm_heads, args.llm_kv_heads, args.llm_hidden).train()
     if args.init:  # continue from a checkpoint (new optimizer state and schedule)
         from .weights import load
 
@@ -473,6 +475,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="2x2 (the shipped model) or 3x3 spatial-to-channel projector")  # fmt: skip
     p.add_argument("--llm-heads", type=int, default=None, help="the LLM's attention heads (default: the preset's 4)")
     p.add_argument("--llm-kv-heads", type=int, default=None, help="the LLM's KV heads (default: the preset's 2)")
+    p.add_argument("--llm-hidden", type=int, default=None, help="the LLM's width (default: the preset's 64)")
     p.add_argument("--init", default=None, help="start from this checkpoint instead of random weights")
     p.add_argument("--first-step", type=int, default=0, help="data offset: step s trains on the scenes of step s")
     p.add_argument("--out", default=None, help="checkpoint directory (default: print only, save nothing)")

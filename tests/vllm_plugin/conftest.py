@@ -18,9 +18,8 @@ else:
 
 
 @pytest.fixture(scope="session")
-def checkpoint() -> str:
-    """The shipped tiny model (its LLM's heads are 32 wide: vLLM's CPU attention has no
-    head size 16), read in place by nvila.load and by vLLM through the plugin."""
-    import nvila
+def checkpoint(tmp_path_factory) -> str:
+    """A random-weight tiny NVILA with heads of 32 (see oracle.py)."""
+    from oracle import write_checkpoint
 
-    return nvila.TINY_MODEL
+    return write_checkpoint(str(tmp_path_factory.mktemp("nvila") / "tiny32"))
