@@ -28,14 +28,8 @@ Results: bench/results/vllm_<model>_cpu.md.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
-import io
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +44,7 @@ from bench import common
 from nvila.generate import answer_text, generate_ids
 from nvila.scoring import prompt_embeds
 from nvila.tokenizer import Tokenizer
+from nvila.vllm.server import chat_message, openai_server
 
 SAMPLES = os.path.join(os.path.dirname(nvila.TINY_MODEL), "samples")
 QUESTIONS = ["What colour is the square?", "How many shapes are there?", "Which colours do you see?",
@@ -114,54 +109,20 @@ def run_nvila(model_dir: str, levels: list[int], max_tokens: int, files: tuple[s
     return figures, answers
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _data_url(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def run_vllm(
     model_dir: str, levels: list[int], max_tokens: int, files: tuple[str, ...], log_path: str, max_len: int
 ) -> tuple[dict, dict]:
     """The server's {level: (median ttft_ms, p90 ttft_ms, req_per_s)}, {level: answers}."""
-    import openai
-
-    port = _free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_len),
-           "--max-num-seqs", str(max(levels))]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", timeout=900, max_retries=0)
-    try:
-        deadline = time.time() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the vLLM server exited with {proc.returncode}; its log: {log_path}")
-            try:
-                name = client.models.list().data[0].id
-                break
-            except openai.APIConnectionError:
-                if time.time() > deadline:
-                    raise RuntimeError(
-                        f"the vLLM server did not answer within {START_TIMEOUT} s; log: {log_path}"
-                    ) from None
-                time.sleep(2)
+    args = ["--max-model-len", str(max_len), "--max-num-seqs", str(max(levels))]
+    env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    with openai_server(model_dir, log_path, args, START_TIMEOUT, request_timeout=900, env=env) as (client, _):
+        name = client.models.list().data[0].id
 
         def ask(req, t0):
             text, image = req
-            content = [{"type": "image_url", "image_url": {"url": _data_url(image)}}, {"type": "text", "text": text}]
             stream = client.chat.completions.create(
-                model=name, messages=[{"role": "user", "content": content}], temperature=0, max_tokens=max_tokens,
-                stream=True,
-            )  # fmt: skip
+                model=name, messages=[chat_message(text, [image])], temperature=0, max_tokens=max_tokens, stream=True
+            )
             first, parts = None, []
             for chunk in stream:
                 delta = chunk.choices[0].delta.content if chunk.choices else None
@@ -184,14 +145,6 @@ def run_vllm(
             print(f"  vllm   concurrency {n:>2}: TTFT median {figures[n][0]:,.0f} ms (p90 {figures[n][1]:,.0f}), "
                   f"{n / total:.2f} req/s", flush=True)  # fmt: skip
         return figures, answers
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -295,6 +295,32 @@ def test_shipped_model_answers_the_samples(shipped):
     assert sum(right) >= 0.75 * len(right)
 
 
+def test_widening_keeps_what_the_model_computes(shipped, small_eval):
+    """nvila.tiny.widen (how the shipped model got heads of 32): the wider LLM, with zeros in
+    its new channels, gives the old logits and answers; with noise it does not."""
+    from nvila.generate import prefill
+    from nvila.tiny.widen import widen
+
+    h = shipped.cfg.llm.hidden
+    wide = widen(shipped, 2 * h)
+    assert wide.cfg.llm.hidden == 2 * h and wide.cfg.llm.heads == shipped.cfg.llm.heads
+    torch.manual_seed(0)
+    x = torch.randn(2, 40, h)
+    pos = torch.arange(40).expand(2, 40)
+    outs = []
+    for m, xx in ((shipped, x), (wide, torch.cat([x, torch.zeros_like(x)], -1))):
+        m.llm.setup_caches(2, 64)
+        outs.append(prefill(m, xx, pos, [0, 5]))
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)
+    some = small_eval[:12]
+    assert tiny_eval.answer_all(wide, some) == tiny_eval.answer_all(shipped, some)
+    noisy = widen(shipped, 2 * h, noise=0.05)
+    noisy.llm.setup_caches(2, 64)
+    assert not torch.allclose(prefill(noisy, torch.cat([x, torch.zeros_like(x)], -1), pos, [0, 5]), outs[0], atol=1e-3)
+    with pytest.raises(ValueError, match="hidden"):
+        widen(shipped, h + 1)
+
+
 @pytest.mark.parametrize("fp8", [False, True])
 def test_kernel_backend_and_fp8_agree_with_the_reference(shipped, small_eval, fp8):
     ref = tiny_eval.answer_all(shipped, small_eval)

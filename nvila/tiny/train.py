@@ -17,11 +17,16 @@ image; without the probe the LLM and the vision tower stay at chance for hundred
 AdamW with warm-up and a cosine schedule; the validation accuracy (single-turn, every
 answer token and <|im_end|> right, teacher forced) is logged per question type.
 
-The shipped model (nvila/tiny/assets/tiny) is one run of the defaults from seed 0: 3000
-steps of 16 images (dense questions) + 4 videos, the grounding probe with its position
-loss, 2 torch threads; 1617 s of training (1625 s in all) on the 2-core machine:
+The shipped model (nvila/tiny/assets/tiny) was made in three steps: one run of the
+defaults from seed 0 (3000 steps of 16 images (dense questions) + 4 videos, the grounding
+probe with its position loss, 2 torch threads; 1617 s of training on the 2-core machine;
+hidden 64, heads of 16), its LLM widened to hidden 128 (heads of 32, for vLLM; see
+nvila/tiny/widen.py), and 1000 more steps from the widened model:
 
-    python -m nvila.tiny.train --out nvila/tiny/assets/tiny
+    python -m nvila.tiny.train --out /tmp/t64
+    python -m nvila.tiny.widen --model /tmp/t64 --hidden 128 --noise 0.01 --out /tmp/w128
+    python -m nvila.tiny.train --init /tmp/w128 --llm-hidden 128 --steps 1000 --lr 1e-3 \
+        --first-step 3000 --out nvila/tiny/assets/tiny
 
 Every scene's chats go through the LLM as branches over one shared prefix (the visual
 tokens once; see shared_prefix_batch) and the LM head runs only where there is an
@@ -406,7 +411,7 @@ def train(args: argparse.Namespace) -> NVILA:
     tok = build_tokenizer()
     model = init_model(tok, args.seed, args.projector, args.llm_heads, args.llm_kv_heads, args.llm_hidden).train()
     if args.init:  # continue from a checkpoint (new optimizer state and schedule)
-        from .weights import load
+        from ..weights import load
 
         model.load_state_dict(load(args.init, dtype="fp32").state_dict())
     no_decay = {n for n, p in model.named_parameters() if p.dim() < 2 or n.endswith(("embed.weight", "pos.weight"))}
