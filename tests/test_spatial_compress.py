@@ -94,11 +94,19 @@ def test_large_row_paths(backend):
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_bias_optional(backend):
+    """Weight without bias; and LayerNorm parameters that are views 4 bytes past a 16-byte
+    boundary (the CUDA kernels load aligned ones 16 bytes at a time)."""
     device = backend_device(backend)
     x = torch.randn(2, 5, 6, 8, device=device)
     w = torch.randn(32, device=device)
     torch.testing.assert_close(
         nk.spatial_compress(x, 2, w, backend=backend), reference.spatial_compress(x, 2, w), atol=2e-5, rtol=2e-5
+    )
+    wb = torch.randn(2, 33, device=device)
+    w, b = wb[0, 1:], wb[1, 1:]
+    assert w.data_ptr() % 16 and b.data_ptr() % 16
+    torch.testing.assert_close(
+        nk.spatial_compress(x, 2, w, b, backend=backend), reference.spatial_compress(x, 2, w, b), atol=2e-5, rtol=2e-5
     )
 
 

@@ -50,6 +50,34 @@ __device__ __forceinline__ void load_tile(uint8_t (*tile)[LDS], const uint8_t* _
 
 __device__ __forceinline__ uint32_t lds32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
+// Epilogue of two accumulators of one row m, columns n and n + 1 (n even): scale,
+// bias, cast, store. With `pairs` (N even and out aligned to two elements) the two
+// land in one 2-element store (bf16: 4 bytes a lane, half of each 32-byte sector a
+// warp's store touches; single elements used a quarter).
+template <typename OutT>
+__device__ __forceinline__ void store_pair(const Fp8GemmArgs& p, OutT* __restrict__ out, int64_t m, int64_t n, float v0,
+                                           float v1, float scale, bool pairs) {
+  if (m >= p.M || n >= p.N) return;
+  v0 *= scale, v1 *= scale;
+  const bool second = n + 1 < p.N;
+  if (p.bias) {
+    v0 += p.bias[n];
+    if (second) v1 += p.bias[n + 1];
+  }
+  if (pairs) {
+    Vec<OutT, 2> o;
+    o.v[0] = from_f32<OutT>(v0), o.v[1] = from_f32<OutT>(v1);
+    *reinterpret_cast<Vec<OutT, 2>*>(out + m * p.N + n) = o;
+  } else {
+    out[m * p.N + n] = from_f32<OutT>(v0);
+    if (second) out[m * p.N + n + 1] = from_f32<OutT>(v1);
+  }
+}
+
+__device__ __forceinline__ bool pair_stores(const Fp8GemmArgs& p, int out_bytes) {
+  return p.N % 2 == 0 && reinterpret_cast<unsigned long long>(p.out) % (2ull * out_bytes) == 0;
+}
+
 template <typename OutT, bool ALIGNED>
 __global__ void __launch_bounds__(kThreads) fp8_gemm_kernel(Fp8GemmArgs p) {
   __shared__ __align__(16) uint8_t As[2][BM][LDS];
@@ -103,19 +131,16 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_kernel(Fp8GemmArgs p) {
   // epilogue: scale, bias, cast, store
   const float s = *p.scale_a * *p.scale_b;
   OutT* __restrict__ out = static_cast<OutT*>(p.out);
+  const bool pairs = pair_stores(p, sizeof(OutT));
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
+      for (int e = 0; e < 4; e += 2) {
         const int64_t m = m0 + wm * 32 + i * 16 + g + 8 * (e >> 1);
-        const int64_t n = n0 + wn * 32 + j * 8 + 2 * t + (e & 1);
-        if (m < p.M && n < p.N) {
-          float v = acc[i][j][e] * s;
-          if (p.bias) v += p.bias[n];
-          out[m * p.N + n] = from_f32<OutT>(v);
-        }
+        const int64_t n = n0 + wn * 32 + j * 8 + 2 * t;
+        store_pair(p, out, m, n, acc[i][j][e], acc[i][j][e + 1], s, pairs);
       }
 }
 
@@ -211,17 +236,14 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_wgmma_kernel(Fp8GemmArgs p)
   // epilogue: scale, bias, cast, store
   const float scale = *p.scale_a * *p.scale_b;
   OutT* __restrict__ out = static_cast<OutT*>(p.out);
+  const bool pairs = pair_stores(p, sizeof(OutT));
 #pragma unroll
   for (int j = 0; j < BN / 8; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
+    for (int e = 0; e < 4; e += 2) {
       const int64_t m = m0 + 16 * warp + g + 8 * (e >> 1);
-      const int64_t n = n0 + 8 * j + 2 * t + (e & 1);
-      if (m < p.M && n < p.N) {
-        float v = acc[4 * j + e] * scale;
-        if (p.bias) v += p.bias[n];
-        out[m * p.N + n] = from_f32<OutT>(v);
-      }
+      const int64_t n = n0 + 8 * j + 2 * t;
+      store_pair(p, out, m, n, acc[4 * j + e], acc[4 * j + e + 1], scale, pairs);
     }
 #else
   __trap();  // never launched: the launcher takes this kernel only where it was built (sm_90a)

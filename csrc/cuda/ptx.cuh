@@ -24,6 +24,16 @@ __device__ __forceinline__ void st_global_cs_v4(void* p, const void* src16) {
 #endif
 }
 
+// st.global.cs.v2.b32: the same for 8 bytes.
+__device__ __forceinline__ void st_global_cs_v2(void* p, const void* src8) {
+#ifdef NVILA_EMU
+  std::memcpy(p, src8, 8);
+#else
+  const uint32_t* s = static_cast<const uint32_t*>(src8);
+  asm volatile("st.global.cs.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(s[0]), "r"(s[1]) : "memory");
+#endif
+}
+
 // ld.global.nc.L1::no_allocate.v4.b32: 16-byte read-only load that does not
 // allocate in L1, for inputs each block reads exactly once.
 __device__ __forceinline__ void ld_global_nc_na_v4(void* dst16, const void* p) {

@@ -5,11 +5,15 @@
 //
 // With LayerNorm, the row of D = k*k*C values is staged in shared memory as fp32
 // (CACHED) so global memory is read once and written once; statistics are two
-// block reductions (mean, then sum of squared deviations). When D*4 bytes exceed
-// the device's shared memory, the uncached variant re-reads the row from global
-// memory (L2 hits) for the second and third pass.
+// block reductions (mean, then sum of squared deviations). The cached variant's
+// second and third pass walk the staged row in output order, 4 channels a thread
+// (layernorm_row.cuh: 16-byte shared and LayerNorm-parameter loads, consecutive
+// lanes, no bank conflicts). When D*4 bytes exceed the device's shared memory, the
+// uncached variant re-reads the row from global memory (L2 hits) for the second and
+// third pass, in the gather's order.
 #include "common.cuh"
 #include "launchers.h"
+#include "layernorm_row.cuh"
 #include "nvila/layernorm.h"
 #include "nvila/spatial_compress.h"
 #include "vec_io.cuh"
@@ -72,24 +76,29 @@ __global__ void __launch_bounds__(kMaxThreads, 4) spatial_compress_kernel(Spatia
         const Piece p = piece<VEC>(a, row, i, cvecs);
         Vec<T, VEC> v;
         if (p.src >= 0) v = load_vec<T, VEC>(x + p.src);
+        float f[VEC];
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-          const float f = p.src < 0 ? 0.f : load_f32(&v.v[j]);
-          sum += f - shift;
-          if constexpr (CACHED) row_buf[p.dst + j] = f;
+          f[j] = p.src < 0 ? 0.f : load_f32(&v.v[j]);
+          sum += f[j] - shift;
         }
+        if constexpr (CACHED) stage_row<VEC>(row_buf + p.dst, f);
       }
+      // (block_sum's barrier also makes the staged row visible to every thread)
       const float mean = block_sum(sum, red) / float(D);
+      if constexpr (CACHED) {
+        layernorm_staged_row<T, VEC>(row_buf, D, shift, mean, a.eps, a.ln_weight, a.ln_bias, dst, red);
+        __syncthreads();  // row_buf is rewritten by the next row only after every thread is done
+        continue;
+      }
 
-      // the row's value at piece i, lane j (pass 2 and 3)
+      // uncached: the row's value at piece i, lane j (pass 2 and 3), re-read from x
       auto value = [&](const Piece& p, const Vec<T, VEC>& v, int j) -> float {
-        if constexpr (CACHED) return row_buf[p.dst + j];
         return p.src < 0 ? 0.f : load_f32(&v.v[j]);
       };
       auto reload = [&](const Piece& p) {
         Vec<T, VEC> v{};
-        if constexpr (!CACHED)
-          if (p.src >= 0) v = *reinterpret_cast<const Vec<T, VEC>*>(x + p.src);
+        if (p.src >= 0) v = *reinterpret_cast<const Vec<T, VEC>*>(x + p.src);
         return v;
       };
 
@@ -116,8 +125,6 @@ __global__ void __launch_bounds__(kMaxThreads, 4) spatial_compress_kernel(Spatia
           o.v[j] = from_f32<T>(layernorm_apply(value(p, v, j), st, a.ln_weight, a.ln_bias, p.dst + j));
         store_vec<T, VEC>(dst + p.dst, o);
       }
-      // row_buf is rewritten by the next row only after every thread is done
-      if constexpr (CACHED) __syncthreads();
     }
   }
 }
