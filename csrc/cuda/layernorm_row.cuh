@@ -45,8 +45,7 @@ __device__ __forceinline__ void stage_row(float* row_buf, const float (&f)[VEC])
 // aligned), and store L * sizeof(T) bytes each.
 template <typename T, int VEC>
 __device__ __forceinline__ void layernorm_staged_row(const float* row_buf, int64_t D, float shift, float mean,
-                                                     float eps, const float* w, const float* b, T* dst,
-                                                     float* red) {
+                                                     float eps, const float* w, const float* b, T* dst, float* red) {
   constexpr int L = VEC >= 4 ? 4 : 1;
   using FL = Vec<float, L>;
   const FL* row = reinterpret_cast<const FL*>(row_buf);
@@ -61,8 +60,8 @@ __device__ __forceinline__ void layernorm_staged_row(const float* row_buf, int64
     }
   }
   const RowStats st{shift, mean, layernorm_rstd(block_sum(ssd, red), D, eps)};
-  const bool wide = L == 4 && ((reinterpret_cast<unsigned long long>(w) | reinterpret_cast<unsigned long long>(b)) &
-                               15ull) == 0;
+  const bool wide =
+      L == 4 && ((reinterpret_cast<unsigned long long>(w) | reinterpret_cast<unsigned long long>(b)) & 15ull) == 0;
   for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
     const FL v = row[i];
     FL wv, bv;
@@ -78,7 +77,8 @@ __device__ __forceinline__ void layernorm_staged_row(const float* row_buf, int64
     }
     Vec<T, L> o;
 #pragma unroll
-    for (int j = 0; j < L; ++j) o.v[j] = from_f32<T>(layernorm_apply(v.v[j], st, w ? wv.v : nullptr, b ? bv.v : nullptr, j));
+    for (int j = 0; j < L; ++j)
+      o.v[j] = from_f32<T>(layernorm_apply(v.v[j], st, w ? wv.v : nullptr, b ? bv.v : nullptr, j));
     store_vec<T, L>(dst + int64_t(i) * L, o);
   }
 }
