@@ -84,6 +84,17 @@ def case_merge_compress():
     return f"{plan.n_tiles} tiles of 8x8x1152 bf16, k=2, LN", nbytes(x, w, b), nbytes(out)
 
 
+def case_merge_compress_cached():
+    # two scales: a row of 4 x 2 x 1152 = 9216 fp32 values fits the emulated device's 48 KiB,
+    # so the staged-row (cached) variant runs, as NVILA-8B's 13824-value rows do on an H100
+    plan = plan_tiles(300, 200, scales=(8, 16), tile=8, max_tiles=12)
+    x = _features(plan, 8, 8, 1152, torch.bfloat16)
+    D = 4 * len(plan.scales) * 1152
+    w, b = torch.randn(D), torch.randn(D)
+    out = nk.merge_compress(x, plan, 2, w, b, h=8, w=8, backend="emu")
+    return f"{plan.n_tiles} tiles of 8x8x1152 bf16, 2 scales, k=2, LN (fp32)", nbytes(x, w, b), nbytes(out)
+
+
 def case_fp8_quantize():
     # activations of a Qwen2-7B linear (hidden 3584), 64 tokens, dynamic scale
     x = torch.randn(64, 3584).to(torch.bfloat16)
@@ -113,6 +124,7 @@ CASES = {
     "temporal_pool": case_temporal_pool,
     "multiscale_merge": case_multiscale_merge,
     "merge_compress": case_merge_compress,
+    "merge_compress_cached": case_merge_compress_cached,
     "fp8_quantize": case_fp8_quantize,
     "multiscale_tile": case_multiscale_tile,
     "fp8_gemm": case_fp8_gemm,
@@ -124,6 +136,7 @@ SOURCES = {  # the .cu file of each op's kernels
     "temporal_pool": "temporal_pool.cu",
     "multiscale_merge": "multiscale_merge.cu",
     "merge_compress": "merge_compress.cu",
+    "merge_compress_cached": "merge_compress.cu",
     "fp8_quantize": "fp8_quantize.cu",
     "multiscale_tile": "multiscale_tile.cu",
     "fp8_gemm": "fp8_gemm.cu",

@@ -1,6 +1,6 @@
-// LayerNorm of a row staged in shared memory as fp32 (the CACHED variant of
-// spatial_compress): the staging stores, then the second and third pass over the
-// staged row in output order.
+// LayerNorm of a row staged in shared memory as fp32 (the CACHED variants of
+// spatial_compress and merge_compress): the staging stores, then the second and
+// third pass over the staged row in output order.
 #pragma once
 
 #include "common.cuh"

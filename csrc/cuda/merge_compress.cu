@@ -7,11 +7,13 @@
 // Then the block walks the row's VEC-wide pieces (16-byte loads where aligned),
 // averaging the window in fp32 and rounding to the feature dtype as the merged map
 // would be. LayerNorm as in spatial_compress.cu: the row staged in shared memory
-// as fp32 (CACHED) so the features are read once and the output written once; the
+// as fp32 (CACHED; layernorm_row.cuh) so the features are read once and the output
+// written once; the
 // uncached variant (rows too large for shared memory) recomputes the pieces for
 // the second and third pass (L2 hits).
 #include "common.cuh"
 #include "launchers.h"
+#include "layernorm_row.cuh"
 #include "nvila/layernorm.h"
 #include "nvila/merge_compress.h"
 #include "vec_io.cuh"
@@ -81,7 +83,8 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks) merge_compress_kernel
   const T* __restrict__ x = static_cast<const T*>(a.m.x);
   T* __restrict__ out = static_cast<T*>(a.out);
   const uint32_t S = uint32_t(a.m.S), kk = uint32_t(a.k * a.k), npieces = kk * S;
-  float* row_buf = reinterpret_cast<float*>(table + npieces);
+  float* row_buf =
+      reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(table) + merge_compress_table_bytes(npieces));
   const uint32_t cvecs = uint32_t(a.m.C / VEC);
   const uint32_t nvec = npieces * cvecs;
   const int64_t D = a.D(), tokens = a.tokens();
@@ -124,48 +127,45 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks) merge_compress_kernel
         float f[VEC];
         piece_values<T, VEC>(a, x, table[e], c, f);
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) {
-          sum += f[j] - shift;
-          if constexpr (CACHED) row_buf[i * VEC + j] = f[j];
-        }
+        for (int j = 0; j < VEC; ++j) sum += f[j] - shift;
+        if constexpr (CACHED) stage_row<VEC>(row_buf + i * VEC, f);
       }
+      // (block_sum's barrier also makes the staged row visible to every thread)
       const float mean = block_sum(sum, red) / float(D);
-
-      // the row's values of piece i (pass 2 and 3)
-      auto values = [&](uint32_t i, float (&f)[VEC]) {
-        if constexpr (CACHED) {
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) f[j] = row_buf[i * VEC + j];
-        } else {
+      if constexpr (CACHED) {
+        layernorm_staged_row<T, VEC>(row_buf, D, shift, mean, a.eps, a.ln_weight, a.ln_bias, dst, red);
+      } else {
+        // uncached: the row's values of piece i (pass 2 and 3), recomputed from x
+        auto values = [&](uint32_t i, float (&f)[VEC]) {
           uint32_t e;
           int64_t c;
           src_of(i, e, c);
           piece_values<T, VEC>(a, x, table[e], c, f);
-        }
-      };
+        };
 
-      // pass 2: sum of squared deviations
-      float ssd = 0.f;
-      for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
-        float f[VEC];
-        values(i, f);
+        // pass 2: sum of squared deviations
+        float ssd = 0.f;
+        for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+          float f[VEC];
+          values(i, f);
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) {
-          const float d = (f[j] - shift) - mean;
-          ssd += d * d;
+          for (int j = 0; j < VEC; ++j) {
+            const float d = (f[j] - shift) - mean;
+            ssd += d * d;
+          }
         }
-      }
-      const RowStats st{shift, mean, layernorm_rstd(block_sum(ssd, red), D, a.eps)};
+        const RowStats st{shift, mean, layernorm_rstd(block_sum(ssd, red), D, a.eps)};
 
-      // pass 3: normalize, scale, shift, store
-      for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
-        float f[VEC];
-        values(i, f);
-        Vec<T, VEC> o;
+        // pass 3: normalize, scale, shift, store
+        for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) {
+          float f[VEC];
+          values(i, f);
+          Vec<T, VEC> o;
 #pragma unroll
-        for (int j = 0; j < VEC; ++j)
-          o.v[j] = from_f32<T>(layernorm_apply(f[j], st, a.ln_weight, a.ln_bias, int64_t(i) * VEC + j));
-        store_vec<T, VEC>(dst + int64_t(i) * VEC, o);
+          for (int j = 0; j < VEC; ++j)
+            o.v[j] = from_f32<T>(layernorm_apply(f[j], st, a.ln_weight, a.ln_bias, int64_t(i) * VEC + j));
+          store_vec<T, VEC>(dst + int64_t(i) * VEC, o);
+        }
       }
     }
     // the table (and row_buf) are rewritten by the next token only after every thread is done

@@ -67,6 +67,12 @@ struct MergePieceSrc {
 
 constexpr int kMergeCompressMaxThreads = 256;
 
+// Bytes of the piece table in shared memory, rounded up to 16 so that the fp32 row
+// after it takes 16-byte accesses.
+NVILA_HD int64_t merge_compress_table_bytes(int64_t npieces) {
+  return (npieces * int64_t(sizeof(MergePieceSrc)) + 15) / 16 * 16;
+}
+
 // One block per output token (grid-stride). variant[0]: elements per access (16 bytes
 // when C and the pointers allow, else 1); variant[1]: LayerNormVariant. The piece
 // table, and the fp32 row when it fits (LnCached), are dynamic shared memory. A plan
@@ -76,7 +82,7 @@ inline LaunchConfig merge_compress_launch_config(const MergeCompressArgs& a, con
   const int64_t v = 16 / dtype_size(a.m.dtype);
   LaunchConfig c{a.m.dtype};
   c.variant[0] = a.m.C % v == 0 && aligned16(a.m.x) && aligned16(a.out) ? int32_t(v) : 1;
-  const int64_t table = a.k * a.k * a.m.S * int64_t(sizeof(MergePieceSrc));
+  const int64_t table = merge_compress_table_bytes(a.k * a.k * a.m.S);
   const LayerNormVariant ln = layernorm_variant(a.ln_weight != nullptr, a.D(), table, t.max_dynamic_smem);
   c.variant[1] = ln;
   const int64_t smem = table + layernorm_row_smem(ln, a.D());
