@@ -46,7 +46,7 @@ def _head_rows(heads: int, d: int, d_new: int) -> torch.Tensor:
 
 
 # per parameter (nvila's names, matched at the end): which map each dimension takes
-# ("s": the residual stream, "q" / "kv": heads, "=": unchanged)
+# ("s": the residual stream, "q" / "k": the query / key-value heads, "=": unchanged)
 _RULES = {
     "llm.embed.weight": "=s", "llm.head.weight": "=s", "norm.weight": "s", "norm1.weight": "s",
     "norm2.weight": "s", "attn.q.weight": "qs", "attn.q.bias": "q", "attn.k.weight": "ks",
