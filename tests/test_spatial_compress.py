@@ -159,6 +159,33 @@ def test_out_argument(backend):
     torch.testing.assert_close(out, reference.spatial_compress(x, 2, w, b), atol=2e-5, rtol=2e-5)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_non_finite_values_propagate_as_in_the_reference(backend, dtype):
+    """NaN and infinity in the input or the LayerNorm weight come out where the
+    reference puts them: a row holding a NaN or an inf is NaN, a NaN weight makes its
+    channel NaN in every row, and a finite result too large for the dtype is an
+    infinity. The weight's NaN is the fp32 quiet NaN with every payload bit set
+    (0x7fffffff): rounding it to bf16 by adding 0x7fff would carry it to -0, so the
+    CPU kernel must notice it (it takes its NaN-safe rounding then)."""
+    device = backend_device(backend)
+    C, k = 48, 2
+    D = k * k * C
+    x = torch.randn(1, 6, 6, C).to(dtype)
+    x[0, 0, 0, 5] = float("nan")  # output row (0, 0)
+    x[0, 2, 3, 7] = float("inf")  # output row (1, 1)
+    x[0, 5, 5, 0] = -float("inf")  # output row (2, 2)
+    w, b = torch.randn(D), torch.randn(D)
+    w.view(torch.int32)[17] = 0x7FFFFFFF
+    b[40] = 3.0e38  # rounds to an infinity in bf16 (and stays finite in fp32)
+    expected = reference.spatial_compress(x, k, w, b)  # fp32 parameters, as a checkpoint may hold them
+    got = nk.spatial_compress(x.to(device), k, w.to(device), b.to(device), backend=backend).cpu()
+    assert got[0, 0, 0].isnan().all() and got[0, 1, 1].isnan().all() and got[0, 2, 2].isnan().all()
+    assert got[..., 17].isnan().all() and not got[0, 0, 1, :17].isnan().any()
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(got, expected, atol=atol, rtol=rtol, equal_nan=True)
+
+
 # ---- the reference against NVILA's definition ---------------------------------
 
 
