@@ -186,6 +186,30 @@ def test_non_finite_values_propagate_as_in_the_reference(backend, dtype):
     torch.testing.assert_close(got, expected, atol=atol, rtol=rtol, equal_nan=True)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_layernorm_statistics_on_hard_rows(backend):
+    """fp32 rows whose statistics cancel badly when taken naively, against float64:
+    nearly constant values far from zero (1000 + 1e-3 noise), a first token 100 standard
+    deviations off the rest (the CPU kernel's pivot, the mean of the first 256 values,
+    far from the mean), and a token that is 1/16 of its row (15 zero padding tokens).
+    Not the reference: torch's fp32 layer_norm misses the nearly constant row by ~1.7e-2
+    (the kernels' shifted statistics are what keep it within 2e-5)."""
+    device = backend_device(backend)
+    C = 384
+    near_constant = 1000 + 1e-3 * torch.randn(1, 2, 2, C, dtype=torch.float64)
+    off_start = torch.randn(1, 2, 2, C, dtype=torch.float64)
+    off_start[0, 0, 0] += 100
+    padded = torch.randn(1, 1, 1, C, dtype=torch.float64) + 3
+    for x, k in ((near_constant, 2), (off_start, 2), (padded, 4)):
+        x = x.float().double()  # the fp32 input, exactly
+        D = k * k * C
+        w, b = torch.randn(D).double(), torch.randn(D).double()
+        rows = reference.spatial_compress(x, k)  # the gather alone, in float64
+        expected = F.layer_norm(rows, (D,), w, b, 1e-5).float()
+        got = nk.spatial_compress(x.float().to(device), k, w.float().to(device), b.float().to(device), backend=backend)
+        torch.testing.assert_close(got.cpu(), expected, atol=2e-5, rtol=2e-5)
+
+
 # ---- the reference against NVILA's definition ---------------------------------
 
 

@@ -15,31 +15,17 @@
 namespace nvila::cpu {
 namespace {
 
-// Count, mean and sum of squared deviations of the shifted values, block by block.
-struct Moments {
-  double n = 0, mean = 0, m2 = 0;
-  // adds a block of m values with mean mb and sum of squared deviations m2b (Chan et al.)
-  void add(double m, double mb, double m2b) {
-    const double nn = n + m, delta = mb - mean;
-    mean += delta * m / nn;
-    m2 += m2b + delta * delta * n * m / nn;
-    n = nn;
-  }
-};
-
 template <typename T>
-void block_moments_generic(const T* p, int64_t m, float shift, Moments& mo) {
-  float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < m; ++i) s += load_f32(p + i) - shift;
-  const float mb = s / float(m);
-  float q = 0.f;
-#pragma omp simd reduction(+ : q)
+void block_sums_generic(const T* p, int64_t m, float pivot, double& s1, double& s2) {
+  float a = 0.f, q = 0.f;
+#pragma omp simd reduction(+ : a, q)
   for (int64_t i = 0; i < m; ++i) {
-    const float d = (load_f32(p + i) - shift) - mb;
+    const float d = load_f32(p + i) - pivot;
+    a += d;
     q += d * d;
   }
-  mo.add(double(m), double(mb), double(q));
+  s1 += a;
+  s2 += q;
 }
 
 template <typename T>
@@ -68,34 +54,30 @@ NVILA_AVX2 NVILA_INLINE void load32(const T* p, __m256 v[4]) {
   }
 }
 
-// Four independent vector sums (one would wait on the add latency).
+// Four independent pairs of vector sums (one would wait on the add latency).
 template <typename T>
-NVILA_AVX2 void block_moments_avx2(const T* p, int64_t m, float shift, Moments& mo) {
+NVILA_AVX2 void block_sums_avx2(const T* p, int64_t m, float pivot, double& s1, double& s2) {
   const int64_t m32 = m & ~int64_t(31);
-  const __m256 vs = _mm256_set1_ps(shift);
-  __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}, v[4];
+  const __m256 vk = _mm256_set1_ps(pivot);
+  __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m256 q[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}, v[4];
   for (int64_t c = 0; c < m32; c += 32) {
     load32(p + c, v);
-    for (int j = 0; j < 4; ++j) a[j] = _mm256_add_ps(a[j], _mm256_sub_ps(v[j], vs));
-  }
-  float s = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
-  for (int64_t c = m32; c < m; ++c) s += load_f32(p + c) - shift;
-  const float mb = s / float(m);
-  const __m256 vm = _mm256_set1_ps(mb);
-  for (int j = 0; j < 4; ++j) a[j] = _mm256_setzero_ps();
-  for (int64_t c = 0; c < m32; c += 32) {  // the block is in L1 now
-    load32(p + c, v);
     for (int j = 0; j < 4; ++j) {
-      const __m256 d = _mm256_sub_ps(_mm256_sub_ps(v[j], vs), vm);
-      a[j] = _mm256_fmadd_ps(d, d, a[j]);
+      const __m256 d = _mm256_sub_ps(v[j], vk);
+      a[j] = _mm256_add_ps(a[j], d);
+      q[j] = _mm256_fmadd_ps(d, d, q[j]);
     }
   }
-  float q = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+  float sa = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+  float sq = hsum(_mm256_add_ps(_mm256_add_ps(q[0], q[1]), _mm256_add_ps(q[2], q[3])));
   for (int64_t c = m32; c < m; ++c) {
-    const float d = (load_f32(p + c) - shift) - mb;
-    q += d * d;
+    const float d = load_f32(p + c) - pivot;
+    sa += d;
+    sq += d * d;
   }
-  mo.add(double(m), double(mb), double(q));
+  s1 += sa;
+  s2 += sq;
 }
 
 // (x - shift) * rstd - mean * rstd, times w plus b, of 8 values
@@ -166,22 +148,32 @@ PieceRowNorm<T>::PieceRowNorm(const float* w, const float* b, int64_t D, int64_t
 }
 
 template <typename T>
+void PieceRowNorm<T>::block_sums(const T* p, int64_t m, float pivot, double& s1, double& s2) const {
+#if NVILA_HAVE_AVX2_PATH
+  if (avx2_) return block_sums_avx2(p, m, pivot, s1, s2);
+#endif
+  block_sums_generic(p, m, pivot, s1, s2);
+}
+
+template <typename T>
 void PieceRowNorm<T>::operator()(T* dst, const T* const* p, bool stream) const {
   const int64_t n = D_ / C_, C = C_;
-  const float shift = load_f32(p[0]);
-  Moments mo;
+  // the pivot: the mean of the row's first kBlock values (about the first value)
+  const float first = load_f32(p[0]);
+  double s1 = 0.0, s2 = 0.0;
+  int64_t m0 = 0;
+  for (int64_t j = 0; j < n && m0 < kBlock; ++j) {
+    const int64_t m = std::min(C, kBlock - m0);
+    block_sums(p[j], m, first, s1, s2);
+    m0 += m;
+  }
+  const float shift = first + float(s1 / double(m0));
+  s1 = s2 = 0.0;
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-      const int64_t m = std::min(kBlock, C - c0);
-#if NVILA_HAVE_AVX2_PATH
-      if (avx2_) {
-        block_moments_avx2(p[j] + c0, m, shift, mo);
-        continue;
-      }
-#endif
-      block_moments_generic(p[j] + c0, m, shift, mo);
-    }
-  const float mean = float(mo.mean), ssd = float(mo.m2);
+    for (int64_t c0 = 0; c0 < C; c0 += kBlock) block_sums(p[j] + c0, std::min(kBlock, C - c0), shift, s1, s2);
+  double dev = s2 - s1 * (s1 / double(D_));  // sum of squared deviations from the mean
+  if (dev < 0.0) dev = 0.0;                  // rounding; a NaN stays
+  const float mean = float(s1 / double(D_)), ssd = float(dev);
   const RowStats st{shift, mean, layernorm_rstd(ssd, D_, eps_)};
   for (int64_t j = 0; j < n; ++j) {
     const float* w = w_.data() + j * C;

@@ -26,16 +26,39 @@
 namespace nvila::cpu {
 namespace {
 
-// dst = the merged values of scale s over window `win` (count() > 1): the fp32 sum of
+// One scale's source windows and token offsets as lookup tables (the per-pixel
+// divisions of MultiscaleMergeArgs::window and src_token, done once per call): merged
+// row Y reads the scale's map rows [y0[Y], y1[Y]), column X columns [x0[X], x1[X]); the
+// pixel (py, px) is token base + row_off[py] + col_off[px].
+struct ScaleTable {
+  std::vector<int64_t> y0, y1, x0, x1, row_off, col_off;
+  int64_t base;
+
+  ScaleTable(const MultiscaleMergeArgs& m, int64_t s) : base(m.tile0[s] * m.h * m.w) {
+    const int64_t in_h = m.rows[s] * m.h, in_w = m.cols[s] * m.w, H = m.H(), W = m.W();
+    for (int64_t Y = 0; Y < H; ++Y) {
+      y0.push_back(MultiscaleMergeArgs::src_lo(Y, in_h, H));
+      y1.push_back(MultiscaleMergeArgs::src_hi(Y, in_h, H));
+    }
+    for (int64_t X = 0; X < W; ++X) {
+      x0.push_back(MultiscaleMergeArgs::src_lo(X, in_w, W));
+      x1.push_back(MultiscaleMergeArgs::src_hi(X, in_w, W));
+    }
+    for (int64_t py = 0; py < in_h; ++py) row_off.push_back((py / m.h) * m.cols[s] * m.h * m.w + (py % m.h) * m.w);
+    for (int64_t px = 0; px < in_w; ++px) col_off.push_back((px / m.w) * m.h * m.w + px % m.w);
+  }
+  int64_t token(int64_t py, int64_t px) const { return base + row_off[py] + col_off[px]; }
+};
+
+// dst = the merged values of one scale over window `win` (count() > 1): the fp32 sum of
 // the window's pixels in row-major order, divided by the count, rounded to T. acc: C floats.
 template <typename T>
-void average_piece(T* dst, float* acc, const T* x, const MultiscaleMergeArgs& m, int64_t s,
+void average_piece(T* dst, float* acc, const T* x, int64_t C, const ScaleTable& tab,
                    const MultiscaleMergeArgs::Window& win) {
-  const int64_t C = m.C;
   const float count = float(win.count());
   for (int64_t py = win.y0; py < win.y1; ++py)
     for (int64_t px = win.x0; px < win.x1; ++px) {
-      const T* p = x + m.src_token(s, py, px) * C;
+      const T* p = x + tab.token(py, px) * C;
       if (py == win.y0 && px == win.x0) {  // the first pixel initializes the sums
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) acc[c] = load_f32(p + c);
@@ -51,13 +74,13 @@ void average_piece(T* dst, float* acc, const T* x, const MultiscaleMergeArgs& m,
 #if NVILA_HAVE_AVX2_PATH
 // average_piece, 8 channels per vector
 template <typename T>
-NVILA_AVX2 void average_piece_avx2(T* dst, float* acc, const T* x, const MultiscaleMergeArgs& m, int64_t s,
+NVILA_AVX2 void average_piece_avx2(T* dst, float* acc, const T* x, int64_t C, const ScaleTable& tab,
                                    const MultiscaleMergeArgs::Window& win) {
-  const int64_t C = m.C, C16 = C & ~int64_t(15);
+  const int64_t C16 = C & ~int64_t(15);
   const float count = float(win.count());
   for (int64_t py = win.y0; py < win.y1; ++py)
     for (int64_t px = win.x0; px < win.x1; ++px) {
-      const T* p = x + m.src_token(s, py, px) * C;
+      const T* p = x + tab.token(py, px) * C;
       const bool first = py == win.y0 && px == win.x0;
       int64_t c = 0;
       for (; c + 8 <= C; c += 8)
@@ -73,12 +96,12 @@ NVILA_AVX2 void average_piece_avx2(T* dst, float* acc, const T* x, const Multisc
 #endif
 
 template <typename T>
-void average(T* dst, float* acc, const T* x, const MultiscaleMergeArgs& m, int64_t s,
-             const MultiscaleMergeArgs::Window& win, bool avx2) {
+void average(T* dst, float* acc, const T* x, int64_t C, const ScaleTable& tab, const MultiscaleMergeArgs::Window& win,
+             bool avx2) {
 #if NVILA_HAVE_AVX2_PATH
-  if (avx2) return average_piece_avx2(dst, acc, x, m, s, win);
+  if (avx2) return average_piece_avx2(dst, acc, x, C, tab, win);
 #endif
-  average_piece(dst, acc, x, m, s, win);
+  average_piece(dst, acc, x, C, tab, win);
 }
 
 constexpr int kChunk = 16;
@@ -94,6 +117,8 @@ void run(const MergeCompressArgs& a) {
   std::optional<PieceRowNorm<T>> norm;
   if (a.ln_weight) norm.emplace(a.ln_weight, a.ln_bias, D, C, a.eps);
   const std::vector<T> zeros(C, from_f32<T>(0.f));  // a padding piece
+  std::vector<ScaleTable> tables;
+  for (int64_t s = 0; s < S; ++s) tables.emplace_back(m, s);
 #pragma omp parallel
   {
     std::vector<const T*> pieces(kk * S);
@@ -110,11 +135,12 @@ void run(const MergeCompressArgs& a) {
             pieces[j] = zeros.data();
             continue;
           }
-          const MultiscaleMergeArgs::Window win = m.window(s, Y, X);
+          const ScaleTable& tab = tables[s];
+          const MultiscaleMergeArgs::Window win{tab.y0[Y], tab.y1[Y], tab.x0[X], tab.x1[X]};
           if (win.count() == 1) {
-            pieces[j] = x + m.src_token(s, win.y0, win.x0) * C;
+            pieces[j] = x + tab.token(win.y0, win.x0) * C;
           } else {
-            average(averaged.data() + j * C, acc.data(), x, m, s, win, avx2);
+            average(averaged.data() + j * C, acc.data(), x, C, tab, win, avx2);
             pieces[j] = averaged.data() + j * C;
           }
         }

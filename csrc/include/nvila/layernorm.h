@@ -7,10 +7,10 @@
 // keeps the mean's rounding error proportional to the spread of the row rather
 // than to its magnitude; without it such rows lose ~3 more digits than torch.
 //
-// The CPU kernels (csrc/cpu/layernorm_row.h) take the two passes per block of 256
-// values and combine the blocks exactly in double, and write
-// ((x - shift) * rstd - mean * rstd) * w + b with fused multiply-adds: the same
-// statistics and output up to rounding.
+// The CPU kernels (csrc/cpu/layernorm_row.h) shift by the mean of the row's first
+// 256 values instead, take both sums in one pass (the bound on what that costs is
+// there), and write ((x - shift) * rstd - mean * rstd) * w + b with fused
+// multiply-adds: the same statistics and output up to rounding.
 #pragma once
 
 #ifndef __CUDACC_RTC__
