@@ -72,26 +72,52 @@ void average_piece(T* dst, float* acc, const T* x, int64_t C, const ScaleTable& 
 }
 
 #if NVILA_HAVE_AVX2_PATH
-// average_piece, 8 channels per vector
+// average_piece, 16 channels per step. Windows of up to 4 pixels (every upsampling by
+// less than 2x) are summed in registers; by a power of two the division is the exact
+// multiplication by its reciprocal (the same result, without the slow divide).
 template <typename T>
 NVILA_AVX2 void average_piece_avx2(T* dst, float* acc, const T* x, int64_t C, const ScaleTable& tab,
                                    const MultiscaleMergeArgs::Window& win) {
-  const int64_t C16 = C & ~int64_t(15);
-  const float count = float(win.count());
+  const int64_t count = win.count(), C16 = C & ~int64_t(15);
+  if (count > 4) {
+    for (int64_t py = win.y0; py < win.y1; ++py)
+      for (int64_t px = win.x0; px < win.x1; ++px) {
+        const T* p = x + tab.token(py, px) * C;
+        const bool first = py == win.y0 && px == win.x0;
+        int64_t c = 0;
+        for (; c + 8 <= C; c += 8)
+          _mm256_storeu_ps(acc + c, first ? load8(p + c) : _mm256_add_ps(_mm256_loadu_ps(acc + c), load8(p + c)));
+        for (; c < C; ++c) acc[c] = first ? load_f32(p + c) : acc[c] + load_f32(p + c);
+      }
+    const __m256 vcount = _mm256_set1_ps(float(count));
+    for (int64_t c = 0; c < C16; c += 16)
+      store16(dst + c, _mm256_div_ps(_mm256_loadu_ps(acc + c), vcount),
+              _mm256_div_ps(_mm256_loadu_ps(acc + c + 8), vcount), false);
+    for (int64_t c = C16; c < C; ++c) dst[c] = from_f32<T>(acc[c] / float(count));
+    return;
+  }
+  const T* src[4];
+  int n = 0;
   for (int64_t py = win.y0; py < win.y1; ++py)
-    for (int64_t px = win.x0; px < win.x1; ++px) {
-      const T* p = x + tab.token(py, px) * C;
-      const bool first = py == win.y0 && px == win.x0;
-      int64_t c = 0;
-      for (; c + 8 <= C; c += 8)
-        _mm256_storeu_ps(acc + c, first ? load8(p + c) : _mm256_add_ps(_mm256_loadu_ps(acc + c), load8(p + c)));
-      for (; c < C; ++c) acc[c] = first ? load_f32(p + c) : acc[c] + load_f32(p + c);
+    for (int64_t px = win.x0; px < win.x1; ++px) src[n++] = x + tab.token(py, px) * C;
+  const bool pow2 = (count & (count - 1)) == 0;
+  const __m256 inv = _mm256_set1_ps(1.f / float(count)), vcount = _mm256_set1_ps(float(count));
+  for (int64_t c = 0; c < C16; c += 16) {
+    __m256 lo = load8(src[0] + c), hi = load8(src[0] + c + 8);
+    for (int i = 1; i < n; ++i) {
+      lo = _mm256_add_ps(lo, load8(src[i] + c));
+      hi = _mm256_add_ps(hi, load8(src[i] + c + 8));
     }
-  const __m256 vcount = _mm256_set1_ps(count);
-  for (int64_t c = 0; c < C16; c += 16)
-    store16(dst + c, _mm256_div_ps(_mm256_loadu_ps(acc + c), vcount),
-            _mm256_div_ps(_mm256_loadu_ps(acc + c + 8), vcount), false);
-  for (int64_t c = C16; c < C; ++c) dst[c] = from_f32<T>(acc[c] / count);
+    if (pow2)
+      store16(dst + c, _mm256_mul_ps(lo, inv), _mm256_mul_ps(hi, inv), false);
+    else
+      store16(dst + c, _mm256_div_ps(lo, vcount), _mm256_div_ps(hi, vcount), false);
+  }
+  for (int64_t c = C16; c < C; ++c) {
+    float v = load_f32(src[0] + c);
+    for (int i = 1; i < n; ++i) v += load_f32(src[i] + c);
+    dst[c] = from_f32<T>(v / float(count));
+  }
 }
 #endif
 
