@@ -50,8 +50,14 @@ def bench_case(
     return common.measure_providers(builder, providers, **kw)
 
 
+def print_targets(rows: list[common.Row]) -> None:
+    """The CPU target of the issue for a fresh output, per dtype."""
+    for dtype in ("float32", "bfloat16"):
+        common.print_fresh_output_target([r for r in rows if r.dtype == dtype], dtype)
+
+
 def run(args) -> list[common.Row]:
-    return common.run_cases(args, [OP], bench_case, title=OP, results_name=OP)
+    return common.run_cases(args, [OP], bench_case, title=OP, results_name=OP, targets=print_targets)
 
 
 def main(argv: list[str] | None = None) -> list[common.Row]:

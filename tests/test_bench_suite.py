@@ -83,3 +83,29 @@ def test_untimed_backends_are_listed_with_a_reason(suite):
     for b in ("cuda", "triton"):
         line = next((ln for ln in stdout.splitlines() if ln.startswith(f"SKIP {b}:")), None)
         assert line is not None and len(line) > len(f"SKIP {b}: ") + 10, f"no SKIP line with a reason for {b}"
+
+
+def _row(provider: str, median_ms: float, **kw):
+    from bench.common import Row
+
+    fields = dict(shape="1x2", dtype="float32", device="cpu", threads=2, p20_ms=median_ms, p80_ms=median_ms)
+    fields |= dict(bytes=1, gbps=1.0, copy_gbps=2.0, frac_copy_bw=0.5, speedup_vs_eager=4.0, speedup_vs_reference=1.0)
+    fields |= dict(max_abs_err=0.0, note="case", torch="t", commit="c", machine="m") | kw
+    return Row(op="op", provider=provider, median_ms=median_ms, **fields)
+
+
+def test_copy_target_lines(capsys):
+    """The PASS/FAIL lines of a memory-bound op's CPU targets, from the rows' numbers; the
+    fresh-output line names the process's malloc."""
+    from bench import common
+
+    common.print_copy_targets([_row("cpu", 15.0), _row("cpu+out", 10.0)], "case")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("PASS: CPU kernel (fresh output) >= 3x faster than eager, case: 4.00x")
+    assert lines[1] == (
+        f"PASS: CPU kernel fresh output within 1.5x of out=, case: 1.50x (15.00 vs 10.00 ms; malloc: "
+        f"{common.cpu_allocator()})"
+    )
+    assert lines[2] == "PASS: CPU kernel with out= >= 50% of copy bandwidth, case: 50% (1.0 of 2.0 GB/s)"
+    common.print_fresh_output_target([_row("cpu", 60.0), _row("cpu+out", 10.0)], "case")
+    assert capsys.readouterr().out.startswith("FAIL: CPU kernel fresh output within 1.5x of out=, case: 6.00x")
