@@ -98,8 +98,8 @@ NVILA_AVX2 NVILA_INLINE __m256i round_bf16_no_nan(__m256 v) {
 template <typename T>
 NVILA_AVX2 void write_piece_avx2(T* dst, const T* p, int64_t C, RowStats st, const float* w, const float* b,
                                  bool stream, bool any_nan) {
-  const __m256 shift = _mm256_set1_ps(st.shift), rstd = _mm256_set1_ps(st.rstd);
-  const __m256 c = _mm256_set1_ps(-st.mean * st.rstd);
+  const float cs = -st.mean * st.rstd;
+  const __m256 shift = _mm256_set1_ps(st.shift), rstd = _mm256_set1_ps(st.rstd), c = _mm256_set1_ps(cs);
   const bool nt = stream && reinterpret_cast<uintptr_t>(dst) % 32 == 0;
   int64_t i = 0;
   if constexpr (std::is_same_v<T, bf16_t>) {
@@ -122,7 +122,6 @@ NVILA_AVX2 void write_piece_avx2(T* dst, const T* p, int64_t C, RowStats st, con
       store16(dst + i, norm8(load8(p + i), shift, rstd, c, w + i, b + i),
               norm8(load8(p + i + 8), shift, rstd, c, w + i + 8, b + i + 8), nt);
   }
-  const float cs = -st.mean * st.rstd;
   for (; i < C; ++i) dst[i] = from_f32<T>(std::fma(std::fma(load_f32(p + i) - st.shift, st.rstd, cs), w[i], b[i]));
 }
 #endif
@@ -175,16 +174,16 @@ void PieceRowNorm<T>::operator()(T* dst, const T* const* p, bool stream) const {
   if (dev < 0.0) dev = 0.0;                  // rounding; a NaN stays
   const float mean = float(s1 / double(D_)), ssd = float(dev);
   const RowStats st{shift, mean, layernorm_rstd(ssd, D_, eps_)};
+  // finite statistics mean finite inputs; with finite w and b a NaN can only be made by
+  // the arithmetic (the default NaN, which the fast bf16 rounding keeps)
+  const bool any_nan = !(params_finite_ && std::isfinite(shift) && std::isfinite(mean) && std::isfinite(ssd) &&
+                         std::isfinite(st.rstd) && std::isfinite(mean * st.rstd));
   for (int64_t j = 0; j < n; ++j) {
     const float* w = w_.data() + j * C;
     const float* b = b_.data() + j * C;
 #if NVILA_HAVE_AVX2_PATH
     if (avx2_) {
-      // finite statistics mean finite inputs; with finite w and b a NaN can only be
-      // made by the arithmetic (the default NaN, which the fast rounding keeps)
-      const bool finite = std::isfinite(shift) && std::isfinite(mean) && std::isfinite(ssd) && std::isfinite(st.rstd) &&
-                          std::isfinite(mean * st.rstd);
-      write_piece_avx2(dst + j * C, p[j], C, st, w, b, stream, !(finite && params_finite_));
+      write_piece_avx2(dst + j * C, p[j], C, st, w, b, stream, any_nan);
       continue;
     }
 #endif

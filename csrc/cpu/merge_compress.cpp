@@ -72,30 +72,15 @@ void average_piece(T* dst, float* acc, const T* x, int64_t C, const ScaleTable& 
 }
 
 #if NVILA_HAVE_AVX2_PATH
-// average_piece, 16 channels per step. Windows of up to 4 pixels (every upsampling by
-// less than 2x) are summed in registers; by a power of two the division is the exact
-// multiplication by its reciprocal (the same result, without the slow divide).
+// average_piece, 16 channels per step, for windows of up to 4 pixels (every upsampling:
+// a window spans at most 2 source pixels per axis), summed in registers; by a power of
+// two the division is the exact multiplication by its reciprocal (the same result,
+// without the slow divide). Larger windows take the portable loop.
 template <typename T>
 NVILA_AVX2 void average_piece_avx2(T* dst, float* acc, const T* x, int64_t C, const ScaleTable& tab,
                                    const MultiscaleMergeArgs::Window& win) {
   const int64_t count = win.count(), C16 = C & ~int64_t(15);
-  if (count > 4) {
-    for (int64_t py = win.y0; py < win.y1; ++py)
-      for (int64_t px = win.x0; px < win.x1; ++px) {
-        const T* p = x + tab.token(py, px) * C;
-        const bool first = py == win.y0 && px == win.x0;
-        int64_t c = 0;
-        for (; c + 8 <= C; c += 8)
-          _mm256_storeu_ps(acc + c, first ? load8(p + c) : _mm256_add_ps(_mm256_loadu_ps(acc + c), load8(p + c)));
-        for (; c < C; ++c) acc[c] = first ? load_f32(p + c) : acc[c] + load_f32(p + c);
-      }
-    const __m256 vcount = _mm256_set1_ps(float(count));
-    for (int64_t c = 0; c < C16; c += 16)
-      store16(dst + c, _mm256_div_ps(_mm256_loadu_ps(acc + c), vcount),
-              _mm256_div_ps(_mm256_loadu_ps(acc + c + 8), vcount), false);
-    for (int64_t c = C16; c < C; ++c) dst[c] = from_f32<T>(acc[c] / float(count));
-    return;
-  }
+  if (count > 4) return average_piece(dst, acc, x, C, tab, win);  // not an upsampling window
   const T* src[4];
   int n = 0;
   for (int64_t py = win.y0; py < win.y1; ++py)
@@ -175,12 +160,7 @@ void run(const MergeCompressArgs& a) {
       if (norm) {
         (*norm)(dst, pieces.data(), stream);
       } else {
-        for (int64_t j = 0; j < kk * S; ++j) {
-          if (stream)
-            stream_copy(dst + j * C, pieces[j], C * sizeof(T));
-          else
-            std::memcpy(dst + j * C, pieces[j], C * sizeof(T));
-        }
+        for (int64_t j = 0; j < kk * S; ++j) copy_out(dst + j * C, pieces[j], C * sizeof(T), stream);
       }
     }
     stream_fence();

@@ -35,10 +35,8 @@ void copy_rows(const SpatialCompressArgs& a) {
         const int64_t src = spatial_compress_src(a, row, s);
         if (src < 0)
           std::memset(dst + s * C, 0, C * sizeof(T));
-        else if (stream)
-          stream_copy(dst + s * C, x + src, C * sizeof(T));
         else
-          std::memcpy(dst + s * C, x + src, C * sizeof(T));
+          copy_out(dst + s * C, x + src, C * sizeof(T), stream);
       }
     }
     stream_fence();

@@ -29,6 +29,14 @@ inline void stream_copy(void* dst, const void* src, size_t bytes) {
 
 inline void stream_fence() { _mm_sfence(); }
 
+// memcpy, or stream_copy when `stream`
+inline void copy_out(void* dst, const void* src, size_t bytes, bool stream) {
+  if (stream)
+    stream_copy(dst, src, bytes);
+  else
+    std::memcpy(dst, src, bytes);
+}
+
 // No madvise(MADV_HUGEPAGE) on outputs: a fresh output's pages are the allocator's
 // business, as for every torch op (torch asks for huge pages when THP_MEM_ALLOC_ENABLE=1).
 // Asking for them here was tried and removed: with the kernel's THP defrag setting
